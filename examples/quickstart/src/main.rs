@@ -1,0 +1,2 @@
+//! The quickstart.
+fn main() {}

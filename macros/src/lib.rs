@@ -1,0 +1,1 @@
+//! Procedural macros for goomerang (re-exported by the `goomerang` crate).

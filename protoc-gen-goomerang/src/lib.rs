@@ -1,0 +1,1 @@
+//! Generates goomerang service code from protobuf descriptors.

@@ -1,0 +1,116 @@
+//! `Config`: limits and timeouts shared by servers and clients, with safe defaults.
+
+use std::time::Duration;
+
+/// Limits and timeouts for a server or client; every connection it owns uses them.
+///
+/// Build it from [`Config::default()`] and the builder-style setters:
+///
+/// ```
+/// let config = goomerang::Config::default()
+///     .ordered(true)
+///     .max_message_size(1 << 20);
+/// assert!(config.is_ordered());
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    pub(crate) max_message_size: usize,
+    pub(crate) outbound_queue_bytes: usize,
+    pub(crate) max_concurrent_per_connection: usize,
+    pub(crate) max_concurrent_handlers: usize,
+    pub(crate) ordered: bool,
+    pub(crate) request_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) read_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message_size: 4 << 20,
+            outbound_queue_bytes: 4 << 20,
+            max_concurrent_per_connection: 128,
+            max_concurrent_handlers: 8192,
+            ordered: false,
+            request_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+            read_buffer_size: 8 << 10,
+        }
+    }
+}
+
+impl Config {
+    /// Largest WebSocket message (one encoded frame) accepted or sent, in bytes.
+    /// A peer sending more is closed with 1009 (message too big); sending more
+    /// yourself fails with [`Error::MessageTooLarge`](crate::Error::MessageTooLarge).
+    /// Default 4 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes.max(64);
+        self
+    }
+
+    /// Bytes of encoded frames that may wait in one connection's outbound
+    /// queue. When it is full, `send`/`request` wait for room (bounded by the
+    /// request deadline for requests), `try_send` fails with
+    /// [`Error::QueueFull`](crate::Error::QueueFull), and handler replies wait,
+    /// which pauses reading from that connection only. Default 4 MiB.
+    pub fn outbound_queue_bytes(mut self, bytes: usize) -> Self {
+        self.outbound_queue_bytes = bytes.clamp(1, u32::MAX as usize);
+        self
+    }
+
+    /// Handlers running at once for one connection; when reached, reading from
+    /// that connection pauses. Default 128.
+    pub fn max_concurrent_per_connection(mut self, n: usize) -> Self {
+        self.max_concurrent_per_connection = n.max(1);
+        self
+    }
+
+    /// Handlers running at once across all connections of this server or
+    /// client; when reached, connections with work pause reading. Default 8192.
+    pub fn max_concurrent_handlers(mut self, n: usize) -> Self {
+        self.max_concurrent_handlers = n.max(1);
+        self
+    }
+
+    /// Handle each connection's messages one at a time in arrival order.
+    /// Replies to this side's own requests are still processed while a handler
+    /// runs, so a handler may call back into the peer. Default off (concurrent).
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+
+    /// Deadline for requests that do not set their own. Default 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a close handshake may take before the connection is dropped. Default 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Size of each connection's socket read buffer. Small values save memory
+    /// per idle connection; large ones help bulk throughput. Default 8 KiB.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes.max(512);
+        self
+    }
+
+    /// Whether [`ordered`](Self::ordered) processing is on.
+    pub fn is_ordered(&self) -> bool {
+        self.ordered
+    }
+
+    pub(crate) fn websocket(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+            .read_buffer_size(self.read_buffer_size)
+            .write_buffer_size(0)
+    }
+}

@@ -1,0 +1,534 @@
+//! `Connection`: the handle to one live WebSocket peer — send, request, close — and its bookkeeping.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::frame;
+use crate::handler::Outcome;
+use crate::message::{Message, Metadata, Payload, Response};
+use crate::proto::{Frame, FrameKind};
+use crate::shared::Shared;
+use crate::status::Status;
+
+/// How a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseInfo {
+    /// The RFC 6455 close code: from the close frame, 1005 if it had none,
+    /// 1006 if the connection was lost without one.
+    pub code: u16,
+    /// The close reason (may be empty).
+    pub reason: String,
+    /// Who started the close.
+    pub initiator: Initiator,
+}
+
+/// Who ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Initiator {
+    /// This side sent the first close frame (or gave up on the peer).
+    Local,
+    /// The peer sent the first close frame.
+    Remote,
+    /// Nobody closed: the transport failed or was reset.
+    Lost,
+}
+
+/// An item for the connection's writer.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// An encoded frame and the budget permits it holds.
+    Frame { bytes: Bytes, permits: u32 },
+    /// Send a close frame, then stop writing.
+    Close { code: u16, reason: String },
+}
+
+/// A live connection to one peer. Cheap to clone; every clone is the same connection.
+///
+/// On the server each client is one `Connection` (see `Context::connection`,
+/// `Server::connections`); on the client it is the link to the server.
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    id: u64,
+    peer_addr: Option<SocketAddr>,
+    pub(crate) shared: Arc<Shared>,
+    /// The writer's queue. Items are bounded by `budget` (in bytes), except
+    /// CANCEL frames, which are bounded by the requests this side made.
+    tx: mpsc::UnboundedSender<Outbound>,
+    /// Outbound bytes allowed in the queue; senders take, the writer gives back after flushing.
+    pub(crate) budget: Semaphore,
+    budget_size: usize,
+    /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
+    /// UNAVAILABLE status each) when the connection ends.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Frame, Status>>>>,
+    /// Requests the peer sent whose handlers are running; CANCEL looks here.
+    inflight: Mutex<HashMap<u64, CancellationToken>>,
+    next_id: AtomicU64,
+    /// Cancelled once, when the connection has ended; request handlers and waiters watch it.
+    pub(crate) closed: CancellationToken,
+    /// Cancelled when this side started a close handshake.
+    pub(crate) closing: CancellationToken,
+    /// Cancelled to drop the connection at once (writer failure, shutdown deadline).
+    pub(crate) kill: CancellationToken,
+    local_close: Mutex<Option<(u16, String)>>,
+    close_info: OnceLock<CloseInfo>,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Longest close reason RFC 6455 allows (125-byte control payload minus the code).
+const MAX_CLOSE_REASON: usize = 123;
+
+impl Connection {
+    pub(crate) fn new(
+        id: u64,
+        peer_addr: Option<SocketAddr>,
+        shared: Arc<Shared>,
+    ) -> (Connection, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget_size = shared.config.outbound_queue_bytes;
+        let inner = Inner {
+            id,
+            peer_addr,
+            shared,
+            tx,
+            budget: Semaphore::new(budget_size),
+            budget_size,
+            pending: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            local_close: Mutex::new(None),
+            close_info: OnceLock::new(),
+        };
+        (
+            Connection {
+                inner: Arc::new(inner),
+            },
+            rx,
+        )
+    }
+
+    /// This connection's id, unique within its server (or client) for the process lifetime.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The peer's socket address, when known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<&CloseInfo> {
+        self.inner.close_info.get()
+    }
+
+    /// Waits until the connection has ended.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await;
+    }
+
+    /// Sends a one-way message. Returns once the frame is queued for the
+    /// writer; waits while the outbound queue is full.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionClosed`] if the connection ended or is closing,
+    /// [`Error::MessageTooLarge`] if the frame exceeds the size limit.
+    pub async fn send<T: Payload>(&self, message: impl Into<Message<T>>) -> Result<(), Error> {
+        let bytes = self.one_way_frame(message.into());
+        self.enqueue(bytes).await
+    }
+
+    /// Like [`send`](Self::send) but fails with [`Error::QueueFull`] instead of
+    /// waiting when the outbound queue is full.
+    pub fn try_send<T: Payload>(&self, message: impl Into<Message<T>>) -> Result<(), Error> {
+        let bytes = self.one_way_frame(message.into());
+        self.try_enqueue(bytes)
+    }
+
+    fn one_way_frame<T: Payload>(&self, message: Message<T>) -> Bytes {
+        let (payload, headers, _) = message.into_parts();
+        let frame = Frame {
+            kind: FrameKind::Message as i32,
+            r#type: T::full_name(),
+            headers,
+            created_unix_us: frame::now_us(),
+            ..Frame::default()
+        };
+        frame::encode_with(&frame, &payload)
+    }
+
+    /// Sends a request and waits for its reply, up to the message's timeout
+    /// (or the configured default). Many requests may be in flight at once.
+    ///
+    /// Dropping the returned future, or reaching the deadline, sends CANCEL to
+    /// the peer, whose handler is then cancelled.
+    ///
+    /// # Errors
+    /// The peer's status if its handler failed (UNIMPLEMENTED if it has no
+    /// handler); DEADLINE_EXCEEDED if no reply came in time; UNAVAILABLE if the
+    /// connection ended or this side is shutting down; INTERNAL if the reply
+    /// is not a `Resp`.
+    pub async fn request<Req: Payload, Resp: Payload>(
+        &self,
+        message: impl Into<Message<Req>>,
+    ) -> Result<Response<Resp>, Status> {
+        let (payload, headers, timeout) = message.into().into_parts();
+        let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
+        let reply = self
+            .call(Req::full_name(), &payload, headers, timeout)
+            .await?;
+        decode_reply(reply)
+    }
+
+    async fn call<P: prost::Message>(
+        &self,
+        type_name: String,
+        payload: &P,
+        headers: crate::Headers,
+        timeout: Duration,
+    ) -> Result<Frame, Status> {
+        if self.inner.shared.is_shutting_down() {
+            return Err(Error::ShuttingDown.into());
+        }
+        let deadline = Instant::now() + timeout;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending).insert(id, tx);
+        let mut guard = PendingGuard {
+            conn: self,
+            id,
+            sent: false,
+            done: false,
+        };
+        if self.is_closed() {
+            return Err(self.closed_error().into());
+        }
+        let frame = Frame {
+            kind: FrameKind::Request as i32,
+            id,
+            r#type: type_name,
+            headers,
+            timeout_ms: frame::timeout_ms(timeout),
+            created_unix_us: frame::now_us(),
+            ..Frame::default()
+        };
+        let bytes = frame::encode_with(&frame, payload);
+        match tokio::time::timeout_at(deadline, self.enqueue(bytes)).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "request {id} ({}) could not be queued within {timeout:?}: outbound queue full",
+                    frame.r#type
+                )));
+            }
+            Ok(Err(err)) => return Err(err.into()),
+            Ok(Ok(())) => guard.sent = true,
+        }
+        let result = tokio::time::timeout_at(deadline, rx).await;
+        guard.done = result.is_ok();
+        match result {
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no reply to request {id} ({}) within {timeout:?}",
+                frame.r#type
+            ))),
+            Ok(Err(_)) => Err(self.closed_error().into()),
+            Ok(Ok(reply)) => reply,
+        }
+    }
+
+    /// Closes the connection with code 1000 and waits until it has ended
+    /// (bounded by the configured close timeout).
+    pub async fn close(&self) {
+        self.start_close(1000, "normal closure");
+        self.closed().await;
+    }
+
+    /// Starts a close handshake with `code` and `reason` (truncated to the
+    /// 123 bytes RFC 6455 allows); later calls do nothing. Sends fail from now on.
+    pub(crate) fn start_close(&self, code: u16, reason: &str) {
+        {
+            let mut local = lock(&self.inner.local_close);
+            if local.is_some() || self.is_closed() {
+                return;
+            }
+            let reason = truncate(reason, MAX_CLOSE_REASON).to_owned();
+            *local = Some((code, reason.clone()));
+            let _ = self.inner.tx.send(Outbound::Close { code, reason });
+        }
+        self.inner.closing.cancel();
+    }
+
+    pub(crate) fn local_close(&self) -> Option<(u16, String)> {
+        lock(&self.inner.local_close).clone()
+    }
+
+    fn permits_for(&self, len: usize) -> u32 {
+        // At most the whole budget, so a frame larger than it still goes out (alone).
+        len.clamp(1, self.inner.budget_size) as u32
+    }
+
+    fn check_sendable(&self, bytes: &Bytes) -> Result<(), Error> {
+        let max = self.inner.shared.config.max_message_size;
+        if bytes.len() > max {
+            return Err(Error::MessageTooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        if self.is_closed() || self.inner.closing.is_cancelled() {
+            return Err(self.closed_error());
+        }
+        Ok(())
+    }
+
+    /// Queues an encoded frame, waiting for room in the byte budget.
+    pub(crate) async fn enqueue(&self, bytes: Bytes) -> Result<(), Error> {
+        self.check_sendable(&bytes)?;
+        let permits = self.permits_for(bytes.len());
+        tokio::select! {
+            biased;
+            _ = self.inner.closed.cancelled() => return Err(self.closed_error()),
+            acquired = self.inner.budget.acquire_many(permits) => match acquired {
+                Ok(permit) => permit.forget(),
+                Err(_) => return Err(self.closed_error()),
+            },
+        }
+        self.push(Outbound::Frame { bytes, permits })
+    }
+
+    fn try_enqueue(&self, bytes: Bytes) -> Result<(), Error> {
+        self.check_sendable(&bytes)?;
+        let permits = self.permits_for(bytes.len());
+        match self.inner.budget.try_acquire_many(permits) {
+            Ok(permit) => permit.forget(),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Error::QueueFull),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.closed_error()),
+        }
+        self.push(Outbound::Frame { bytes, permits })
+    }
+
+    fn push(&self, item: Outbound) -> Result<(), Error> {
+        self.inner.tx.send(item).map_err(|_| self.closed_error())
+    }
+
+    pub(crate) fn closed_error(&self) -> Error {
+        match self.inner.close_info.get() {
+            Some(info) => Error::ConnectionClosed {
+                code: info.code,
+                reason: info.reason.clone(),
+            },
+            None => match self.local_close() {
+                Some((code, reason)) => Error::ConnectionClosed { code, reason },
+                None => Error::ConnectionClosed {
+                    code: 1006,
+                    reason: "connection lost".into(),
+                },
+            },
+        }
+    }
+
+    /// Sends the answer to the peer's request `id`. A reply too large to send
+    /// becomes a RESOURCE_EXHAUSTED error so the requester is never left waiting.
+    pub(crate) async fn reply(&self, id: u64, outcome: Outcome) {
+        let bytes = match outcome {
+            Ok(Some(reply)) => frame::encode(&Frame {
+                kind: FrameKind::Reply as i32,
+                id,
+                r#type: reply.type_name,
+                payload: reply.payload,
+                headers: reply.headers,
+                created_unix_us: frame::now_us(),
+                ..Frame::default()
+            }),
+            Ok(None) => error_frame(id, &Status::internal("handler produced no reply")),
+            Err(status) => error_frame(id, &status),
+        };
+        match self.enqueue(bytes).await {
+            Err(Error::MessageTooLarge { size, max }) => {
+                let status = Status::resource_exhausted(format!(
+                    "reply of {size} bytes exceeds the {max} byte message limit"
+                ));
+                let _ = self.enqueue(error_frame(id, &status)).await;
+            }
+            Err(err) => tracing::debug!(conn = self.id(), id, %err, "reply not sent"),
+            Ok(()) => {}
+        }
+    }
+
+    /// Tells the peer a one-way frame it sent could not be handled (ERROR, id 0).
+    pub(crate) async fn report_to_peer(&self, status: &Status) {
+        let _ = self.enqueue(error_frame(0, status)).await;
+    }
+
+    /// Routes a REPLY or ERROR frame to the request waiting for it.
+    pub(crate) fn complete(&self, frame: Frame) -> Result<(), Error> {
+        let is_error = frame.kind == FrameKind::Error as i32;
+        if is_error && frame.id == 0 {
+            return Err(Error::Remote(Status::from_wire(frame.status)));
+        }
+        let waiter = lock(&self.inner.pending).remove(&frame.id);
+        let Some(waiter) = waiter else {
+            return Err(Error::UnknownReply(frame.id));
+        };
+        let result = if is_error {
+            Err(Status::from_wire(frame.status))
+        } else {
+            Ok(frame)
+        };
+        let _ = waiter.send(result);
+        Ok(())
+    }
+
+    /// Records a running request handler; false if the id is already running.
+    pub(crate) fn register_inflight(&self, id: u64, token: CancellationToken) -> bool {
+        let mut inflight = lock(&self.inner.inflight);
+        if inflight.contains_key(&id) {
+            return false;
+        }
+        inflight.insert(id, token);
+        true
+    }
+
+    pub(crate) fn remove_inflight(&self, id: u64) {
+        lock(&self.inner.inflight).remove(&id);
+    }
+
+    /// Handles CANCEL: cancels the handler for the peer's request `id`, if still running.
+    pub(crate) fn cancel_inflight(&self, id: u64) {
+        if let Some(token) = lock(&self.inner.inflight).remove(&id) {
+            token.cancel();
+        }
+    }
+
+    /// Marks the connection ended: fails every waiting request, cancels request handlers.
+    pub(crate) fn finish(&self, info: CloseInfo) {
+        let _ = self.inner.close_info.set(info);
+        self.inner.closed.cancel();
+        self.inner.budget.close();
+        let waiters: Vec<_> = lock(&self.inner.pending).drain().collect();
+        if !waiters.is_empty() {
+            let status: Status = self.closed_error().into();
+            for (_, waiter) in waiters {
+                let _ = waiter.send(Err(Status::new(
+                    status.code(),
+                    format!("{} before the reply arrived", status.message()),
+                )));
+            }
+        }
+        lock(&self.inner.inflight).clear();
+    }
+
+    pub(crate) fn config(&self) -> &crate::Config {
+        &self.inner.shared.config
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("peer_addr", &self.inner.peer_addr)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Removes a request from `pending` however `call` ends, and sends CANCEL if
+/// the request went out and no answer came (timeout, or the caller dropped the future).
+struct PendingGuard<'a> {
+    conn: &'a Connection,
+    id: u64,
+    sent: bool,
+    done: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let was_pending = lock(&self.conn.inner.pending).remove(&self.id).is_some();
+        if was_pending && self.sent && !self.conn.is_closed() {
+            let cancel = frame::encode(&Frame {
+                kind: FrameKind::Cancel as i32,
+                id: self.id,
+                ..Frame::default()
+            });
+            // Outside the byte budget: bounded by this side's own requests, and it must not be lost.
+            let _ = self.conn.push(Outbound::Frame {
+                bytes: cancel,
+                permits: 0,
+            });
+        }
+    }
+}
+
+fn error_frame(id: u64, status: &Status) -> Bytes {
+    frame::encode(&Frame {
+        kind: FrameKind::Error as i32,
+        id,
+        status: Some(status.to_wire()),
+        ..Frame::default()
+    })
+}
+
+fn decode_reply<Resp: Payload>(reply: Frame) -> Result<Response<Resp>, Status> {
+    let expected = Resp::full_name();
+    if reply.r#type != expected {
+        return Err(Status::internal(format!(
+            "expected a reply of type {expected}, the peer sent {:?}",
+            reply.r#type
+        )));
+    }
+    let size = reply.payload.len();
+    let payload = Resp::decode(reply.payload).map_err(|err| {
+        Status::internal(format!("reply does not decode as {expected}: {err}"))
+    })?;
+    Ok(Response {
+        payload,
+        headers: reply.headers,
+        metadata: Metadata {
+            type_name: reply.r#type,
+            size,
+            id: reply.id,
+            created: frame::created(reply.created_unix_us),
+            topic: None,
+        },
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,487 @@
+//! The per-connection driver: a reader that validates and dispatches frames, and a writer that batches.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use prost::Message as _;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+
+use crate::connection::{CloseInfo, Connection, Initiator, Outbound};
+use crate::context::Context;
+use crate::error::Error;
+use crate::frame;
+use crate::handler::{Kind, Route};
+use crate::message::Metadata;
+use crate::proto::{Frame, FrameKind};
+use crate::shared::Side;
+use crate::status::Status;
+
+/// Frames written before one flush, at most; bounds the latency of a huge backlog.
+const MAX_BATCH: usize = 512;
+
+/// Runs one connection to its end: spawns the writer, reads until the peer
+/// or this side closes, then fails what is waiting and reports the close.
+pub(crate) async fn run<S>(
+    ws: WebSocketStream<S>,
+    conn: Connection,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    let mut writer = tokio::spawn(write_loop(sink, rx, conn.clone()));
+    let shared = Arc::clone(&conn.inner.shared);
+    shared.hooks.connect(&conn);
+    let info = {
+        let mut dispatcher = Dispatcher::new(&conn);
+        read_loop(stream, &conn, &mut dispatcher).await
+    };
+    conn.finish(info.clone());
+    // The writer stops on `closed` once its queue holds no more (a close frame
+    // goes out first); a writer stuck on a dead socket is cut off.
+    if tokio::time::timeout(shared.config.close_timeout, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    tracing::debug!(conn = conn.id(), code = info.code, reason = %info.reason, initiator = ?info.initiator, "connection ended");
+    shared.hooks.disconnect(&conn, &info);
+}
+
+async fn write_loop<S>(
+    mut sink: SplitSink<WebSocketStream<S>, WsMessage>,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    conn: Connection,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        let first = tokio::select! {
+            biased;
+            item = rx.recv() => item,
+            _ = conn.inner.closed.cancelled() => None,
+        };
+        let Some(mut item) = first else { break };
+        let mut released = 0usize;
+        let mut sent_close = false;
+        let mut count = 0;
+        let result: Result<(), tungstenite::Error> = async {
+            loop {
+                match item {
+                    Outbound::Frame { bytes, permits } => {
+                        released += permits as usize;
+                        sink.feed(WsMessage::Binary(bytes)).await?;
+                    }
+                    Outbound::Close { code, reason } => {
+                        sent_close = true;
+                        let close = CloseFrame {
+                            code: code.into(),
+                            reason: reason.into(),
+                        };
+                        sink.feed(WsMessage::Close(Some(close))).await?;
+                        break;
+                    }
+                }
+                count += 1;
+                if count >= MAX_BATCH {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(next) => item = next,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        }
+        .await;
+        conn.inner.budget.add_permits(released);
+        if let Err(err) = result {
+            if !conn.is_closed() && !conn.inner.closing.is_cancelled() {
+                conn.inner
+                    .shared
+                    .hooks
+                    .error(&Error::Transport(err), Some(&conn));
+            }
+            conn.inner.kill.cancel();
+            break;
+        }
+        if sent_close {
+            break;
+        }
+    }
+}
+
+async fn read_loop<S>(
+    mut stream: SplitStream<WebSocketStream<S>>,
+    conn: &Connection,
+    dispatcher: &mut Dispatcher,
+) -> CloseInfo
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let close_timeout = conn.config().close_timeout;
+    let close_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(close_deadline);
+    let mut closing = false;
+    let mut remote_close: Option<(u16, String, bool)> = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = conn.inner.kill.cancelled() => break,
+            _ = conn.inner.closing.cancelled(), if !closing => {
+                closing = true;
+                close_deadline.as_mut().reset(Instant::now() + close_timeout);
+                continue;
+            }
+            _ = &mut close_deadline, if closing => break,
+            next = stream.next() => next,
+        };
+        let message = match next {
+            None => break,
+            Some(Ok(message)) => message,
+            Some(Err(err)) => {
+                on_read_error(conn, err, closing);
+                break;
+            }
+        };
+        match message {
+            WsMessage::Binary(bytes) => {
+                if conn.inner.closing.is_cancelled() {
+                    continue; // closing: the peer's data can no longer be answered
+                }
+                if let Err((code, detail)) = handle_binary(conn, dispatcher, bytes).await {
+                    violation(conn, code, detail);
+                }
+            }
+            WsMessage::Text(_) => violation(
+                conn,
+                1003,
+                "text frames are not part of the goomerang protocol; send binary Frame messages"
+                    .into(),
+            ),
+            WsMessage::Close(frame) => {
+                let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                });
+                let we_started = conn.local_close().is_some();
+                remote_close = Some((code, reason, we_started));
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
+        }
+    }
+    match (remote_close, conn.local_close()) {
+        (Some((_, _, true)), Some((code, reason))) | (None, Some((code, reason))) => CloseInfo {
+            code,
+            reason,
+            initiator: Initiator::Local,
+        },
+        (Some((code, reason, _)), _) => CloseInfo {
+            code,
+            reason,
+            initiator: Initiator::Remote,
+        },
+        (None, None) => CloseInfo {
+            code: 1006,
+            reason: "connection lost without a close frame".into(),
+            initiator: Initiator::Lost,
+        },
+    }
+}
+
+fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
+    use tungstenite::Error as E;
+    match err {
+        E::ConnectionClosed | E::AlreadyClosed => {}
+        E::Capacity(detail) => {
+            let max = conn.config().max_message_size;
+            violation(
+                conn,
+                1009,
+                format!("message exceeds the {max} byte limit ({detail})"),
+            );
+        }
+        other if closing => tracing::debug!(conn = conn.id(), error = %other, "read error while closing"),
+        other => conn
+            .inner
+            .shared
+            .hooks
+            .error(&Error::Transport(other), Some(conn)),
+    }
+}
+
+/// Reports a protocol violation and closes the connection with `code`.
+fn violation(conn: &Connection, code: u16, detail: String) {
+    conn.inner.shared.hooks.error(
+        &Error::Protocol {
+            close_code: code,
+            detail: detail.clone(),
+        },
+        Some(conn),
+    );
+    conn.start_close(code, &detail);
+}
+
+/// Validates one binary message and acts on it. An `Err` is a protocol
+/// violation: the close code and what the peer did.
+async fn handle_binary(
+    conn: &Connection,
+    dispatcher: &mut Dispatcher,
+    bytes: Bytes,
+) -> Result<(), (u16, String)> {
+    let frame = Frame::decode(bytes).map_err(|err| (1007, format!("undecodable frame: {err}")))?;
+    let kind = FrameKind::try_from(frame.kind)
+        .ok()
+        .filter(|k| *k != FrameKind::Unspecified)
+        .ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
+    let hooks = &conn.inner.shared.hooks;
+    match kind {
+        FrameKind::Message => dispatcher.dispatch(frame, false).await,
+        FrameKind::Request => {
+            if frame.id == 0 {
+                return Err((1002, "REQUEST frame with id 0".into()));
+            }
+            dispatcher.dispatch(frame, true).await;
+        }
+        FrameKind::Reply | FrameKind::Error => {
+            if let Err(err) = conn.complete(frame) {
+                hooks.error(&err, Some(conn));
+            }
+        }
+        FrameKind::Cancel => conn.cancel_inflight(frame.id),
+        FrameKind::Broadcast
+        | FrameKind::Subscribe
+        | FrameKind::Unsubscribe
+        | FrameKind::Publish => {
+            if conn.inner.shared.side == Side::Client {
+                return Err((
+                    1002,
+                    format!("{} frames go from client to server only", kind.as_str_name()),
+                ));
+            }
+            let status = Status::unimplemented(format!(
+                "{} is not supported by this server",
+                kind.as_str_name()
+            ));
+            if frame.id == 0 {
+                conn.report_to_peer(&status).await;
+            } else {
+                conn.reply(frame.id, Err(status)).await;
+            }
+        }
+        FrameKind::Unspecified => unreachable!("filtered above"),
+    }
+    Ok(())
+}
+
+/// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
+struct Dispatcher {
+    conn: Connection,
+    /// This connection's handler cap; each running handler holds a permit.
+    per_conn: Arc<Semaphore>,
+    /// Ordered mode: the queue of the connection's single worker. Dropping it
+    /// (when the reader ends) lets the worker finish what is queued and stop.
+    ordered: Option<mpsc::Sender<Job>>,
+}
+
+impl Dispatcher {
+    fn new(conn: &Connection) -> Dispatcher {
+        let config = conn.config();
+        let ordered = config.ordered.then(|| {
+            let (tx, rx) = mpsc::channel(config.max_concurrent_per_connection);
+            let shared = Arc::clone(&conn.inner.shared);
+            shared.handlers.spawn(ordered_worker(rx, Arc::clone(&shared)));
+            tx
+        });
+        Dispatcher {
+            conn: conn.clone(),
+            per_conn: Arc::new(Semaphore::new(config.max_concurrent_per_connection)),
+            ordered,
+        }
+    }
+
+    async fn dispatch(&mut self, frame: Frame, is_request: bool) {
+        let conn = &self.conn;
+        let shared = &conn.inner.shared;
+        let id = frame.id;
+        if is_request && shared.is_shutting_down() {
+            conn.reply(id, Err(Error::ShuttingDown.into())).await;
+            return;
+        }
+        let Some(route) = shared.routes.get(&frame.r#type).cloned() else {
+            let status =
+                Status::unimplemented(format!("no handler for message type {:?}", frame.r#type));
+            shared
+                .hooks
+                .error(&Error::UnknownType(frame.r#type), Some(conn));
+            if is_request {
+                conn.reply(id, Err(status)).await;
+            } else {
+                conn.report_to_peer(&status).await;
+            }
+            return;
+        };
+        let cancel = if is_request {
+            let token = conn.inner.closed.child_token();
+            if !conn.register_inflight(id, token.clone()) {
+                let status = Status::invalid_argument(format!("request id {id} is already in flight"));
+                conn.reply(id, Err(status)).await;
+                return;
+            }
+            token
+        } else {
+            // One-way work outlives its connection (nothing is lost when the
+            // peer closes right after sending); only a shutdown deadline stops it.
+            shared.abort.child_token()
+        };
+        let deadline = (is_request && frame.timeout_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(u64::from(frame.timeout_ms)));
+        let metadata = Metadata {
+            size: frame.payload.len(),
+            type_name: frame.r#type,
+            id,
+            created: frame::created(frame.created_unix_us),
+            topic: (!frame.topic.is_empty()).then_some(frame.topic),
+        };
+        let ctx = Context::new(conn.clone(), metadata, frame.headers, cancel, deadline);
+        let job = Job {
+            route,
+            ctx,
+            payload: frame.payload,
+            is_request,
+        };
+        let kill = conn.inner.kill.clone();
+        if let Some(queue) = &self.ordered {
+            tokio::select! {
+                _ = kill.cancelled() => {}
+                _ = queue.send(job) => {}
+            }
+            return;
+        }
+        let permits = async {
+            let local = Arc::clone(&self.per_conn).acquire_owned().await.ok()?;
+            let global = Arc::clone(&shared.global).acquire_owned().await.ok()?;
+            Some((local, global))
+        };
+        let permits = tokio::select! {
+            _ = kill.cancelled() => None,
+            permits = permits => permits,
+        };
+        if let Some(permits) = permits {
+            shared.handlers.spawn(async move {
+                job.run().await;
+                drop(permits);
+            });
+        }
+    }
+}
+
+async fn ordered_worker(mut queue: mpsc::Receiver<Job>, shared: Arc<crate::shared::Shared>) {
+    while let Some(job) = queue.recv().await {
+        let Ok(_permit) = shared.global.acquire().await else {
+            break;
+        };
+        job.run().await;
+    }
+}
+
+/// One handler run: the route, its context and the still-encoded payload.
+struct Job {
+    route: Route,
+    ctx: Context,
+    payload: Bytes,
+    is_request: bool,
+}
+
+impl Job {
+    async fn run(self) {
+        let Job {
+            route,
+            ctx,
+            payload,
+            is_request,
+        } = self;
+        let conn = ctx.connection().clone();
+        let cancel = ctx.cancel_token().clone();
+        let deadline = ctx.deadline();
+        let id = ctx.metadata().correlation_id();
+        let observed = ctx.clone();
+        let handler = AssertUnwindSafe((route.handler)(ctx, payload)).catch_unwind();
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            _ = sleep_until(deadline) => None,
+            result = handler => Some(result),
+        };
+        if is_request {
+            conn.remove_inflight(id);
+        }
+        let hooks = &conn.inner.shared.hooks;
+        let type_name = || observed.metadata().type_name().to_owned();
+        let outcome = match result {
+            None => {
+                tracing::debug!(conn = conn.id(), id, type_name = %type_name(), "handler cancelled");
+                return;
+            }
+            Some(Err(panic)) => {
+                let message = panic_message(panic.as_ref());
+                hooks.error(
+                    &Error::HandlerPanicked {
+                        type_name: type_name(),
+                        message: message.clone(),
+                    },
+                    Some(&conn),
+                );
+                Err(Status::internal(format!(
+                    "handler for {} panicked: {message}",
+                    type_name()
+                )))
+            }
+            Some(Ok(outcome)) => outcome,
+        };
+        if is_request {
+            let outcome = match outcome {
+                Ok(None) if route.kind == Kind::OneWay => Err(Status::unimplemented(format!(
+                    "the handler for {} is one-way and sends no reply",
+                    type_name()
+                ))),
+                other => other,
+            };
+            conn.reply(id, outcome).await;
+        } else if let Err(status) = outcome {
+            hooks.error(
+                &Error::Handler {
+                    type_name: type_name(),
+                    status,
+                },
+                Some(&conn),
+            );
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,153 @@
+//! `Error`: everything that can go wrong in the runtime, each variant saying what it means for the connection.
+
+use crate::status::{Code, Status};
+
+/// The runtime's error type.
+///
+/// Request/reply calls return [`Status`] instead (like tonic); every `Error`
+/// converts into a `Status` with the matching [`Code`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server or client is not running (never started, or already closed);
+    /// nothing was sent. Start it with `serve`/`connect` first.
+    #[error("not running")]
+    NotRunning,
+    /// `serve`/`run`/`connect` was called while already running; the running
+    /// instance is unaffected.
+    #[error("already running")]
+    AlreadyRunning,
+    /// The server or client is shutting down; no new work is accepted, work
+    /// already accepted is finishing.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// A server that has shut down cannot be started again; build a new one.
+    #[error("server is closed and cannot be restarted")]
+    Closed,
+    /// Binding or accepting on the listener failed; the server is not running.
+    #[error("listener error: {0}")]
+    Listen(#[source] std::io::Error),
+    /// The WebSocket handshake with the server failed; no connection exists.
+    #[error("could not connect: {0}")]
+    Connect(#[source] tokio_tungstenite::tungstenite::Error),
+    /// The server answered the handshake but refused it (e.g. HTTP 401/503); no connection exists.
+    #[error("server refused the connection with HTTP {status}: {reason}")]
+    Refused {
+        /// The HTTP status the server answered with.
+        status: u16,
+        /// The response body, or the reason phrase when the body is empty.
+        reason: String,
+    },
+    /// The connection has ended (closed by either side or lost); nothing more
+    /// can be sent on it. Carries the close code and reason when there was a close frame.
+    #[error("connection closed ({code}: {reason})")]
+    ConnectionClosed {
+        /// The RFC 6455 close code, 1006 when the connection was lost without one.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// The outbound message is larger than the configured maximum message size;
+    /// it was not sent and the connection is unaffected.
+    #[error("message of {size} bytes exceeds the {max} byte limit")]
+    MessageTooLarge {
+        /// Encoded frame size.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The connection's outbound queue is full (`try_send` only); the message
+    /// was not queued and the connection is unaffected.
+    #[error("outbound queue is full")]
+    QueueFull,
+    /// The peer broke the protocol (text frame, undecodable or unknown frame);
+    /// the connection was closed with the given RFC 6455 close code.
+    #[error("protocol violation (closing with {close_code}): {detail}")]
+    Protocol {
+        /// The close code sent to the peer.
+        close_code: u16,
+        /// What the peer did.
+        detail: String,
+    },
+    /// An incoming payload did not decode as its declared type. A request gets
+    /// an INVALID_ARGUMENT reply; the connection stays open.
+    #[error("payload of type {type_name} does not decode: {source}")]
+    Decode {
+        /// The declared payload type.
+        type_name: String,
+        /// The decoder's complaint.
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// A message arrived for a type with no handler. A request gets an
+    /// UNIMPLEMENTED reply, a one-way message an ERROR frame; the connection stays open.
+    #[error("no handler for message type {0:?}")]
+    UnknownType(String),
+    /// A REPLY or ERROR arrived for a request id that is not waiting (it timed
+    /// out, was cancelled, or was answered already). It was dropped; the connection stays open.
+    #[error("reply to unknown request id {0} dropped (late or duplicate)")]
+    UnknownReply(u64),
+    /// A one-way handler returned an error; the connection stays open.
+    #[error("handler for {type_name} failed: {status}")]
+    Handler {
+        /// The message type being handled.
+        type_name: String,
+        /// What the handler returned.
+        status: Status,
+    },
+    /// A handler panicked. The panic was caught: a request got an INTERNAL reply,
+    /// and the connection and process carry on.
+    #[error("handler for {type_name} panicked: {message}")]
+    HandlerPanicked {
+        /// The message type being handled.
+        type_name: String,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// The peer reported (with an ERROR frame of id 0) that a one-way message
+    /// we sent could not be handled; the connection stays open.
+    #[error("peer could not handle a one-way message: {0}")]
+    Remote(Status),
+    /// Reading from or writing to the socket failed; the connection is gone.
+    #[error("transport error: {0}")]
+    Transport(#[source] tokio_tungstenite::tungstenite::Error),
+    /// Shutdown reached its deadline with tasks still running; they were aborted.
+    #[error("shutdown deadline passed with {remaining} task(s) still running; they were aborted")]
+    ShutdownTimedOut {
+        /// How many tasks were still running.
+        remaining: usize,
+    },
+    /// The URL given to `connect` is not a usable `ws://` URL; nothing was attempted.
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        let code = match &err {
+            Error::NotRunning
+            | Error::ShuttingDown
+            | Error::Closed
+            | Error::Listen(_)
+            | Error::Connect(_)
+            | Error::Refused { .. }
+            | Error::ConnectionClosed { .. }
+            | Error::Protocol { .. }
+            | Error::Transport(_) => Code::Unavailable,
+            Error::AlreadyRunning => Code::FailedPrecondition,
+            Error::MessageTooLarge { .. } | Error::QueueFull => Code::ResourceExhausted,
+            Error::Decode { .. } => Code::InvalidArgument,
+            Error::UnknownType(_) => Code::Unimplemented,
+            Error::Handler { status, .. } | Error::Remote(status) => status.code(),
+            Error::HandlerPanicked { .. } | Error::UnknownReply(_) => Code::Internal,
+            Error::ShutdownTimedOut { .. } => Code::DeadlineExceeded,
+            Error::InvalidUrl { .. } => Code::InvalidArgument,
+        };
+        Status::new(code, err.to_string())
+    }
+}

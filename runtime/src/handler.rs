@@ -1,0 +1,141 @@
+//! Handlers: typed async fns adapted to one type-erased shape, `(Context, Bytes) -> Outcome`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::context::Context;
+use crate::message::{Headers, Payload};
+use crate::status::Status;
+
+/// A boxed, sendable future, as middleware returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a handler (or a middleware short-circuiting it) produced: a reply to
+/// send, nothing (one-way handlers), or a status error.
+pub type Outcome = Result<Option<Encoded>, Status>;
+
+/// An encoded reply payload with its type name and headers.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub(crate) type_name: String,
+    pub(crate) payload: Bytes,
+    pub(crate) headers: Headers,
+}
+
+impl Encoded {
+    /// Encodes a reply message.
+    pub fn new<T: Payload>(message: &T) -> Encoded {
+        let mut buf = BytesMut::with_capacity(message.encoded_len());
+        message.encode_raw(&mut buf);
+        Encoded {
+            type_name: T::full_name(),
+            payload: buf.freeze(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// The reply's full protobuf type name.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// The encoded reply payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The reply's headers; middleware may add to them (e.g. tracing context).
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+}
+
+/// A type-erased handler: decodes, runs the user's function, encodes the reply.
+pub(crate) type BoxHandler = Arc<dyn Fn(Context, Bytes) -> BoxFuture<Outcome> + Send + Sync>;
+
+/// Whether a handler answers requests or only consumes one-way messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    OneWay,
+    Request,
+}
+
+/// A registered handler with its kind.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) kind: Kind,
+    pub(crate) handler: BoxHandler,
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route").field("kind", &self.kind).finish()
+    }
+}
+
+/// What a one-way handler may return: `()` or `Result<(), Status>`. An error
+/// is reported through the `on_error` hook.
+pub trait IntoOneWay: Send + 'static {
+    /// Converts to the result the runtime reports.
+    fn into_result(self) -> Result<(), Status>;
+}
+
+impl IntoOneWay for () {
+    fn into_result(self) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+impl IntoOneWay for Result<(), Status> {
+    fn into_result(self) -> Result<(), Status> {
+        self
+    }
+}
+
+fn decode<M: Payload>(payload: Bytes) -> Result<M, Status> {
+    M::decode(payload).map_err(|err| {
+        Status::invalid_argument(format!(
+            "payload does not decode as {}: {err}",
+            M::full_name()
+        ))
+    })
+}
+
+pub(crate) fn one_way<M, F, Fut>(f: F) -> BoxHandler
+where
+    M: Payload,
+    F: Fn(Context, M) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoOneWay,
+{
+    let f = Arc::new(f);
+    Arc::new(move |ctx, payload| {
+        let f = Arc::clone(&f);
+        Box::pin(async move {
+            let msg = decode::<M>(payload)?;
+            f(ctx, msg).await.into_result().map(|()| None)
+        })
+    })
+}
+
+pub(crate) fn request<M, R, F, Fut>(f: F) -> BoxHandler
+where
+    M: Payload,
+    R: Payload,
+    F: Fn(Context, M) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Status>> + Send + 'static,
+{
+    let f = Arc::new(f);
+    Arc::new(move |ctx, payload| {
+        let f = Arc::clone(&f);
+        Box::pin(async move {
+            let msg = decode::<M>(payload)?;
+            let reply = f(ctx, msg).await?;
+            Ok(Some(Encoded::new(&reply)))
+        })
+    })
+}

@@ -1,0 +1,64 @@
+//! goomerang: typed protobuf messages over WebSockets.
+//!
+//! A [`Server`] and a [`Client`] exchange protobuf messages (any prost message
+//! implementing [`prost::Name`]) in every direction: one-way sends, and
+//! request/reply with deadlines and cancellation, client → server and server →
+//! client, many requests multiplexed on one connection. Handlers are keyed by
+//! message type; middleware wraps them; panics in handlers are contained.
+//!
+//! The wire protocol is documented in `PROTOCOL.md`; `frame.proto` is the envelope.
+//!
+//! ```no_run
+//! # #[derive(Clone, PartialEq, prost::Message)] struct Ping { #[prost(uint64, tag = "1")] n: u64 }
+//! # impl prost::Name for Ping { const NAME: &'static str = "Ping"; const PACKAGE: &'static str = "demo"; }
+//! # #[derive(Clone, PartialEq, prost::Message)] struct Pong { #[prost(uint64, tag = "1")] n: u64 }
+//! # impl prost::Name for Pong { const NAME: &'static str = "Pong"; const PACKAGE: &'static str = "demo"; }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use goomerang::{Client, Server, Status};
+//!
+//! let server = Server::builder()
+//!     .request(|_ctx, ping: Ping| async move { Ok::<_, Status>(Pong { n: ping.n + 1 }) })
+//!     .build();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn({ let server = server.clone(); async move { server.serve(listener).await } });
+//!
+//! let client = Client::builder().connect(&format!("ws://{addr}/ws")).await?;
+//! let pong: Pong = client.request(Ping { n: 1 }).await?.into_inner();
+//! assert_eq!(pong.n, 2);
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod config;
+mod connection;
+mod context;
+mod driver;
+mod error;
+mod frame;
+mod handler;
+mod hooks;
+mod message;
+pub mod middleware;
+pub mod proto;
+mod router;
+mod server;
+mod shared;
+mod state;
+mod status;
+
+pub use client::{Client, ClientBuilder};
+pub use config::Config;
+pub use connection::{CloseInfo, Connection, Initiator};
+pub use context::Context;
+pub use error::Error;
+pub use frame::SUBPROTOCOL;
+pub use handler::{BoxFuture, Encoded, IntoOneWay, Outcome};
+pub use message::{Headers, Message, Metadata, Payload, Response};
+pub use middleware::{Middleware, Next};
+pub use router::{Router, Service};
+pub use server::{DEFAULT_PATH, Server, ServerBuilder};
+pub use state::State;
+pub use status::{Code, Status};
+
+pub use prost;

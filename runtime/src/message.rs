@@ -1,0 +1,151 @@
+//! Messages: the typed payload plus headers a caller sends, and the metadata and headers a receiver sees.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+/// String headers travelling with a message (e.g. `traceparent`). Keys are case-sensitive.
+pub type Headers = HashMap<String, String>;
+
+/// A protobuf message goomerang can carry: any prost message that knows its full
+/// protobuf name. prost-build writes the [`prost::Name`] impl when
+/// `enable_type_names()` is on (protoc-gen-prost: `enable_type_names=true`).
+pub trait Payload: prost::Message + prost::Name + Default + Send + Sync + 'static {}
+
+impl<T: prost::Message + prost::Name + Default + Send + Sync + 'static> Payload for T {}
+
+/// An outgoing message: a payload, its headers and, for requests, a deadline.
+///
+/// Anything that takes `impl Into<Message<T>>` also takes a bare `T`.
+///
+/// ```
+/// # #[derive(Clone, PartialEq, prost::Message)] struct Hello { #[prost(string, tag = "1")] name: String }
+/// # impl prost::Name for Hello { const NAME: &'static str = "Hello"; const PACKAGE: &'static str = "demo"; }
+/// use std::time::Duration;
+/// let msg = goomerang::Message::new(Hello { name: "ada".into() })
+///     .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+///     .timeout(Duration::from_secs(2));
+/// assert_eq!(msg.headers().len(), 1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Message<T> {
+    payload: T,
+    headers: Headers,
+    timeout: Option<Duration>,
+}
+
+impl<T> Message<T> {
+    /// Wraps a payload with no headers and the default timeout.
+    pub fn new(payload: T) -> Self {
+        Message {
+            payload,
+            headers: Headers::new(),
+            timeout: None,
+        }
+    }
+
+    /// Adds (or replaces) a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// For requests: how long to wait for the reply. Without it the connection's
+    /// default request timeout applies. The peer is told, and stops its handler
+    /// when the time is up.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    pub(crate) fn into_parts(self) -> (T, Headers, Option<Duration>) {
+        (self.payload, self.headers, self.timeout)
+    }
+}
+
+impl<T> From<T> for Message<T> {
+    fn from(payload: T) -> Self {
+        Message::new(payload)
+    }
+}
+
+/// What a receiver knows about a message besides its payload and headers.
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    pub(crate) type_name: String,
+    pub(crate) size: usize,
+    pub(crate) id: u64,
+    pub(crate) created: Option<SystemTime>,
+    pub(crate) topic: Option<String>,
+}
+
+impl Metadata {
+    /// The payload's full protobuf name, e.g. `chat.v1.Hello`.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// The encoded payload size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The correlation id: nonzero for requests and replies, 0 for one-way messages.
+    pub fn correlation_id(&self) -> u64 {
+        self.id
+    }
+
+    /// When the sender created the message, by the sender's clock, if it said.
+    pub fn created(&self) -> Option<SystemTime> {
+        self.created
+    }
+
+    /// The topic, for a message delivered through a subscription.
+    pub fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
+    }
+
+    /// Whether this is a request (the sender awaits a reply).
+    pub fn is_request(&self) -> bool {
+        self.id != 0
+    }
+}
+
+/// A reply received for a request: the decoded payload, the reply's headers and metadata.
+#[derive(Clone, Debug)]
+pub struct Response<T> {
+    pub(crate) payload: T,
+    pub(crate) headers: Headers,
+    pub(crate) metadata: Metadata,
+}
+
+impl<T> Response<T> {
+    /// The reply payload.
+    pub fn into_inner(self) -> T {
+        self.payload
+    }
+
+    /// A reference to the reply payload.
+    pub fn get_ref(&self) -> &T {
+        &self.payload
+    }
+
+    /// The reply's headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The reply's metadata (type name, size, correlation id, creation time).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}

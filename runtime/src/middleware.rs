@@ -1,0 +1,170 @@
+//! Middleware: code around every handler, run in registration order, able to short-circuit; plus built-ins.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::context::Context;
+use crate::handler::{BoxFuture, BoxHandler, Outcome};
+use crate::status::Status;
+
+/// Code that runs around handlers.
+///
+/// The first middleware registered is the outermost: it sees the message first
+/// and the outcome last. Call [`Next::run`] to continue the chain, or return
+/// an [`Outcome`] without calling it to short-circuit (the handler never runs).
+///
+/// Panic recovery is not a middleware: it is always on, outside every
+/// middleware, so even a panicking middleware yields an INTERNAL reply.
+pub trait Middleware: Send + Sync + 'static {
+    /// Handles one message; `payload` is still encoded.
+    fn call(&self, ctx: Context, payload: Bytes, next: Next) -> BoxFuture<Outcome>;
+}
+
+/// The rest of the middleware chain, ending in the handler.
+#[derive(Clone)]
+pub struct Next {
+    stack: Arc<[Arc<dyn Middleware>]>,
+    index: usize,
+    endpoint: BoxHandler,
+}
+
+impl Next {
+    /// Runs the rest of the chain and the handler.
+    pub fn run(self, ctx: Context, payload: Bytes) -> BoxFuture<Outcome> {
+        match self.stack.get(self.index).cloned() {
+            Some(mw) => {
+                let next = Next {
+                    index: self.index + 1,
+                    ..self
+                };
+                mw.call(ctx, payload, next)
+            }
+            None => (self.endpoint)(ctx, payload),
+        }
+    }
+}
+
+impl fmt::Debug for Next {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Next")
+            .field("remaining", &(self.stack.len() - self.index))
+            .finish()
+    }
+}
+
+/// Wraps `endpoint` in `stack` (outermost first).
+pub(crate) fn compose(stack: &Arc<[Arc<dyn Middleware>]>, endpoint: BoxHandler) -> BoxHandler {
+    if stack.is_empty() {
+        return endpoint;
+    }
+    let stack = Arc::clone(stack);
+    Arc::new(move |ctx, payload| {
+        Next {
+            stack: Arc::clone(&stack),
+            index: 0,
+            endpoint: Arc::clone(&endpoint),
+        }
+        .run(ctx, payload)
+    })
+}
+
+/// A middleware made from an async closure; see [`from_fn`].
+#[derive(Clone)]
+pub struct FromFn<F>(F);
+
+impl<F> fmt::Debug for FromFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FromFn")
+    }
+}
+
+/// Builds a middleware from `async |ctx, payload, next| -> Outcome`.
+///
+/// ```
+/// use goomerang::{Status, middleware};
+/// let auth = middleware::from_fn(|ctx, payload, next| async move {
+///     if ctx.header("token") != Some("secret") {
+///         return Err(Status::unauthenticated("missing token"));
+///     }
+///     next.run(ctx, payload).await
+/// });
+/// # let _ = auth;
+/// ```
+pub fn from_fn<F, Fut>(f: F) -> FromFn<F>
+where
+    F: Fn(Context, Bytes, Next) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    FromFn(f)
+}
+
+impl<F, Fut> Middleware for FromFn<F>
+where
+    F: Fn(Context, Bytes, Next) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    fn call(&self, ctx: Context, payload: Bytes, next: Next) -> BoxFuture<Outcome> {
+        Box::pin((self.0)(ctx, payload, next))
+    }
+}
+
+/// Logs every handled message with `tracing`: type, correlation id, connection,
+/// duration and outcome. Successes at DEBUG, failures at WARN.
+pub fn logging() -> Logging {
+    Logging
+}
+
+/// See [`logging`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Logging;
+
+impl Middleware for Logging {
+    fn call(&self, ctx: Context, payload: Bytes, next: Next) -> BoxFuture<Outcome> {
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let type_name = ctx.metadata().type_name().to_owned();
+            let id = ctx.metadata().correlation_id();
+            let conn = ctx.connection().id();
+            let size = payload.len();
+            let outcome = next.run(ctx, payload).await;
+            let micros = started.elapsed().as_micros() as u64;
+            match &outcome {
+                Ok(_) => tracing::debug!(%type_name, id, conn, size, micros, "handled"),
+                Err(status) => {
+                    tracing::warn!(%type_name, id, conn, size, micros, %status, "handler failed")
+                }
+            }
+            outcome
+        })
+    }
+}
+
+/// Fails a handler that runs longer than `limit` with DEADLINE_EXCEEDED (the
+/// handler future is dropped). Independent of the requester's own deadline,
+/// which the runtime always enforces.
+pub fn timeout(limit: Duration) -> Timeout {
+    Timeout(limit)
+}
+
+/// See [`timeout`].
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout(Duration);
+
+impl Middleware for Timeout {
+    fn call(&self, ctx: Context, payload: Bytes, next: Next) -> BoxFuture<Outcome> {
+        let limit = self.0;
+        Box::pin(async move {
+            let type_name = ctx.metadata().type_name().to_owned();
+            match tokio::time::timeout(limit, next.run(ctx, payload)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "handler for {type_name} exceeded its {limit:?} limit"
+                ))),
+            }
+        })
+    }
+}

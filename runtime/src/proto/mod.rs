@@ -1,0 +1,3 @@
+//! The wire envelope.
+mod goomerang_v1;
+pub use goomerang_v1::*;

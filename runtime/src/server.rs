@@ -1,0 +1,361 @@
+//! `Server`: accepts WebSocket upgrades over axum, runs a driver per connection, and shuts down gracefully.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State as AxumState};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::connection::{Connection, lock};
+use crate::driver;
+use crate::error::Error;
+use crate::frame::SUBPROTOCOL;
+use crate::hooks::{Hooks, hook_methods};
+use crate::router::{Router, routing_methods};
+use crate::shared::{Shared, Side};
+use crate::state::{State, StateCell};
+
+/// The default WebSocket endpoint path.
+pub const DEFAULT_PATH: &str = "/ws";
+
+/// Builds a [`Server`]: handlers, middleware, hooks, limits and the endpoint path.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    router: Router,
+    config: Config,
+    hooks: Hooks,
+    path: String,
+}
+
+impl ServerBuilder {
+    routing_methods!();
+    hook_methods!();
+
+    /// The HTTP path of the WebSocket endpoint. Default [`DEFAULT_PATH`] (`/ws`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Finishes the server (state NEW); start it with [`Server::serve`] or [`Server::run`].
+    pub fn build(self) -> Server {
+        Server {
+            inner: Arc::new(ServerInner {
+                shared: Shared::new(Side::Server, self.router.finish(), self.config, self.hooks),
+                state: StateCell::new(),
+                path: self.path,
+                addr: Mutex::new(None),
+                conns: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+}
+
+/// A goomerang server. Cheap to clone; clones are the same server.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), goomerang::Error> {
+/// let server = goomerang::Server::builder().build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(goomerang::Error::Listen)?;
+/// let running = tokio::spawn({
+///     let server = server.clone();
+///     async move { server.serve(listener).await }
+/// });
+/// // ... later:
+/// server.shutdown(std::time::Duration::from_secs(5)).await?;
+/// # let _ = running.await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+struct ServerInner {
+    shared: Arc<Shared>,
+    state: StateCell,
+    path: String,
+    addr: Mutex<Option<SocketAddr>>,
+    /// Live connections; each connection task removes itself when it ends.
+    conns: Mutex<HashMap<u64, Connection>>,
+    next_conn: AtomicU64,
+    /// Cancelled at the end of shutdown: stops accepting, which ends `serve`.
+    stop: CancellationToken,
+}
+
+impl Server {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            router: Router::new(),
+            config: Config::default(),
+            hooks: Hooks::default(),
+            path: DEFAULT_PATH.to_owned(),
+        }
+    }
+
+    /// Binds `addr` and serves until [`shutdown`](Self::shutdown) completes.
+    ///
+    /// # Errors
+    /// [`Error::Listen`] if binding fails, otherwise as [`serve`](Self::serve).
+    pub async fn run(&self, addr: impl ToSocketAddrs) -> Result<(), Error> {
+        let listener = TcpListener::bind(addr).await.map_err(Error::Listen)?;
+        self.serve(listener).await
+    }
+
+    /// Serves on `listener` until [`shutdown`](Self::shutdown) completes
+    /// (NEW → RUNNING; returns after CLOSED).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`], [`Error::ShuttingDown`] or [`Error::Closed`]
+    /// when the server is not NEW; [`Error::Listen`] if the listener fails.
+    pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
+        let addr = listener.local_addr().map_err(Error::Listen)?;
+        self.inner
+            .state
+            .transition(State::New, State::Running)
+            .map_err(|found| match found {
+                State::Running => Error::AlreadyRunning,
+                State::Closing => Error::ShuttingDown,
+                _ => Error::Closed,
+            })?;
+        *lock(&self.inner.addr) = Some(addr);
+        self.inner.shared.hooks.state(State::Running);
+        tracing::info!(%addr, path = %self.inner.path, "goomerang server running");
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let stop = self.inner.stop.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(Error::Listen)
+    }
+
+    /// An axum `Router` with the WebSocket endpoint, to serve yourself or merge
+    /// into a larger app (the server must then be started by `serve` to be RUNNING).
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .route(&self.inner.path, axum::routing::any(upgrade))
+            .with_state(Arc::clone(&self.inner))
+    }
+
+    /// The address being served, once running.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        *lock(&self.inner.addr)
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> State {
+        self.inner.state.get()
+    }
+
+    /// All live connections.
+    pub fn connections(&self) -> Vec<Connection> {
+        lock(&self.inner.conns).values().cloned().collect()
+    }
+
+    /// One live connection by id.
+    pub fn connection(&self, id: u64) -> Option<Connection> {
+        lock(&self.inner.conns).get(&id).cloned()
+    }
+
+    /// Shuts down gracefully within `timeout`: RUNNING → CLOSING → CLOSED.
+    ///
+    /// While closing, new upgrades get HTTP 503 and new messages and requests
+    /// get UNAVAILABLE. In-flight handlers finish first, then every connection
+    /// is closed with 1001 (going away) in parallel, then the listener stops.
+    /// Returns once every task the server owns has ended.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`] if never started, [`Error::ShuttingDown`] if
+    /// already closing, [`Error::Closed`] if closed; [`Error::ShutdownTimedOut`]
+    /// if the deadline passed (the remaining tasks were aborted; the server is CLOSED).
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner
+            .state
+            .transition(State::Running, State::Closing)
+            .map_err(|found| match found {
+                State::New => Error::NotRunning,
+                State::Closing => Error::ShuttingDown,
+                _ => Error::Closed,
+            })?;
+        let shared = &self.inner.shared;
+        shared.hooks.state(State::Closing);
+        let deadline = tokio::time::Instant::now() + timeout;
+        shared.set_shutting_down(true);
+        shared.handlers.close();
+        let drained = tokio::time::timeout_at(deadline, shared.handlers.wait())
+            .await
+            .is_ok();
+        for conn in self.connections() {
+            conn.start_close(1001, "server shutting down");
+        }
+        shared.connections.close();
+        let closed = drained
+            && tokio::time::timeout_at(deadline, shared.connections.wait())
+                .await
+                .is_ok();
+        let result = if closed {
+            Ok(())
+        } else {
+            let remaining = shared.handlers.len() + shared.connections.len();
+            shared.abort.cancel();
+            for conn in self.connections() {
+                conn.inner.kill.cancel();
+                conn.inner.closed.cancel();
+            }
+            // Cancelled futures are dropped at their next await; give them a moment to unwind.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                shared.handlers.wait().await;
+                shared.connections.wait().await;
+            })
+            .await;
+            Err(Error::ShutdownTimedOut { remaining })
+        };
+        self.inner.stop.cancel();
+        self.inner.state.set(State::Closed);
+        shared.hooks.state(State::Closed);
+        result
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("state", &self.state())
+            .field("addr", &self.addr())
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn reject(status: StatusCode, message: &str) -> Response {
+    (status, message.to_owned()).into_response()
+}
+
+/// Checks the upgrade request; returns the Sec-WebSocket-Accept value and
+/// whether the client offered our subprotocol (then the answer names it).
+#[allow(clippy::result_large_err)]
+fn validate_upgrade(
+    headers: &HeaderMap,
+    method: &http::Method,
+) -> Result<(HeaderValue, bool), Response> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    if method != http::Method::GET
+        || !has_token(header::CONNECTION, "upgrade")
+        || !has_token(header::UPGRADE, "websocket")
+    {
+        return Err(reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "this is a goomerang WebSocket endpoint: send a GET with Upgrade: websocket",
+        ));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        let mut response = reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version; use 13",
+        );
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(response);
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(reject(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
+    };
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !offered.is_empty() && !offered.contains(&SUBPROTOCOL) {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            &format!("unsupported subprotocol(s) {offered:?}; this server speaks {SUBPROTOCOL}"),
+        ));
+    }
+    let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .map_err(|_| reject(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key"))?;
+    Ok((accept, !offered.is_empty()))
+}
+
+async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Request) -> Response {
+    if server.state.get() != State::Running {
+        return reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is not accepting connections (shutting down)",
+        );
+    }
+    let (accept, name_protocol) = match validate_upgrade(req.headers(), req.method()) {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
+    let shared = Arc::clone(&server.shared);
+    let (conn, rx) = Connection::new(id, peer, Arc::clone(&shared));
+    lock(&server.conns).insert(id, conn.clone());
+    let registry = Arc::clone(&server);
+    shared.connections.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = conn.config().websocket();
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                driver::run(ws, conn.clone(), rx).await;
+            }
+            Err(err) => tracing::debug!(conn = id, error = %err, "upgrade did not complete"),
+        }
+        lock(&registry.conns).remove(&id);
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if name_protocol {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    response
+}

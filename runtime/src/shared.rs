@@ -1,0 +1,63 @@
+//! `Shared`: what every connection of one server or client shares (routes, config, hooks, caps, task trackers).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hooks::Hooks;
+use crate::router::Routes;
+
+/// Which end of the connection this process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Server,
+    Client,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) side: Side,
+    pub(crate) routes: Routes,
+    pub(crate) config: Config,
+    pub(crate) hooks: Hooks,
+    /// The global handler cap: each running handler holds one permit.
+    pub(crate) global: Arc<Semaphore>,
+    /// Every handler task; shutdown closes it and waits for it to drain.
+    pub(crate) handlers: TaskTracker,
+    /// Every connection task (reader plus its writer); shutdown waits for it too.
+    pub(crate) connections: TaskTracker,
+    /// Set when the owner begins shutting down: requests arriving after it get
+    /// UNAVAILABLE, local `request` calls fail the same way.
+    shutting_down: AtomicBool,
+    /// Cancelled when shutdown's deadline passes: one-way handlers (which
+    /// otherwise outlive their connection) are dropped.
+    pub(crate) abort: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn new(side: Side, routes: Routes, config: Config, hooks: Hooks) -> Arc<Shared> {
+        Arc::new(Shared {
+            side,
+            routes,
+            global: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
+            config,
+            hooks,
+            handlers: TaskTracker::new(),
+            connections: TaskTracker::new(),
+            shutting_down: AtomicBool::new(false),
+            abort: CancellationToken::new(),
+        })
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_shutting_down(&self, value: bool) {
+        self.shutting_down.store(value, Ordering::Release);
+    }
+}

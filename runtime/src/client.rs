@@ -14,7 +14,7 @@ use crate::driver;
 use crate::error::Error;
 use crate::frame::SUBPROTOCOL;
 use crate::hooks::{Hooks, hook_methods};
-use crate::message::{Message, Payload, Response};
+use crate::message::{IntoMessage, Payload, Response};
 use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
@@ -165,7 +165,7 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::NotRunning`] when not connected, else as [`Connection::send`].
-    pub async fn send<T: Payload>(&self, message: impl Into<Message<T>>) -> Result<(), Error> {
+    pub async fn send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
         self.connection()?.send(message).await
     }
 
@@ -173,7 +173,7 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::NotRunning`] when not connected, else as [`Connection::try_send`].
-    pub fn try_send<T: Payload>(&self, message: impl Into<Message<T>>) -> Result<(), Error> {
+    pub fn try_send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
         self.connection()?.try_send(message)
     }
 
@@ -183,7 +183,7 @@ impl Client {
     /// UNAVAILABLE when not connected, else as [`Connection::request`].
     pub async fn request<Req: Payload, Resp: Payload>(
         &self,
-        message: impl Into<Message<Req>>,
+        message: impl IntoMessage<Req>,
     ) -> Result<Response<Resp>, Status> {
         self.connection()?.request(message).await
     }

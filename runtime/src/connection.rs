@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::frame;
 use crate::handler::Outcome;
-use crate::message::{Message, Metadata, Payload, Response};
+use crate::message::{IntoMessage, Message, Metadata, Payload, Response};
 use crate::proto::{Frame, FrameKind};
 use crate::shared::Shared;
 use crate::status::Status;
@@ -159,15 +159,15 @@ impl Connection {
     /// # Errors
     /// [`Error::ConnectionClosed`] if the connection ended or is closing,
     /// [`Error::MessageTooLarge`] if the frame exceeds the size limit.
-    pub async fn send<T: Payload>(&self, message: impl Into<Message<T>>) -> Result<(), Error> {
-        let bytes = self.one_way_frame(message.into());
+    pub async fn send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
+        let bytes = self.one_way_frame(message.into_message());
         self.enqueue(bytes).await
     }
 
     /// Like [`send`](Self::send) but fails with [`Error::QueueFull`] instead of
     /// waiting when the outbound queue is full.
-    pub fn try_send<T: Payload>(&self, message: impl Into<Message<T>>) -> Result<(), Error> {
-        let bytes = self.one_way_frame(message.into());
+    pub fn try_send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
+        let bytes = self.one_way_frame(message.into_message());
         self.try_enqueue(bytes)
     }
 
@@ -196,9 +196,9 @@ impl Connection {
     /// is not a `Resp`.
     pub async fn request<Req: Payload, Resp: Payload>(
         &self,
-        message: impl Into<Message<Req>>,
+        message: impl IntoMessage<Req>,
     ) -> Result<Response<Resp>, Status> {
-        let (payload, headers, timeout) = message.into().into_parts();
+        let (payload, headers, timeout) = message.into_message().into_parts();
         let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
         let reply = self
             .call(Req::full_name(), &payload, headers, timeout)

@@ -54,7 +54,7 @@ pub use context::Context;
 pub use error::Error;
 pub use frame::SUBPROTOCOL;
 pub use handler::{BoxFuture, Encoded, IntoOneWay, Outcome};
-pub use message::{Headers, Message, Metadata, Payload, Response};
+pub use message::{Headers, IntoMessage, Message, Metadata, Payload, Response};
 pub use middleware::{Middleware, Next};
 pub use router::{Router, Service};
 pub use server::{DEFAULT_PATH, Server, ServerBuilder};

@@ -15,7 +15,7 @@ impl<T: prost::Message + prost::Name + Default + Send + Sync + 'static> Payload 
 
 /// An outgoing message: a payload, its headers and, for requests, a deadline.
 ///
-/// Anything that takes `impl Into<Message<T>>` also takes a bare `T`.
+/// Anything that takes `impl IntoMessage<T>` also takes a bare `T`.
 ///
 /// ```
 /// # #[derive(Clone, PartialEq, prost::Message)] struct Hello { #[prost(string, tag = "1")] name: String }
@@ -72,9 +72,21 @@ impl<T> Message<T> {
     }
 }
 
-impl<T> From<T> for Message<T> {
-    fn from(payload: T) -> Self {
-        Message::new(payload)
+/// What `send` and `request` take: a bare payload `T` or a [`Message<T>`] with headers.
+pub trait IntoMessage<T>: Send {
+    /// Wraps a bare payload; returns a `Message` as is.
+    fn into_message(self) -> Message<T>;
+}
+
+impl<T: Payload> IntoMessage<T> for T {
+    fn into_message(self) -> Message<T> {
+        Message::new(self)
+    }
+}
+
+impl<T: Payload> IntoMessage<T> for Message<T> {
+    fn into_message(self) -> Message<T> {
+        self
     }
 }
 

@@ -429,6 +429,9 @@ impl Job {
         let type_name = || observed.metadata().type_name().to_owned();
         let outcome = match result {
             None => {
+                // Whatever stopped it (CANCEL, deadline, connection end), make
+                // sure everything watching the context learns of it.
+                cancel.cancel();
                 tracing::debug!(conn = conn.id(), id, type_name = %type_name(), "handler cancelled");
                 return;
             }

@@ -1,0 +1,167 @@
+//! Server and client lifecycle: NEW → RUNNING → CLOSING → CLOSED, typed errors for each misuse, reconnect.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goomerang::{Client, Code, Error, Initiator, Server, State, Status};
+use goomerang_tests::*;
+use tokio::net::TcpListener;
+
+#[tokio::test]
+async fn server_states_and_misuse_errors() {
+    bounded(async {
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&states);
+        let server = Server::builder()
+            .on_state_change(move |s| seen.lock().expect("lock").push(s))
+            .build();
+        assert_eq!(server.state(), State::New);
+        assert!(server.addr().is_none());
+        assert!(matches!(
+            server.shutdown(Duration::from_secs(1)).await,
+            Err(Error::NotRunning)
+        ));
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let serving = tokio::spawn({
+            let server = server.clone();
+            async move { server.serve(listener).await }
+        });
+        // Wait for RUNNING by connecting, not by sleeping: connect retries only
+        // until the accept loop is up, which `serve` sets before accepting.
+        let client = loop {
+            match Client::builder()
+                .connect(&format!("ws://{addr}/ws"))
+                .await
+            {
+                Ok(client) => break client,
+                Err(Error::Refused { status: 503, .. }) => tokio::task::yield_now().await,
+                Err(other) => panic!("connect: {other}"),
+            }
+        };
+        assert_eq!(server.state(), State::Running);
+        assert_eq!(server.addr(), Some(addr));
+
+        let again = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        assert!(matches!(server.serve(again).await, Err(Error::AlreadyRunning)));
+
+        server
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
+        serving.await.expect("join").expect("serve returns Ok");
+        assert_eq!(server.state(), State::Closed);
+        assert!(matches!(
+            server.shutdown(Duration::from_secs(1)).await,
+            Err(Error::Closed)
+        ));
+        let third = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        assert!(matches!(server.serve(third).await, Err(Error::Closed)));
+        assert_eq!(
+            *states.lock().expect("lock"),
+            [State::Running, State::Closing, State::Closed]
+        );
+        // The server closed the client's connection with 1001.
+        let conn = client.connection().err();
+        assert!(matches!(conn, Some(Error::NotRunning)));
+        assert_eq!(client.state(), State::Closed);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn client_states_reconnect_and_misuse_errors() {
+    bounded(async {
+        let server = start(Server::builder().request(|_ctx, p: Ping| async move {
+            Ok::<_, Status>(Pong { n: p.n, text: p.text })
+        }))
+        .await;
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&states);
+        let client = Client::builder()
+            .on_state_change(move |s| seen.lock().expect("lock").push(s))
+            .build();
+        assert_eq!(client.state(), State::New);
+        assert!(matches!(client.send(Note::default()).await, Err(Error::NotRunning)));
+        let status = client.request::<_, Pong>(Ping::default()).await.expect_err("not connected");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(matches!(client.close().await, Err(Error::NotRunning)));
+
+        client.connect(&server.url()).await.expect("connect");
+        assert!(matches!(client.connect(&server.url()).await, Err(Error::AlreadyRunning)));
+        client.request::<_, Pong>(Ping::default()).await.expect("works");
+        client.close().await.expect("close");
+        assert_eq!(client.state(), State::Closed);
+
+        // CLOSED → RUNNING: the same client connects again.
+        client.connect(&server.url()).await.expect("reconnect");
+        let pong: Pong = client.request(Ping { n: 9, text: String::new() }).await.expect("works").into_inner();
+        assert_eq!(pong.n, 9);
+        client.close().await.expect("close");
+        assert_eq!(
+            *states.lock().expect("lock"),
+            [State::Running, State::Closing, State::Closed, State::Running, State::Closing, State::Closed]
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_errors_are_typed() {
+    bounded(async {
+        let bad = Client::builder().build().connect("not a url").await;
+        assert!(matches!(bad, Err(Error::InvalidUrl { .. })), "{bad:?}");
+
+        // A port nobody listens on: bind, learn the port, drop the listener.
+        let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+        let refused = Client::builder().build().connect(&format!("ws://127.0.0.1:{port}/ws")).await;
+        assert!(matches!(refused, Err(Error::Connect(_))), "{refused:?}");
+
+        let server = start(Server::builder()).await;
+        let wrong_path = Client::builder()
+            .build()
+            .connect(&format!("ws://{}/nope", server.addr))
+            .await;
+        assert!(matches!(wrong_path, Err(Error::Refused { status: 404, .. })), "{wrong_path:?}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn disconnect_hooks_say_who_closed_and_how() {
+    bounded(async {
+        let server_side = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&server_side);
+        let connects = Arc::new(Mutex::new(0));
+        let counted = Arc::clone(&connects);
+        let server = start(
+            Server::builder()
+                .on_connect(move |_| *counted.lock().expect("lock") += 1)
+                .on_disconnect(move |_, info| seen.lock().expect("lock").push(info.clone())),
+        )
+        .await;
+        let client_side = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&client_side);
+        let client = server
+            .connect(Client::builder().on_disconnect(move |_, info| seen.lock().expect("lock").push(info.clone())))
+            .await;
+        let conn = client.connection().expect("connected");
+        client.close().await.expect("close");
+        let info = conn.close_info().expect("ended").clone();
+        assert_eq!((info.code, info.initiator), (1000, Initiator::Local));
+        assert_eq!(client_side.lock().expect("lock")[0].initiator, Initiator::Local);
+        // The server's side ends too; wait for its hook without sleeping.
+        while server.server.connections().len() > 0 {
+            tokio::task::yield_now().await;
+        }
+        server.stop().await;
+        let infos = server_side.lock().expect("lock").clone();
+        assert_eq!(infos.len(), 1);
+        assert_eq!((infos[0].code, infos[0].initiator), (1000, Initiator::Remote));
+        assert_eq!(*connects.lock().expect("lock"), 1);
+    })
+    .await;
+}

@@ -1,0 +1,209 @@
+//! Concurrency caps, ordered mode, and backpressure that stays on one connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use goomerang::{Client, Config, Server, Status};
+use goomerang_tests::*;
+use tokio::sync::{Notify, mpsc};
+
+#[derive(Default)]
+struct Gauge {
+    active: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    fn enter(&self) {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+    fn exit(&self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn gauged_work(gauge: &Arc<Gauge>, config: Config) -> goomerang::ServerBuilder {
+    let gauge = Arc::clone(gauge);
+    Server::builder().config(config).request(move |_ctx, w: Work| {
+        let gauge = Arc::clone(&gauge);
+        async move {
+            gauge.enter();
+            tokio::time::sleep(Duration::from_millis(w.ms)).await;
+            gauge.exit();
+            Ok::<_, Status>(Done { id: w.id })
+        }
+    })
+}
+
+async fn fire(client: &Client, count: u64) {
+    let calls = (0..count).map(|id| {
+        let client = client.clone();
+        async move { client.request::<_, Done>(Work { ms: 20, id }).await.expect("done") }
+    });
+    futures_util::future::join_all(calls).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_connection_cap_bounds_concurrent_handlers() {
+    bounded(async {
+        let gauge = Arc::new(Gauge::default());
+        let server = start(gauged_work(&gauge, Config::default().max_concurrent_per_connection(4))).await;
+        let client = server.client().await;
+        fire(&client, 24).await;
+        assert_eq!(gauge.peak.load(Ordering::SeqCst), 4);
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn global_cap_bounds_handlers_across_connections() {
+    bounded(async {
+        let gauge = Arc::new(Gauge::default());
+        let server = start(gauged_work(&gauge, Config::default().max_concurrent_handlers(3))).await;
+        let (a, b) = (server.client().await, server.client().await);
+        tokio::join!(fire(&a, 12), fire(&b, 12));
+        assert_eq!(gauge.peak.load(Ordering::SeqCst), 3);
+        a.close().await.expect("close");
+        b.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_mode_preserves_arrival_order_under_load() {
+    bounded(async {
+        const COUNT: u64 = 20_000;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let server = start(Server::builder().config(Config::default().ordered(true)).message(
+            move |_ctx, seq: Seq| {
+                let tx = tx.clone();
+                async move {
+                    // Uneven work per message: would reorder a concurrent dispatcher.
+                    for _ in 0..(seq.n % 7) {
+                        tokio::task::yield_now().await;
+                    }
+                    tx.send(seq.n).expect("test alive");
+                }
+            },
+        ))
+        .await;
+        let client = server.client().await;
+        for n in 0..COUNT {
+            client.send(Seq { n }).await.expect("send");
+        }
+        let mut inversions = 0;
+        let mut last = None;
+        for _ in 0..COUNT {
+            let n = rx.recv().await.expect("handled");
+            if last.is_some_and(|last| n < last) {
+                inversions += 1;
+            }
+            last = Some(n);
+        }
+        assert_eq!(inversions, 0);
+        assert_eq!(last, Some(COUNT - 1));
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ordered_handlers_can_call_back_into_the_peer() {
+    bounded(async {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let server = start(Server::builder().config(Config::default().ordered(true)).message(
+            move |ctx, note: Note| {
+                let tx = tx.clone();
+                async move {
+                    let pong: Pong = ctx
+                        .connection()
+                        .request(Ping { n: 1, text: note.text })
+                        .await?
+                        .into_inner();
+                    tx.send(pong.text).expect("test alive");
+                    Ok::<_, Status>(())
+                }
+            },
+        ))
+        .await;
+        let client = server
+            .connect(Client::builder().request(|_ctx, p: Ping| async move {
+                Ok::<_, Status>(Pong { n: p.n, text: format!("{}!", p.text) })
+            }))
+            .await;
+        client.send(Note { text: "a".into() }).await.expect("send");
+        client.send(Note { text: "b".into() }).await.expect("send");
+        assert_eq!(rx.recv().await.as_deref(), Some("a!"));
+        assert_eq!(rx.recv().await.as_deref(), Some("b!"));
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_saturated_connection_does_not_block_others() {
+    bounded(async {
+        let release = Arc::new(Notify::new());
+        let gauge = Arc::new(Gauge::default());
+        let (blocked, released) = (Arc::clone(&gauge), Arc::clone(&release));
+        let server = start(
+            Server::builder()
+                .config(Config::default().max_concurrent_per_connection(2))
+                .request(move |_ctx, w: Work| {
+                    let (gauge, release) = (Arc::clone(&blocked), Arc::clone(&released));
+                    async move {
+                        // Only the greedy connection's (blocking) work is gauged.
+                        if w.ms > 0 {
+                            gauge.enter();
+                            release.notified().await;
+                            gauge.exit();
+                        }
+                        Ok::<_, Status>(Done { id: w.id })
+                    }
+                }),
+        )
+        .await;
+        let greedy = server.client().await;
+        // Four blocking requests on a connection capped at two: two run, the
+        // reader of that connection pauses with the rest unread.
+        let stuck: Vec<_> = (0..4)
+            .map(|id| {
+                let greedy = greedy.clone();
+                tokio::spawn(async move { greedy.request::<_, Done>(Work { ms: 1, id }).await })
+            })
+            .collect();
+        while gauge.active.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // Another connection is served at once.
+        let other = server.client().await;
+        for id in 0..20 {
+            let done: Done = other.request(Work { ms: 0, id }).await.expect("served").into_inner();
+            assert_eq!(done.id, id);
+        }
+        assert_eq!(gauge.peak.load(Ordering::SeqCst), 2);
+        // Release the greedy handlers one at a time until all four finished.
+        let mut results = Vec::new();
+        for call in stuck {
+            while !call.is_finished() {
+                release.notify_one();
+                tokio::task::yield_now().await;
+            }
+            results.push(call.await.expect("join").expect("done").into_inner().id);
+        }
+        results.sort_unstable();
+        assert_eq!(results, [0, 1, 2, 3]);
+        assert!(gauge.peak.load(Ordering::SeqCst) <= 2);
+        greedy.close().await.expect("close");
+        other.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

@@ -1,0 +1,209 @@
+//! Middleware order and short-circuit, the built-ins (timeout, logging), and panic recovery.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goomerang::{Client, Code, Error, Message, Server, Status, middleware};
+use goomerang_tests::*;
+use tokio::sync::mpsc;
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn recorder(log: &Log, name: &'static str) -> impl goomerang::Middleware {
+    let log = Arc::clone(log);
+    middleware::from_fn(move |ctx, payload, next| {
+        let log = Arc::clone(&log);
+        async move {
+            log.lock().expect("lock").push(format!("{name} before"));
+            let outcome = next.run(ctx, payload).await;
+            log.lock().expect("lock").push(format!("{name} after"));
+            outcome
+        }
+    })
+}
+
+#[tokio::test]
+async fn middleware_runs_in_registration_order_around_the_handler() {
+    bounded(async {
+        let log: Log = Arc::default();
+        let in_handler = Arc::clone(&log);
+        // Registered a, handler, b: both wrap the handler, a outermost.
+        let server = start(
+            Server::builder()
+                .middleware(recorder(&log, "a"))
+                .request(move |_ctx, p: Ping| {
+                    let log = Arc::clone(&in_handler);
+                    async move {
+                        log.lock().expect("lock").push("handler".into());
+                        Ok::<_, Status>(Pong { n: p.n, text: p.text })
+                    }
+                })
+                .middleware(recorder(&log, "b")),
+        )
+        .await;
+        let client = server.client().await;
+        client.request::<_, Pong>(Ping::default()).await.expect("reply");
+        assert_eq!(
+            *log.lock().expect("lock"),
+            ["a before", "b before", "handler", "b after", "a after"]
+        );
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn middleware_can_short_circuit_and_the_handler_never_runs() {
+    bounded(async {
+        let ran = Arc::new(Mutex::new(0));
+        let counted = Arc::clone(&ran);
+        let server = start(
+            Server::builder()
+                .middleware(middleware::from_fn(|ctx, payload, next| async move {
+                    if ctx.header("token") != Some("secret") {
+                        return Err(Status::unauthenticated("missing token"));
+                    }
+                    next.run(ctx, payload).await
+                }))
+                .request(move |_ctx, _p: Ping| {
+                    let counted = Arc::clone(&counted);
+                    async move {
+                        *counted.lock().expect("lock") += 1;
+                        Ok::<_, Status>(Pong::default())
+                    }
+                }),
+        )
+        .await;
+        let client = server.client().await;
+        let err = client.request::<_, Pong>(Ping::default()).await.expect_err("rejected");
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert_eq!(*ran.lock().expect("lock"), 0);
+        client
+            .request::<_, Pong>(Message::new(Ping::default()).header("token", "secret"))
+            .await
+            .expect("accepted");
+        assert_eq!(*ran.lock().expect("lock"), 1);
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_middleware_fails_slow_handlers_with_deadline_exceeded() {
+    bounded(async {
+        let server = start(
+            Server::builder()
+                .middleware(middleware::logging())
+                .middleware(middleware::timeout(Duration::from_millis(50)))
+                .request(|_ctx, w: Work| async move {
+                    tokio::time::sleep(Duration::from_millis(w.ms)).await;
+                    Ok::<_, Status>(Done { id: w.id })
+                }),
+        )
+        .await;
+        let client = server.client().await;
+        let fast: Done = client.request(Work { ms: 10, id: 1 }).await.expect("fast").into_inner();
+        assert_eq!(fast.id, 1);
+        let err = client.request::<_, Done>(Work { ms: 10_000, id: 2 }).await.expect_err("slow");
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert!(err.message().contains("50ms"), "{err}");
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gets_internal_and_the_connection_lives_on() {
+    bounded(async {
+        let (tx, mut errors) = mpsc::unbounded_channel();
+        let server = start(
+            Server::builder()
+                .on_error(move |err, _| {
+                    if let Error::HandlerPanicked { type_name, message } = err {
+                        let _ = tx.send((type_name.clone(), message.clone()));
+                    }
+                })
+                .request(|_ctx, p: Ping| async move {
+                    if p.n == 13 {
+                        panic!("unlucky number");
+                    }
+                    Ok::<_, Status>(Pong { n: p.n, text: String::new() })
+                })
+                .message(|_ctx, note: Note| async move {
+                    if note.text == "boom" {
+                        panic!("one-way boom");
+                    }
+                }),
+        )
+        .await;
+        let client = server.client().await;
+        let err = client
+            .request::<_, Pong>(Ping { n: 13, text: String::new() })
+            .await
+            .expect_err("panicked");
+        assert_eq!(err.code(), Code::Internal);
+        assert!(err.message().contains("unlucky number"), "{err}");
+        assert_eq!(
+            errors.recv().await,
+            Some(("test.v1.Ping".into(), "unlucky number".into()))
+        );
+
+        client.send(Note { text: "boom".into() }).await.expect("send");
+        assert_eq!(
+            errors.recv().await,
+            Some(("test.v1.Note".into(), "one-way boom".into()))
+        );
+        // Same connection, still serving.
+        let pong: Pong = client.request(Ping { n: 4, text: String::new() }).await.expect("alive").into_inner();
+        assert_eq!(pong.n, 4);
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_panicking_middleware_is_contained_too() {
+    bounded(async {
+        let server = start(
+            Server::builder()
+                .middleware(middleware::from_fn(|_ctx, _payload, _next| async move {
+                    panic!("middleware bug")
+                }))
+                .request(|_ctx, _p: Ping| async { Ok::<_, Status>(Pong::default()) }),
+        )
+        .await;
+        let client = server.client().await;
+        let err = client.request::<_, Pong>(Ping::default()).await.expect_err("panicked");
+        assert_eq!(err.code(), Code::Internal);
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_way_handler_errors_reach_the_error_hook() {
+    bounded(async {
+        let (tx, mut errors) = mpsc::unbounded_channel();
+        let server = start(
+            Server::builder()
+                .on_error(move |err, conn| {
+                    if let Error::Handler { status, .. } = err {
+                        let _ = tx.send((status.code(), conn.is_some()));
+                    }
+                })
+                .message(|_ctx, _n: Note| async { Err(Status::not_found("no such room")) }),
+        )
+        .await;
+        let client = server.connect(Client::builder()).await;
+        client.send(Note::default()).await.expect("send");
+        assert_eq!(errors.recv().await, Some((Code::NotFound, true)));
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

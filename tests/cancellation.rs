@@ -39,7 +39,11 @@ async fn work_server(events: Events) -> TestServer {
                     let _ = events.send((work.id, "ctx.cancelled"));
                 })
             };
-            let mut reporter = DropReporter { id: work.id, events, finished: false };
+            let mut reporter = DropReporter {
+                id: work.id,
+                events,
+                finished: false,
+            };
             tokio::time::sleep(Duration::from_millis(work.ms)).await;
             reporter.finished = true;
             watcher.abort();
@@ -73,9 +77,15 @@ async fn concurrent_requests_each_keep_their_own_deadline() {
         let calls = (0..10u64).map(|id| {
             let client = client.clone();
             async move {
-                let (ms, deadline) = if id % 2 == 0 { (100, 10_000) } else { (60_000, 1_000) };
+                let (ms, deadline) = if id % 2 == 0 {
+                    (100, 10_000)
+                } else {
+                    (60_000, 1_000)
+                };
                 let result = client
-                    .request::<_, Done>(Message::new(Work { ms, id }).timeout(Duration::from_millis(deadline)))
+                    .request::<_, Done>(
+                        Message::new(Work { ms, id }).timeout(Duration::from_millis(deadline)),
+                    )
                     .await;
                 (id, result)
             }
@@ -112,13 +122,24 @@ async fn dropping_the_call_cancels_the_peer_handler() {
         let client = server.client().await;
         let call = tokio::spawn({
             let client = client.clone();
-            async move { client.request::<_, Done>(Work { ms: 600_000, id: 42 }).await }
+            async move {
+                client
+                    .request::<_, Done>(Work {
+                        ms: 600_000,
+                        id: 42,
+                    })
+                    .await
+            }
         });
         assert_eq!(events.recv().await, Some((42, "started")));
         call.abort();
         expect_cancelled(&mut events, 42).await;
         // The connection is healthy afterwards.
-        let done: Done = client.request(Work { ms: 1, id: 7 }).await.expect("works").into_inner();
+        let done: Done = client
+            .request(Work { ms: 1, id: 7 })
+            .await
+            .expect("works")
+            .into_inner();
         assert_eq!(done.id, 7);
         client.close().await.expect("close");
         server.stop().await;
@@ -148,7 +169,9 @@ async fn server_to_client_request_is_cancelled_on_the_client_too() {
             .await;
         let conn = server.server.connections().pop().expect("connection");
         let err = conn
-            .request::<_, Done>(Message::new(Work { ms: 0, id: 1 }).timeout(Duration::from_millis(200)))
+            .request::<_, Done>(
+                Message::new(Work { ms: 0, id: 1 }).timeout(Duration::from_millis(200)),
+            )
             .await
             .expect_err("times out");
         assert_eq!(err.code(), Code::DeadlineExceeded);

@@ -26,21 +26,28 @@ impl Gauge {
 
 fn gauged_work(gauge: &Arc<Gauge>, config: Config) -> goomerang::ServerBuilder {
     let gauge = Arc::clone(gauge);
-    Server::builder().config(config).request(move |_ctx, w: Work| {
-        let gauge = Arc::clone(&gauge);
-        async move {
-            gauge.enter();
-            tokio::time::sleep(Duration::from_millis(w.ms)).await;
-            gauge.exit();
-            Ok::<_, Status>(Done { id: w.id })
-        }
-    })
+    Server::builder()
+        .config(config)
+        .request(move |_ctx, w: Work| {
+            let gauge = Arc::clone(&gauge);
+            async move {
+                gauge.enter();
+                tokio::time::sleep(Duration::from_millis(w.ms)).await;
+                gauge.exit();
+                Ok::<_, Status>(Done { id: w.id })
+            }
+        })
 }
 
 async fn fire(client: &Client, count: u64) {
     let calls = (0..count).map(|id| {
         let client = client.clone();
-        async move { client.request::<_, Done>(Work { ms: 20, id }).await.expect("done") }
+        async move {
+            client
+                .request::<_, Done>(Work { ms: 20, id })
+                .await
+                .expect("done")
+        }
     });
     futures_util::future::join_all(calls).await;
 }
@@ -49,7 +56,11 @@ async fn fire(client: &Client, count: u64) {
 async fn per_connection_cap_bounds_concurrent_handlers() {
     bounded(async {
         let gauge = Arc::new(Gauge::default());
-        let server = start(gauged_work(&gauge, Config::default().max_concurrent_per_connection(4))).await;
+        let server = start(gauged_work(
+            &gauge,
+            Config::default().max_concurrent_per_connection(4),
+        ))
+        .await;
         let client = server.client().await;
         fire(&client, 24).await;
         assert_eq!(gauge.peak.load(Ordering::SeqCst), 4);
@@ -63,7 +74,11 @@ async fn per_connection_cap_bounds_concurrent_handlers() {
 async fn global_cap_bounds_handlers_across_connections() {
     bounded(async {
         let gauge = Arc::new(Gauge::default());
-        let server = start(gauged_work(&gauge, Config::default().max_concurrent_handlers(3))).await;
+        let server = start(gauged_work(
+            &gauge,
+            Config::default().max_concurrent_handlers(3),
+        ))
+        .await;
         let (a, b) = (server.client().await, server.client().await);
         tokio::join!(fire(&a, 12), fire(&b, 12));
         assert_eq!(gauge.peak.load(Ordering::SeqCst), 3);
@@ -79,18 +94,20 @@ async fn ordered_mode_preserves_arrival_order_under_load() {
     bounded(async {
         const COUNT: u64 = 20_000;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let server = start(Server::builder().config(Config::default().ordered(true)).message(
-            move |_ctx, seq: Seq| {
-                let tx = tx.clone();
-                async move {
-                    // Uneven work per message: would reorder a concurrent dispatcher.
-                    for _ in 0..(seq.n % 7) {
-                        tokio::task::yield_now().await;
+        let server = start(
+            Server::builder()
+                .config(Config::default().ordered(true))
+                .message(move |_ctx, seq: Seq| {
+                    let tx = tx.clone();
+                    async move {
+                        // Uneven work per message: would reorder a concurrent dispatcher.
+                        for _ in 0..(seq.n % 7) {
+                            tokio::task::yield_now().await;
+                        }
+                        tx.send(seq.n).expect("test alive");
                     }
-                    tx.send(seq.n).expect("test alive");
-                }
-            },
-        ))
+                }),
+        )
         .await;
         let client = server.client().await;
         for n in 0..COUNT {
@@ -117,24 +134,32 @@ async fn ordered_mode_preserves_arrival_order_under_load() {
 async fn ordered_handlers_can_call_back_into_the_peer() {
     bounded(async {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let server = start(Server::builder().config(Config::default().ordered(true)).message(
-            move |ctx, note: Note| {
-                let tx = tx.clone();
-                async move {
-                    let pong: Pong = ctx
-                        .connection()
-                        .request(Ping { n: 1, text: note.text })
-                        .await?
-                        .into_inner();
-                    tx.send(pong.text).expect("test alive");
-                    Ok::<_, Status>(())
-                }
-            },
-        ))
+        let server = start(
+            Server::builder()
+                .config(Config::default().ordered(true))
+                .message(move |ctx, note: Note| {
+                    let tx = tx.clone();
+                    async move {
+                        let pong: Pong = ctx
+                            .connection()
+                            .request(Ping {
+                                n: 1,
+                                text: note.text,
+                            })
+                            .await?
+                            .into_inner();
+                        tx.send(pong.text).expect("test alive");
+                        Ok::<_, Status>(())
+                    }
+                }),
+        )
         .await;
         let client = server
             .connect(Client::builder().request(|_ctx, p: Ping| async move {
-                Ok::<_, Status>(Pong { n: p.n, text: format!("{}!", p.text) })
+                Ok::<_, Status>(Pong {
+                    n: p.n,
+                    text: format!("{}!", p.text),
+                })
             }))
             .await;
         client.send(Note { text: "a".into() }).await.expect("send");
@@ -185,7 +210,11 @@ async fn a_saturated_connection_does_not_block_others() {
         // Another connection is served at once.
         let other = server.client().await;
         for id in 0..20 {
-            let done: Done = other.request(Work { ms: 0, id }).await.expect("served").into_inner();
+            let done: Done = other
+                .request(Work { ms: 0, id })
+                .await
+                .expect("served")
+                .into_inner();
             assert_eq!(done.id, id);
         }
         assert_eq!(gauge.peak.load(Ordering::SeqCst), 2);

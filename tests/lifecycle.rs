@@ -31,10 +31,7 @@ async fn server_states_and_misuse_errors() {
         // Wait for RUNNING by connecting, not by sleeping: connect retries only
         // until the accept loop is up, which `serve` sets before accepting.
         let client = loop {
-            match Client::builder()
-                .connect(&format!("ws://{addr}/ws"))
-                .await
-            {
+            match Client::builder().connect(&format!("ws://{addr}/ws")).await {
                 Ok(client) => break client,
                 Err(Error::Refused { status: 503, .. }) => tokio::task::yield_now().await,
                 Err(other) => panic!("connect: {other}"),
@@ -44,7 +41,10 @@ async fn server_states_and_misuse_errors() {
         assert_eq!(server.addr(), Some(addr));
 
         let again = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        assert!(matches!(server.serve(again).await, Err(Error::AlreadyRunning)));
+        assert!(matches!(
+            server.serve(again).await,
+            Err(Error::AlreadyRunning)
+        ));
 
         server
             .shutdown(Duration::from_secs(5))
@@ -74,7 +74,10 @@ async fn server_states_and_misuse_errors() {
 async fn client_states_reconnect_and_misuse_errors() {
     bounded(async {
         let server = start(Server::builder().request(|_ctx, p: Ping| async move {
-            Ok::<_, Status>(Pong { n: p.n, text: p.text })
+            Ok::<_, Status>(Pong {
+                n: p.n,
+                text: p.text,
+            })
         }))
         .await;
         let states = Arc::new(Mutex::new(Vec::new()));
@@ -83,25 +86,51 @@ async fn client_states_reconnect_and_misuse_errors() {
             .on_state_change(move |s| seen.lock().expect("lock").push(s))
             .build();
         assert_eq!(client.state(), State::New);
-        assert!(matches!(client.send(Note::default()).await, Err(Error::NotRunning)));
-        let status = client.request::<_, Pong>(Ping::default()).await.expect_err("not connected");
+        assert!(matches!(
+            client.send(Note::default()).await,
+            Err(Error::NotRunning)
+        ));
+        let status = client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect_err("not connected");
         assert_eq!(status.code(), Code::Unavailable);
         assert!(matches!(client.close().await, Err(Error::NotRunning)));
 
         client.connect(&server.url()).await.expect("connect");
-        assert!(matches!(client.connect(&server.url()).await, Err(Error::AlreadyRunning)));
-        client.request::<_, Pong>(Ping::default()).await.expect("works");
+        assert!(matches!(
+            client.connect(&server.url()).await,
+            Err(Error::AlreadyRunning)
+        ));
+        client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect("works");
         client.close().await.expect("close");
         assert_eq!(client.state(), State::Closed);
 
         // CLOSED → RUNNING: the same client connects again.
         client.connect(&server.url()).await.expect("reconnect");
-        let pong: Pong = client.request(Ping { n: 9, text: String::new() }).await.expect("works").into_inner();
+        let pong: Pong = client
+            .request(Ping {
+                n: 9,
+                text: String::new(),
+            })
+            .await
+            .expect("works")
+            .into_inner();
         assert_eq!(pong.n, 9);
         client.close().await.expect("close");
         assert_eq!(
             *states.lock().expect("lock"),
-            [State::Running, State::Closing, State::Closed, State::Running, State::Closing, State::Closed]
+            [
+                State::Running,
+                State::Closing,
+                State::Closed,
+                State::Running,
+                State::Closing,
+                State::Closed
+            ]
         );
         server.stop().await;
     })
@@ -115,8 +144,16 @@ async fn connect_errors_are_typed() {
         assert!(matches!(bad, Err(Error::InvalidUrl { .. })), "{bad:?}");
 
         // A port nobody listens on: bind, learn the port, drop the listener.
-        let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
-        let refused = Client::builder().build().connect(&format!("ws://127.0.0.1:{port}/ws")).await;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let refused = Client::builder()
+            .build()
+            .connect(&format!("ws://127.0.0.1:{port}/ws"))
+            .await;
         assert!(matches!(refused, Err(Error::Connect(_))), "{refused:?}");
 
         let server = start(Server::builder()).await;
@@ -124,7 +161,10 @@ async fn connect_errors_are_typed() {
             .build()
             .connect(&format!("ws://{}/nope", server.addr))
             .await;
-        assert!(matches!(wrong_path, Err(Error::Refused { status: 404, .. })), "{wrong_path:?}");
+        assert!(
+            matches!(wrong_path, Err(Error::Refused { status: 404, .. })),
+            "{wrong_path:?}"
+        );
         server.stop().await;
     })
     .await;
@@ -146,13 +186,19 @@ async fn disconnect_hooks_say_who_closed_and_how() {
         let client_side = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&client_side);
         let client = server
-            .connect(Client::builder().on_disconnect(move |_, info| seen.lock().expect("lock").push(info.clone())))
+            .connect(
+                Client::builder()
+                    .on_disconnect(move |_, info| seen.lock().expect("lock").push(info.clone())),
+            )
             .await;
         let conn = client.connection().expect("connected");
         client.close().await.expect("close");
         let info = conn.close_info().expect("ended").clone();
         assert_eq!((info.code, info.initiator), (1000, Initiator::Local));
-        assert_eq!(client_side.lock().expect("lock")[0].initiator, Initiator::Local);
+        assert_eq!(
+            client_side.lock().expect("lock")[0].initiator,
+            Initiator::Local
+        );
         // The server's side ends too; wait for its hook without sleeping.
         while server.server.connections().len() > 0 {
             tokio::task::yield_now().await;
@@ -160,8 +206,87 @@ async fn disconnect_hooks_say_who_closed_and_how() {
         server.stop().await;
         let infos = server_side.lock().expect("lock").clone();
         assert_eq!(infos.len(), 1);
-        assert_eq!((infos[0].code, infos[0].initiator), (1000, Initiator::Remote));
+        assert_eq!(
+            (infos[0].code, infos[0].initiator),
+            (1000, Initiator::Remote)
+        );
         assert_eq!(*connects.lock().expect("lock"), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_handlers_and_refuses_new_work() {
+    bounded(async {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (gate, done) = (Arc::clone(&release), Arc::clone(&finished));
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let server = start(
+            Server::builder()
+                .config(goomerang::Config::default().close_timeout(Duration::from_millis(300)))
+                .request(move |_ctx, w: Work| {
+                    let (gate, done, started) =
+                        (Arc::clone(&gate), Arc::clone(&done), started_tx.clone());
+                    async move {
+                        if w.ms > 0 {
+                            let _ = started.send(());
+                            gate.notified().await;
+                            done.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok::<_, Status>(Done { id: w.id })
+                    }
+                }),
+        )
+        .await;
+        let slow = server.client().await;
+        let other = server.client().await;
+        // A raw peer that will never answer the close handshake.
+        let silent = raw_peer(&server).await;
+        let in_flight = tokio::spawn({
+            let slow = slow.clone();
+            async move { slow.request::<_, Done>(Work { ms: 1, id: 1 }).await }
+        });
+        // The slow handler is running before the shutdown starts.
+        started.recv().await.expect("slow handler started");
+        let shutting = tokio::spawn({
+            let server = server.server.clone();
+            async move { server.shutdown(Duration::from_secs(10)).await }
+        });
+        while server.server.state() != State::Closing {
+            tokio::task::yield_now().await;
+        }
+        // New requests get a typed "shutting down" error.
+        let refused = other
+            .request::<_, Done>(Work { ms: 0, id: 2 })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert!(refused.message().contains("shutting down"), "{refused}");
+        // New upgrades get 503.
+        let late = Client::builder().build().connect(&server.url()).await;
+        assert!(
+            matches!(late, Err(Error::Refused { status: 503, .. })),
+            "{late:?}"
+        );
+        assert!(
+            !shutting.is_finished(),
+            "shutdown must wait for the in-flight handler"
+        );
+        release.notify_one();
+        let reply = in_flight
+            .await
+            .expect("join")
+            .expect("in-flight request completes");
+        assert_eq!(reply.into_inner().id, 1);
+        shutting
+            .await
+            .expect("join")
+            .expect("clean shutdown despite the silent peer");
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(server.server.state(), State::Closed);
+        assert!(server.server.connections().is_empty());
+        drop(silent);
     })
     .await;
 }

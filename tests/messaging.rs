@@ -35,7 +35,14 @@ async fn client_to_server_one_way_carries_headers_and_metadata() {
         let got = rx.recv().await.expect("handled");
         assert_eq!(
             got,
-            ("hi".into(), Some("ada".into()), "test.v1.Note".into(), 4, 0, true)
+            (
+                "hi".into(),
+                Some("ada".into()),
+                "test.v1.Note".into(),
+                4,
+                0,
+                true
+            )
         );
         client.close().await.expect("close");
         server.stop().await;
@@ -169,7 +176,10 @@ async fn request_to_unknown_type_gets_unimplemented_at_once() {
             .expect_err("unimplemented");
         assert_eq!(err.code(), Code::Unimplemented);
         assert!(err.message().contains("test.v1.Ping"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(5), "must not wait for the deadline");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "must not wait for the deadline"
+        );
         assert!(errors.lock().expect("lock")[0].contains("no handler"));
         // The connection is still usable.
         assert!(client.connection().is_ok());
@@ -221,7 +231,8 @@ async fn request_to_a_one_way_handler_is_answered_not_hung() {
 async fn wrong_reply_type_is_an_internal_error() {
     bounded(async {
         let server = start(
-            Server::builder().request(|_ctx, _ping: Ping| async { Ok::<_, Status>(Done { id: 1 }) }),
+            Server::builder()
+                .request(|_ctx, _ping: Ping| async { Ok::<_, Status>(Done { id: 1 }) }),
         )
         .await;
         let client = server.client().await;
@@ -256,7 +267,10 @@ async fn oversized_outbound_message_fails_locally_and_connection_survives() {
             })
             .await
             .expect_err("too large");
-        assert!(matches!(err, Error::MessageTooLarge { max: 1024, .. }), "{err}");
+        assert!(
+            matches!(err, Error::MessageTooLarge { max: 1024, .. }),
+            "{err}"
+        );
         let pong: Pong = client
             .request(Ping {
                 n: 7,

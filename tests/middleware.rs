@@ -35,14 +35,20 @@ async fn middleware_runs_in_registration_order_around_the_handler() {
                     let log = Arc::clone(&in_handler);
                     async move {
                         log.lock().expect("lock").push("handler".into());
-                        Ok::<_, Status>(Pong { n: p.n, text: p.text })
+                        Ok::<_, Status>(Pong {
+                            n: p.n,
+                            text: p.text,
+                        })
                     }
                 })
                 .middleware(recorder(&log, "b")),
         )
         .await;
         let client = server.client().await;
-        client.request::<_, Pong>(Ping::default()).await.expect("reply");
+        client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect("reply");
         assert_eq!(
             *log.lock().expect("lock"),
             ["a before", "b before", "handler", "b after", "a after"]
@@ -76,7 +82,10 @@ async fn middleware_can_short_circuit_and_the_handler_never_runs() {
         )
         .await;
         let client = server.client().await;
-        let err = client.request::<_, Pong>(Ping::default()).await.expect_err("rejected");
+        let err = client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect_err("rejected");
         assert_eq!(err.code(), Code::Unauthenticated);
         assert_eq!(*ran.lock().expect("lock"), 0);
         client
@@ -104,9 +113,16 @@ async fn timeout_middleware_fails_slow_handlers_with_deadline_exceeded() {
         )
         .await;
         let client = server.client().await;
-        let fast: Done = client.request(Work { ms: 10, id: 1 }).await.expect("fast").into_inner();
+        let fast: Done = client
+            .request(Work { ms: 10, id: 1 })
+            .await
+            .expect("fast")
+            .into_inner();
         assert_eq!(fast.id, 1);
-        let err = client.request::<_, Done>(Work { ms: 10_000, id: 2 }).await.expect_err("slow");
+        let err = client
+            .request::<_, Done>(Work { ms: 10_000, id: 2 })
+            .await
+            .expect_err("slow");
         assert_eq!(err.code(), Code::DeadlineExceeded);
         assert!(err.message().contains("50ms"), "{err}");
         client.close().await.expect("close");
@@ -130,7 +146,10 @@ async fn a_panicking_handler_gets_internal_and_the_connection_lives_on() {
                     if p.n == 13 {
                         panic!("unlucky number");
                     }
-                    Ok::<_, Status>(Pong { n: p.n, text: String::new() })
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: String::new(),
+                    })
                 })
                 .message(|_ctx, note: Note| async move {
                     if note.text == "boom" {
@@ -141,7 +160,10 @@ async fn a_panicking_handler_gets_internal_and_the_connection_lives_on() {
         .await;
         let client = server.client().await;
         let err = client
-            .request::<_, Pong>(Ping { n: 13, text: String::new() })
+            .request::<_, Pong>(Ping {
+                n: 13,
+                text: String::new(),
+            })
             .await
             .expect_err("panicked");
         assert_eq!(err.code(), Code::Internal);
@@ -151,13 +173,25 @@ async fn a_panicking_handler_gets_internal_and_the_connection_lives_on() {
             Some(("test.v1.Ping".into(), "unlucky number".into()))
         );
 
-        client.send(Note { text: "boom".into() }).await.expect("send");
+        client
+            .send(Note {
+                text: "boom".into(),
+            })
+            .await
+            .expect("send");
         assert_eq!(
             errors.recv().await,
             Some(("test.v1.Note".into(), "one-way boom".into()))
         );
         // Same connection, still serving.
-        let pong: Pong = client.request(Ping { n: 4, text: String::new() }).await.expect("alive").into_inner();
+        let pong: Pong = client
+            .request(Ping {
+                n: 4,
+                text: String::new(),
+            })
+            .await
+            .expect("alive")
+            .into_inner();
         assert_eq!(pong.n, 4);
         client.close().await.expect("close");
         server.stop().await;
@@ -177,7 +211,10 @@ async fn a_panicking_middleware_is_contained_too() {
         )
         .await;
         let client = server.client().await;
-        let err = client.request::<_, Pong>(Ping::default()).await.expect_err("panicked");
+        let err = client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect_err("panicked");
         assert_eq!(err.code(), Code::Internal);
         client.close().await.expect("close");
         server.stop().await;

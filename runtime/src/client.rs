@@ -136,7 +136,11 @@ impl Client {
             driver::run(ws, conn.clone(), rx).await;
             if let Some(client) = owner.upgrade() {
                 // The connection dropped by itself (not through `close`): RUNNING → CLOSED.
-                if client.state.transition(State::Running, State::Closed).is_ok() {
+                if client
+                    .state
+                    .transition(State::Running, State::Closed)
+                    .is_ok()
+                {
                     client.shared.hooks.state(State::Closed);
                 }
             }
@@ -251,7 +255,10 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("state", &self.state())
-            .field("connection", &lock(&self.inner.conn).as_ref().map(Connection::id))
+            .field(
+                "connection",
+                &lock(&self.inner.conn).as_ref().map(Connection::id),
+            )
             .finish()
     }
 }

@@ -506,9 +506,8 @@ fn decode_reply<Resp: Payload>(reply: Frame) -> Result<Response<Resp>, Status> {
         )));
     }
     let size = reply.payload.len();
-    let payload = Resp::decode(reply.payload).map_err(|err| {
-        Status::internal(format!("reply does not decode as {expected}: {err}"))
-    })?;
+    let payload = Resp::decode(reply.payload)
+        .map_err(|err| Status::internal(format!("reply does not decode as {expected}: {err}")))?;
     Ok(Response {
         payload,
         headers: reply.headers,

@@ -47,11 +47,14 @@ pub(crate) async fn run<S>(
     };
     conn.finish(info.clone());
     // The writer stops on `closed` once its queue holds no more (a close frame
-    // goes out first); a writer stuck on a dead socket is cut off.
-    if tokio::time::timeout(shared.config.close_timeout, &mut writer)
-        .await
-        .is_err()
-    {
+    // goes out first); a writer stuck on a dead socket is cut off, at once if
+    // the connection was killed.
+    let grace = if conn.inner.kill.is_cancelled() {
+        Duration::ZERO
+    } else {
+        shared.config.close_timeout
+    };
+    if tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
     }
     tracing::debug!(conn = conn.id(), code = info.code, reason = %info.reason, initiator = ?info.initiator, "connection ended");
@@ -210,7 +213,9 @@ fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
                 format!("message exceeds the {max} byte limit ({detail})"),
             );
         }
-        other if closing => tracing::debug!(conn = conn.id(), error = %other, "read error while closing"),
+        other if closing => {
+            tracing::debug!(conn = conn.id(), error = %other, "read error while closing")
+        }
         other => conn
             .inner
             .shared
@@ -265,7 +270,10 @@ async fn handle_binary(
             if conn.inner.shared.side == Side::Client {
                 return Err((
                     1002,
-                    format!("{} frames go from client to server only", kind.as_str_name()),
+                    format!(
+                        "{} frames go from client to server only",
+                        kind.as_str_name()
+                    ),
                 ));
             }
             let status = Status::unimplemented(format!(
@@ -299,7 +307,9 @@ impl Dispatcher {
         let ordered = config.ordered.then(|| {
             let (tx, rx) = mpsc::channel(config.max_concurrent_per_connection);
             let shared = Arc::clone(&conn.inner.shared);
-            shared.handlers.spawn(ordered_worker(rx, Arc::clone(&shared)));
+            shared
+                .handlers
+                .spawn(ordered_worker(rx, Arc::clone(&shared)));
             tx
         });
         Dispatcher {
@@ -333,7 +343,8 @@ impl Dispatcher {
         let cancel = if is_request {
             let token = conn.inner.closed.child_token();
             if !conn.register_inflight(id, token.clone()) {
-                let status = Status::invalid_argument(format!("request id {id} is already in flight"));
+                let status =
+                    Status::invalid_argument(format!("request id {id} is already in flight"));
                 conn.reply(id, Err(status)).await;
                 return;
             }

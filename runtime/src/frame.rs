@@ -58,7 +58,9 @@ pub(crate) fn created(us: i64) -> Option<SystemTime> {
 
 /// A request timeout as sent on the wire: whole milliseconds, at least 1, saturating.
 pub(crate) fn timeout_ms(timeout: Duration) -> u32 {
-    u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1)
+    u32::try_from(timeout.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 #[cfg(test)]

@@ -36,7 +36,10 @@ impl fmt::Debug for Hooks {
 
 fn guarded(what: &str, f: impl FnOnce()) {
     if catch_unwind(AssertUnwindSafe(f)).is_err() {
-        tracing::error!(hook = what, "a goomerang hook panicked; the panic was contained");
+        tracing::error!(
+            hook = what,
+            "a goomerang hook panicked; the panic was contained"
+        );
     }
 }
 
@@ -82,7 +85,10 @@ macro_rules! hook_methods {
         }
 
         /// Called when a connection is established, before its first message is handled.
-        pub fn on_connect(mut self, hook: impl Fn(&$crate::Connection) + Send + Sync + 'static) -> Self {
+        pub fn on_connect(
+            mut self,
+            hook: impl Fn(&$crate::Connection) + Send + Sync + 'static,
+        ) -> Self {
             self.hooks.connect.push(std::sync::Arc::new(hook));
             self
         }
@@ -97,7 +103,10 @@ macro_rules! hook_methods {
         }
 
         /// Called on every lifecycle transition (NEW → RUNNING → CLOSING → CLOSED).
-        pub fn on_state_change(mut self, hook: impl Fn($crate::State) + Send + Sync + 'static) -> Self {
+        pub fn on_state_change(
+            mut self,
+            hook: impl Fn($crate::State) + Send + Sync + 'static,
+        ) -> Self {
             self.hooks.state.push(std::sync::Arc::new(hook));
             self
         }

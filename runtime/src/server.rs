@@ -29,6 +29,9 @@ use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
 
+/// How long killed tasks get to unwind at the end of a shutdown.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
 /// The default WebSocket endpoint path.
 pub const DEFAULT_PATH: &str = "/ws";
 
@@ -181,15 +184,17 @@ impl Server {
 
     /// Shuts down gracefully within `timeout`: RUNNING → CLOSING → CLOSED.
     ///
-    /// While closing, new upgrades get HTTP 503 and new messages and requests
-    /// get UNAVAILABLE. In-flight handlers finish first, then every connection
-    /// is closed with 1001 (going away) in parallel, then the listener stops.
+    /// While closing, new upgrades get HTTP 503 and new requests get
+    /// UNAVAILABLE. In-flight handlers finish first, then every connection is
+    /// closed with 1001 (going away) in parallel — a peer that does not answer
+    /// the close within the close timeout is dropped — then the listener stops.
     /// Returns once every task the server owns has ended.
     ///
     /// # Errors
     /// [`Error::NotRunning`] if never started, [`Error::ShuttingDown`] if
     /// already closing, [`Error::Closed`] if closed; [`Error::ShutdownTimedOut`]
-    /// if the deadline passed (the remaining tasks were aborted; the server is CLOSED).
+    /// if handlers were still running at the deadline (they were cancelled; the
+    /// server is CLOSED all the same).
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         self.inner
             .state
@@ -203,33 +208,41 @@ impl Server {
         shared.hooks.state(State::Closing);
         let deadline = tokio::time::Instant::now() + timeout;
         shared.set_shutting_down(true);
+        // 1. In-flight handlers finish (new work is refused meanwhile).
         shared.handlers.close();
         let drained = tokio::time::timeout_at(deadline, shared.handlers.wait())
             .await
             .is_ok();
+        let remaining = shared.handlers.len();
+        if !drained {
+            shared.abort.cancel();
+        }
+        // 2. Every connection gets a close frame, in parallel. A peer that does
+        //    not answer within the close timeout (or the deadline) is cut off:
+        //    that is the peer's failure, not the shutdown's.
         for conn in self.connections() {
             conn.start_close(1001, "server shutting down");
         }
         shared.connections.close();
-        let closed = drained
-            && tokio::time::timeout_at(deadline, shared.connections.wait())
-                .await
-                .is_ok();
-        let result = if closed {
-            Ok(())
-        } else {
-            let remaining = shared.handlers.len() + shared.connections.len();
-            shared.abort.cancel();
+        let handshake_deadline =
+            deadline.min(tokio::time::Instant::now() + shared.config.close_timeout);
+        if tokio::time::timeout_at(handshake_deadline, shared.connections.wait())
+            .await
+            .is_err()
+        {
             for conn in self.connections() {
                 conn.inner.kill.cancel();
-                conn.inner.closed.cancel();
             }
-            // Cancelled futures are dropped at their next await; give them a moment to unwind.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                shared.handlers.wait().await;
-                shared.connections.wait().await;
-            })
-            .await;
+        }
+        // Killed connections and aborted handlers end at their next await.
+        let _ = tokio::time::timeout(KILL_GRACE, async {
+            shared.handlers.wait().await;
+            shared.connections.wait().await;
+        })
+        .await;
+        let result = if drained {
+            Ok(())
+        } else {
             Err(Error::ShutdownTimedOut { remaining })
         };
         self.inner.stop.cancel();
@@ -277,14 +290,19 @@ fn validate_upgrade(
             "this is a goomerang WebSocket endpoint: send a GET with Upgrade: websocket",
         ));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
         let mut response = reject(
             StatusCode::UPGRADE_REQUIRED,
             "unsupported WebSocket version; use 13",
         );
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return Err(response);
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {

@@ -44,7 +44,12 @@ impl StateCell {
     /// Moves from `from` to `to`; on failure returns the state found instead.
     pub(crate) fn transition(&self, from: State, to: State) -> Result<(), State> {
         self.0
-            .compare_exchange(encode(from), encode(to), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                encode(from),
+                encode(to),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .map(drop)
             .map_err(decode)
     }

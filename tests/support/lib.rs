@@ -185,17 +185,45 @@ pub async fn recv_frame(peer: &mut RawPeer) -> Frame {
     }
 }
 
-/// Reads until the peer's close frame and returns its code and reason.
-pub async fn recv_close(peer: &mut RawPeer) -> (u16, String) {
+/// Reads until the peer's close frame, then on to the end of the stream (which
+/// sends the close reply, completing the handshake); returns code and reason.
+pub async fn recv_close<S>(peer: &mut WebSocketStream<S>) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut close = None;
     while let Some(message) = peer.next().await {
         match message {
-            Ok(WsMessage::Close(Some(frame))) => return (frame.code.into(), frame.reason.to_string()),
-            Ok(WsMessage::Close(None)) => return (1005, String::new()),
+            Ok(WsMessage::Close(frame)) => {
+                close = Some(frame.map_or((1005, String::new()), |f| {
+                    (f.code.into(), f.reason.to_string())
+                }));
+            }
             Ok(_) => continue,
+            Err(_) if close.is_some() => break,
             Err(err) => panic!("connection failed before a close frame: {err}"),
         }
     }
-    panic!("connection ended without a close frame")
+    close.expect("connection ended without a close frame")
+}
+
+/// Accepts one connection on `listener` as a hand-written goomerang server
+/// (answers the subprotocol, nothing else).
+pub async fn accept_raw(listener: &TcpListener) -> WebSocketStream<TcpStream> {
+    let (tcp, _) = listener.accept().await.expect("accept");
+    #[allow(clippy::result_large_err)] // the callback signature is tungstenite's
+    let answer =
+        |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
+         mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            response.headers_mut().insert(
+                "sec-websocket-protocol",
+                goomerang::SUBPROTOCOL.parse().expect("header"),
+            );
+            Ok(response)
+        };
+    tokio_tungstenite::accept_hdr_async(tcp, answer)
+        .await
+        .expect("handshake")
 }
 
 /// A MESSAGE or REQUEST frame carrying `payload`.

@@ -200,7 +200,7 @@ async fn disconnect_hooks_say_who_closed_and_how() {
             Initiator::Local
         );
         // The server's side ends too; wait for its hook without sleeping.
-        while server.server.connections().len() > 0 {
+        while !server.server.connections().is_empty() {
             tokio::task::yield_now().await;
         }
         server.stop().await;

@@ -1,1 +1,164 @@
-//! Generates goomerang service code from protobuf descriptors.
+//! protoc-gen-goomerang: generates goomerang service code (handler traits, registration, typed stubs).
+//!
+//! Three ways in, one generator, identical output:
+//! - as a protoc/buf plugin (the `protoc-gen-goomerang` binary, see [`plugin`]);
+//! - from a `build.rs` with no protoc at all ([`compile_protos`] / [`Builder`]: protox parses,
+//!   prost-build writes the messages, this crate writes the services);
+//! - from a descriptor pool you already have ([`generate`]).
+//!
+//! Output: one `<package>.goomerang.rs` per protobuf package (`_.goomerang.rs`
+//! for no package), next to prost's `<package>.rs`, to be included in the same
+//! module (`goomerang::include_proto!("pkg")` does both).
+
+mod build;
+mod client;
+mod docs;
+mod model;
+mod names;
+pub mod plugin;
+mod server;
+
+use proc_macro2::TokenStream;
+use prost_reflect::DescriptorPool;
+use quote::quote;
+
+pub use build::{Builder, compile_protos};
+
+/// What can go wrong while generating. Nothing is written when generation fails.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A plugin parameter was not understood.
+    #[error("invalid parameter: {0}")]
+    Parameter(String),
+    /// The input descriptors are unusable (undecodable, or a service breaks a goomerang rule).
+    #[error("{0}")]
+    Input(String),
+    /// The input uses something goomerang does not support (editions, streaming).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// protox could not parse the .proto files (build.rs path).
+    #[error("could not compile protos: {0}")]
+    Protox(String),
+    /// Reading or writing files failed (build.rs path).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Generation options; the plugin reads them from its parameter string.
+#[derive(Clone, Debug)]
+pub struct Options {
+    runtime: syn::Path,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            runtime: syn::parse_quote!(::goomerang),
+        }
+    }
+}
+
+impl Options {
+    /// Parses a plugin parameter string: comma-separated `key=value` pairs.
+    ///
+    /// Keys: `runtime=<path>` — the path of the goomerang crate in generated
+    /// code (default `::goomerang`; set it when you re-export goomerang).
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] naming any unknown key or bad value.
+    pub fn parse(parameter: &str) -> Result<Options, Error> {
+        let mut options = Options::default();
+        for pair in parameter
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key.trim() {
+                "runtime" => {
+                    options.runtime = syn::parse_str(value.trim()).map_err(|err| {
+                        Error::Parameter(format!("runtime={value:?} is not a Rust path: {err}"))
+                    })?;
+                }
+                other => {
+                    return Err(Error::Parameter(format!(
+                        "unknown key {other:?} (known keys: runtime)"
+                    )));
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    /// Sets the path of the goomerang crate used by generated code.
+    pub fn runtime(mut self, path: syn::Path) -> Self {
+        self.runtime = path;
+        self
+    }
+}
+
+/// A generated file: its name relative to the output directory, and its contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// e.g. `helloworld.v1.goomerang.rs`.
+    pub name: String,
+    /// Formatted Rust source starting with an `@generated` line.
+    pub content: String,
+}
+
+/// Generates the service code for `files` (names as in the pool) — one file per
+/// package that has services.
+///
+/// # Errors
+/// [`Error::Input`] / [`Error::Unsupported`] when a service cannot be generated.
+pub fn generate(
+    pool: &DescriptorPool,
+    files: &[String],
+    options: &Options,
+) -> Result<Vec<GeneratedFile>, Error> {
+    let packages = model::services_by_package(pool, files)?;
+    packages
+        .into_iter()
+        .map(|(package, services)| render(&package, &services, options))
+        .collect()
+}
+
+/// The output file name for a package.
+pub fn file_name(package: &str) -> String {
+    if package.is_empty() {
+        "_.goomerang.rs".to_owned()
+    } else {
+        format!("{package}.goomerang.rs")
+    }
+}
+
+fn render(
+    package: &str,
+    services: &[model::Service],
+    options: &Options,
+) -> Result<GeneratedFile, Error> {
+    let runtime = &options.runtime;
+    let rt: TokenStream = quote!(#runtime);
+    let modules = services.iter().map(|service| {
+        let server = server::module(service, &rt);
+        let client = client::module(service, &rt);
+        quote!(#server #client)
+    });
+    let tokens = quote!(#(#modules)*);
+    let file: syn::File = syn::parse2(tokens)
+        .map_err(|err| Error::Input(format!("generated code does not parse (a bug): {err}")))?;
+    let shown = if package.is_empty() {
+        "(no package)"
+    } else {
+        package
+    };
+    let content = format!(
+        "// @generated by protoc-gen-goomerang. DO NOT EDIT.\n// Services of protobuf package {shown}.\n\n{}",
+        prettyplease::unparse(&file)
+    );
+    Ok(GeneratedFile {
+        name: file_name(package),
+        content,
+    })
+}

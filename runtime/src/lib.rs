@@ -40,6 +40,7 @@ mod handler;
 mod hooks;
 mod message;
 pub mod middleware;
+mod peer;
 pub mod proto;
 mod router;
 mod server;
@@ -56,9 +57,35 @@ pub use frame::SUBPROTOCOL;
 pub use handler::{BoxFuture, Encoded, IntoOneWay, Outcome};
 pub use message::{Headers, IntoMessage, Message, Metadata, Payload, Response};
 pub use middleware::{Middleware, Next};
+pub use peer::Peer;
 pub use router::{Router, Service};
 pub use server::{DEFAULT_PATH, Server, ServerBuilder};
 pub use state::State;
 pub use status::{Code, Status};
 
 pub use prost;
+
+/// What generated code uses; not a stable API for hand-written code.
+#[doc(hidden)]
+pub mod codegen {
+    pub use crate::{
+        Client, Connection, Context, IntoMessage, Payload, Peer, Response, Router, Service, Status,
+    };
+}
+
+/// Includes the code generated for protobuf package `$package` by the build.rs
+/// path (`protoc_gen_goomerang::compile_protos`): prost's messages and the
+/// goomerang services, from `$OUT_DIR`.
+///
+/// ```ignore
+/// pub mod chat {
+///     goomerang::include_proto!("chat.v1");
+/// }
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".goomerang.rs"));
+    };
+}

@@ -1,0 +1,102 @@
+//! Emits `<svc>_client`: a typed stub that calls a service over a `Client` or a server-side `Connection`.
+
+use heck::{ToSnakeCase, ToUpperCamelCase};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::docs;
+use crate::model::{Service, Side};
+use crate::names::{ident, snake, type_path};
+
+/// Stub method names that would clash with the stub's own methods get a `_` suffix.
+const RESERVED: &[&str] = &["new", "peer", "into_peer"];
+
+pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
+    let module = format_ident!("{}_client", service.name.to_snake_case());
+    let stub = format_ident!("{}Client", service.name.to_upper_camel_case());
+    let full_name = &service.full_name;
+    let (default_peer, caller) = match service.side {
+        Side::Server => (quote!(#rt::codegen::Client), "clients call the server"),
+        Side::Client => (
+            quote!(#rt::codegen::Connection),
+            "the server calls one client's connection",
+        ),
+    };
+    let module_doc = format!(" Typed calls to `{full_name}` ({caller}).");
+    let stub_doc = format!(
+        " Calls `{full_name}` over any [`Peer`]({rt}::codegen::Peer): a `Client` (to its server) or a server-side `Connection` (to that client).",
+        rt = rt.to_string().replace(' ', "")
+    );
+    let service_docs = docs::attrs(&service.docs);
+    let methods = service.methods.iter().map(|m| {
+        let mut name = snake(&m.name);
+        if RESERVED.contains(&name.as_str()) {
+            name.push('_');
+        }
+        let name = ident(&name);
+        let input = type_path(&service.package, &m.input.full_name, m.input.nesting);
+        let docs = docs::attrs(&m.docs);
+        let deprecated = m.deprecated.then(|| quote!(#[deprecated]));
+        if m.one_way {
+            quote! {
+                #docs
+                ///
+                /// One-way: returns once the message is queued.
+                #deprecated
+                pub async fn #name(
+                    &self,
+                    message: impl #rt::codegen::IntoMessage<#input>,
+                ) -> ::core::result::Result<(), #rt::codegen::Status> {
+                    #rt::codegen::Peer::send(&self.peer, message)
+                        .await
+                        .map_err(::core::convert::From::from)
+                }
+            }
+        } else {
+            let output = type_path(&service.package, &m.output.full_name, m.output.nesting);
+            quote! {
+                #docs
+                #deprecated
+                pub async fn #name(
+                    &self,
+                    request: impl #rt::codegen::IntoMessage<#input>,
+                ) -> ::core::result::Result<#output, #rt::codegen::Status> {
+                    #rt::codegen::Peer::request::<#input, #output>(&self.peer, request)
+                        .await
+                        .map(#rt::codegen::Response::into_inner)
+                }
+            }
+        }
+    });
+    quote! {
+        #[doc = #module_doc]
+        pub mod #module {
+            #service_docs
+            #[doc = ""]
+            #[doc = #stub_doc]
+            #[derive(Debug, Clone)]
+            pub struct #stub<P = #default_peer> {
+                peer: P,
+            }
+
+            impl<P: #rt::codegen::Peer> #stub<P> {
+                /// A stub calling through `peer`.
+                pub fn new(peer: P) -> Self {
+                    Self { peer }
+                }
+
+                /// The peer the stub calls through.
+                pub fn peer(&self) -> &P {
+                    &self.peer
+                }
+
+                /// Gives the peer back.
+                pub fn into_peer(self) -> P {
+                    self.peer
+                }
+
+                #(#methods)*
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `Peer`: what typed stubs call through — a `Client` (to its server) or a `Connection` (to that peer).
+
+use std::future::Future;
+
+use crate::client::Client;
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::message::{IntoMessage, Payload, Response};
+use crate::status::Status;
+
+/// Something one-way messages and requests can be sent through. Generated
+/// `*Client` stubs are generic over it, so the same stub calls the server
+/// from a [`Client`] and calls one client from the server via its [`Connection`].
+pub trait Peer: Clone + Send + Sync + 'static {
+    /// Sends a one-way message; see [`Connection::send`].
+    fn send<T: Payload>(
+        &self,
+        message: impl IntoMessage<T>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Sends a request and awaits the reply; see [`Connection::request`].
+    fn request<Req: Payload, Resp: Payload>(
+        &self,
+        message: impl IntoMessage<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send;
+}
+
+impl Peer for Client {
+    fn send<T: Payload>(
+        &self,
+        message: impl IntoMessage<T>,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        Client::send(self, message)
+    }
+
+    fn request<Req: Payload, Resp: Payload>(
+        &self,
+        message: impl IntoMessage<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
+        Client::request(self, message)
+    }
+}
+
+impl Peer for Connection {
+    fn send<T: Payload>(
+        &self,
+        message: impl IntoMessage<T>,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        Connection::send(self, message)
+    }
+
+    fn request<Req: Payload, Resp: Payload>(
+        &self,
+        message: impl IntoMessage<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
+        Connection::request(self, message)
+    }
+}

@@ -46,11 +46,12 @@ pub(crate) fn type_path(package: &str, full_name: &str, nesting: usize) -> Token
     if full_name == "google.protobuf.Empty" {
         return quote!(());
     }
-    if let Some(wkt) = full_name.strip_prefix("google.protobuf.") {
-        if !wkt.contains('.') && package != "google.protobuf" {
-            let name = ident(&upper_camel(wkt));
-            return quote!(::prost_types::#name);
-        }
+    if let Some(wkt) = full_name.strip_prefix("google.protobuf.")
+        && !wkt.contains('.')
+        && package != "google.protobuf"
+    {
+        let name = ident(&upper_camel(wkt));
+        return quote!(::prost_types::#name);
     }
     let local: Vec<&str> = package.split('.').filter(|s| !s.is_empty()).collect();
     let target: Vec<&str> = full_name.split('.').collect();

@@ -143,7 +143,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 3. Request/reply, and a typed error.
     let reply = chat.say_hello(HelloRequest { name: "ada".into() }).await?;
     println!("[ada] request/reply: {:?}", reply.greeting);
-    let err = chat.say_hello(HelloRequest::default()).await.unwrap_err();
+    match chat.say_hello(HelloRequest::default()).await {
+        Ok(reply) => println!("[ada] unexpected greeting {:?}", reply.greeting),
+        Err(err) => println!(
+            "[ada] request/reply error: {} ({:?})",
+            err.code(),
+            err.message()
+        ),
+    }
     println!(
         "[ada] request/reply error: {} ({:?})",
         err.code(),

@@ -151,11 +151,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             err.message()
         ),
     }
-    println!(
-        "[ada] request/reply error: {} ({:?})",
-        err.code(),
-        err.message()
-    );
 
     // 4. One-way; the server's handler calls back into the client (request and one-way).
     chat.post(ChatMessage {

@@ -323,8 +323,14 @@ impl Dispatcher {
         let conn = &self.conn;
         let shared = &conn.inner.shared;
         let id = frame.id;
-        if is_request && shared.is_shutting_down() {
-            conn.reply(id, Err(Error::ShuttingDown.into())).await;
+        if shared.is_shutting_down() {
+            // New work is refused so the drain ends; the peer is told either way.
+            let status: Status = Error::ShuttingDown.into();
+            if is_request {
+                conn.reply(id, Err(status)).await;
+            } else {
+                conn.report_to_peer(&status).await;
+            }
             return;
         }
         let Some(route) = shared.routes.get(&frame.r#type).cloned() else {

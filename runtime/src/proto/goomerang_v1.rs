@@ -40,8 +40,10 @@ pub struct Frame {
     pub payload: ::prost::bytes::Bytes,
     /// Application headers (e.g. "traceparent"). Keys are case-sensitive.
     #[prost(map = "string, string", tag = "5")]
-    pub headers:
-        ::std::collections::HashMap<::prost::alloc::string::String, ::prost::alloc::string::String>,
+    pub headers: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
     /// REQUEST only: how long the sender will wait, in milliseconds, from the
     /// moment it sent the frame. 0 means the sender gave no deadline.
     #[prost(uint32, tag = "6")]

@@ -13,7 +13,7 @@ struct FeaturesImpl {
 }
 
 impl f::features_server::Features for FeaturesImpl {
-    async fn ping(&self, ctx: Context, request: f::Ping) -> Result<f::Pong, Status> {
+    async fn echo(&self, ctx: Context, request: f::Ping) -> Result<f::Pong, Status> {
         // Server → client through the client-side service's stub.
         let callbacks = f::callbacks_client::CallbacksClient::new(ctx.connection().clone());
         if request.note.as_deref() == Some("call back") {
@@ -98,7 +98,7 @@ async fn features_service_in_both_directions() {
         let stub = f::features_client::FeaturesClient::new(client.clone());
 
         assert_eq!(
-            stub.ping(f::Ping { n: 1, note: None })
+            stub.echo(f::Ping { n: 1, note: None })
                 .await
                 .expect("ping")
                 .n,
@@ -129,7 +129,7 @@ async fn features_service_in_both_directions() {
 
         // The server handler calls the client's service (request, then one-way).
         let pong = stub
-            .ping(f::Ping {
+            .echo(f::Ping {
                 n: 0,
                 note: Some("call back".into()),
             })

@@ -1,0 +1,176 @@
+//! The plugin under plain protoc and under buf (next to protoc-gen-prost) gives exactly what the build.rs path gives.
+//!
+//! The tools come from `bash scripts/test` (protoc vendored by PyPI's grpcio-tools, buf from
+//! npm, protoc-gen-prost from crates.io). With GOOMERANG_REQUIRE_TOOLS=1 (set by that script
+//! and CI) a missing tool fails the test; otherwise the test says it is skipping.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_protoc-gen-goomerang");
+
+fn tool_missing(what: &str) -> bool {
+    if std::env::var_os("GOOMERANG_REQUIRE_TOOLS").is_some() {
+        panic!("{what} is not installed; run `bash scripts/test`, which installs it");
+    }
+    eprintln!("SKIPPING: {what} is not installed (run `bash scripts/test` to install it)");
+    true
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("spawn");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The include dir grpcio-tools ships with the well-known types.
+fn grpc_tools_include() -> Option<PathBuf> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))",
+        ])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("_proto"))
+}
+
+#[test]
+fn protoc_output_matches_build_rs_output() {
+    let Some(wkt) = grpc_tools_include() else {
+        if tool_missing("protoc (pip install grpcio-tools)") {
+            return;
+        }
+        unreachable!()
+    };
+    let out = support::temp_dir("protoc");
+    let mut protoc = Command::new("python3");
+    protoc
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!("-I{}", support::fixtures_dir().display()))
+        .arg(format!("-I{}", support::root().join("proto").display()))
+        .arg(format!("-I{}", wkt.display()))
+        .arg(format!("--plugin=protoc-gen-goomerang={PLUGIN}"))
+        .arg(format!("--goomerang_out={}", out.display()))
+        .args(support::FIXTURES);
+    run(&mut protoc);
+    assert_eq!(support::goomerang_files(&out), support::build_rs_output());
+}
+
+#[test]
+fn protoc_reports_bad_parameters_through_the_response() {
+    let Some(wkt) = grpc_tools_include() else {
+        if tool_missing("protoc (pip install grpcio-tools)") {
+            return;
+        }
+        unreachable!()
+    };
+    let out = support::temp_dir("protoc-bad-param");
+    let output = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!("-I{}", support::fixtures_dir().display()))
+        .arg(format!("-I{}", support::root().join("proto").display()))
+        .arg(format!("-I{}", wkt.display()))
+        .arg(format!("--plugin=protoc-gen-goomerang={PLUGIN}"))
+        .arg(format!("--goomerang_out=colour=blue:{}", out.display()))
+        .arg("nopackage.proto")
+        .output()
+        .expect("spawn protoc");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown key \"colour\""), "{stderr}");
+}
+
+fn buf() -> Option<PathBuf> {
+    let local = support::root().join("node_modules/.bin/buf");
+    if local.exists() {
+        return Some(local);
+    }
+    Command::new("buf")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| PathBuf::from("buf"))
+}
+
+fn which(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+/// Copies `from` (files only, one level) into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from)
+        .expect("read dir")
+        .filter_map(Result::ok)
+    {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn buf_generate_with_the_readme_config_matches_build_rs_output() {
+    let Some(buf) = buf() else {
+        if tool_missing("buf (npm install)") {
+            return;
+        }
+        unreachable!()
+    };
+    if !which("protoc-gen-prost")
+        && tool_missing("protoc-gen-prost (cargo install protoc-gen-prost)")
+    {
+        return;
+    }
+    // A buf workspace: the fixtures module and goomerang's proto/ module, plus
+    // examples/buf/buf.gen.yaml (the README's config) with the plugin on PATH.
+    let work = support::temp_dir("buf");
+    copy_dir(&support::fixtures_dir(), &work.join("fixtures"));
+    copy_dir(
+        &support::root().join("proto/goomerang/v1"),
+        &work.join("proto/goomerang/v1"),
+    );
+    std::fs::write(
+        work.join("buf.yaml"),
+        "version: v2\nmodules:\n  - path: fixtures\n  - path: proto\n",
+    )
+    .expect("buf.yaml");
+    std::fs::copy(
+        support::root().join("examples/buf/buf.gen.yaml"),
+        work.join("buf.gen.yaml"),
+    )
+    .expect("buf.gen.yaml");
+    let plugin_dir = Path::new(PLUGIN).parent().expect("plugin dir");
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(Command::new(&buf)
+        .current_dir(&work)
+        .env("PATH", path)
+        .arg("generate"));
+    let gen_dir = work.join("src/gen");
+    assert_eq!(
+        support::goomerang_files(&gen_dir),
+        support::build_rs_output()
+    );
+    // protoc-gen-prost wrote the messages next to ours, with type names.
+    let prost =
+        std::fs::read_to_string(gen_dir.join("fixtures.features.v1.rs")).expect("prost output");
+    assert!(
+        prost.contains("impl ::prost::Name for Ping"),
+        "enable_type_names is on"
+    );
+}

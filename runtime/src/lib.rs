@@ -63,6 +63,7 @@ pub use server::{DEFAULT_PATH, Server, ServerBuilder};
 pub use state::State;
 pub use status::{Code, Status};
 
+pub use goomerang_macros::handler;
 pub use prost;
 
 /// What generated code uses; not a stable API for hand-written code.

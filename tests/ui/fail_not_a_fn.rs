@@ -1,0 +1,4 @@
+#[goomerang::handler]
+struct NotAFunction;
+
+fn main() {}

@@ -42,6 +42,17 @@ async fn observed_server(
     (server, errors, closes)
 }
 
+/// The raw peer's connection still answers a request (id `id`).
+async fn assert_still_answers(peer: &mut RawPeer, id: u64) {
+    let ping = Ping {
+        n: id,
+        text: String::new(),
+    };
+    send_frame(peer, &frame_for(FrameKind::Request, id, &ping)).await;
+    let reply = recv_frame(peer).await;
+    assert_eq!((reply.kind, reply.id), (FrameKind::Reply as i32, id));
+}
+
 /// The server still answers a normal client.
 async fn still_serving(server: &TestServer) {
     let client = server.client().await;
@@ -190,20 +201,7 @@ async fn undecodable_payloads_get_invalid_argument() {
             status.message
         );
         // The same connection keeps working.
-        send_frame(
-            &mut peer,
-            &frame_for(
-                FrameKind::Request,
-                8,
-                &Ping {
-                    n: 3,
-                    text: String::new(),
-                },
-            ),
-        )
-        .await;
-        let reply = recv_frame(&mut peer).await;
-        assert_eq!((reply.kind, reply.id), (FrameKind::Reply as i32, 8));
+        assert_still_answers(&mut peer, 8).await;
         drop(peer);
         server.stop().await;
     })
@@ -244,20 +242,7 @@ async fn replies_to_unknown_ids_are_reported_and_dropped() {
                 .expect("reported")
                 .contains("unknown request id 999")
         );
-        send_frame(
-            &mut peer,
-            &frame_for(
-                FrameKind::Request,
-                1,
-                &Ping {
-                    n: 1,
-                    text: String::new(),
-                },
-            ),
-        )
-        .await;
-        let reply = recv_frame(&mut peer).await;
-        assert_eq!((reply.kind, reply.id), (FrameKind::Reply as i32, 1));
+        assert_still_answers(&mut peer, 1).await;
         drop(peer);
         server.stop().await;
     })

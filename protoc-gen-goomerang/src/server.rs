@@ -28,31 +28,22 @@ pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
         let input = type_path(&service.package, &m.input.full_name, m.input.nesting);
         let docs = docs::attrs(&m.docs);
         let deprecated = m.deprecated.then(|| quote!(#[deprecated]));
-        if m.one_way {
-            quote! {
-                #docs
-                #deprecated
-                fn #name(
-                    &self,
-                    ctx: #rt::codegen::Context,
-                    message: #input,
-                ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<(), #rt::codegen::Status>,
-                > + ::core::marker::Send;
-            }
+        let (param, output) = if m.one_way {
+            (quote!(message), quote!(()))
         } else {
             let output = type_path(&service.package, &m.output.full_name, m.output.nesting);
-            quote! {
-                #docs
-                #deprecated
-                fn #name(
-                    &self,
-                    ctx: #rt::codegen::Context,
-                    request: #input,
-                ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<#output, #rt::codegen::Status>,
-                > + ::core::marker::Send;
-            }
+            (quote!(request), output)
+        };
+        quote! {
+            #docs
+            #deprecated
+            fn #name(
+                &self,
+                ctx: #rt::codegen::Context,
+                #param: #input,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<#output, #rt::codegen::Status>,
+            > + ::core::marker::Send;
         }
     });
     let registrations = service.methods.iter().map(|m| {

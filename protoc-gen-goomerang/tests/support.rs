@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub(crate) const FIXTURES: &[&str] = &[
-    "features.proto",
-    "other.proto",
-    "hazards.proto",
-    "hazards_greeting.proto",
-    "nopackage.proto",
-    "nested.proto",
-    "nested_other.proto",
-];
+/// The fixture protos: every `.proto` in tests/fixtures, by name.
+pub(crate) fn fixtures() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .expect("fixtures dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".proto"))
+        .collect();
+    names.sort();
+    names
+}
 
 pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,7 +42,7 @@ pub(crate) fn build_rs_output() -> BTreeMap<String, String> {
     let out = temp_dir("build-rs");
     protoc_gen_goomerang::Builder::new()
         .out_dir(&out)
-        .compile(FIXTURES, &[fixtures_dir()])
+        .compile(&fixtures(), &[fixtures_dir()])
         .expect("build.rs path generates");
     goomerang_files(&out)
 }

@@ -1,16 +1,13 @@
 //! Generates every fixture under tests/fixtures through the build.rs path.
 
-const FIXTURES: &[&str] = &[
-    "features.proto",
-    "other.proto",
-    "hazards.proto",
-    "hazards_greeting.proto",
-    "nopackage.proto",
-    "nested.proto",
-    "nested_other.proto",
-];
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    protoc_gen_goomerang::compile_protos(FIXTURES, &["../fixtures"])?;
+    let mut fixtures: Vec<String> = std::fs::read_dir("../fixtures")?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".proto"))
+        .collect();
+    fixtures.sort();
+    println!("cargo:rerun-if-changed=../fixtures");
+    protoc_gen_goomerang::compile_protos(&fixtures, &["../fixtures"])?;
     Ok(())
 }

@@ -480,6 +480,8 @@ async fn clients_reject_server_only_frames() {
         client
             .connection()
             .expect_err("closed by the protocol violation");
+        // The client is reconnecting (the default policy); close stops that.
+        client.close().await.expect("stops reconnecting");
         assert!(matches!(client.close().await, Err(Error::NotRunning)));
     })
     .await;

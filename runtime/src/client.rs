@@ -1,47 +1,78 @@
-//! `Client`: connects to a goomerang server, runs the connection driver, and closes gracefully.
+//! `Client`: connects to a server, supervises the connection (reconnect, resubscribe), and closes gracefully.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use http::HeaderValue;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{MaybeTlsStream, tungstenite};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::connection::{Connection, lock};
+use crate::connection::{Connection, Outbound, lock};
 use crate::driver;
 use crate::error::Error;
-use crate::frame::SUBPROTOCOL;
+use crate::frame::{self, SUBPROTOCOL};
 use crate::hooks::{Hooks, hook_methods};
 use crate::message::{IntoMessage, Payload, Response};
+use crate::proto::{Frame, FrameKind};
+use crate::reconnect::{Jitter, Reconnect, WhileDisconnected};
 use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
 use crate::status::Status;
+use crate::topics::{self, Subscription};
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Builds a [`Client`]: handlers (for server → client messages and requests),
-/// middleware, hooks and limits.
+/// middleware, hooks, limits and the reconnect policy.
 #[derive(Debug)]
 pub struct ClientBuilder {
     router: Router,
     config: Config,
     hooks: Hooks,
+    reconnect: Option<Reconnect>,
 }
 
 impl ClientBuilder {
     routing_methods!();
     hook_methods!();
 
+    /// The reconnect policy; `None` turns reconnection off (a lost connection
+    /// then leaves the client CLOSED). Default: [`Reconnect::default()`].
+    pub fn reconnect(mut self, policy: Option<Reconnect>) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
     /// Finishes the client (state NEW); connect it with [`Client::connect`].
     pub fn build(self) -> Client {
+        let (current, _) = watch::channel(None);
+        // No supervisor yet: `connect` starts one with a fresh token.
+        let stop = CancellationToken::new();
+        stop.cancel();
         Client {
             inner: Arc::new(ClientInner {
-                shared: Shared::new(Side::Client, self.router.finish(), self.config, self.hooks),
+                shared: Shared::new(
+                    Side::Client,
+                    self.router.finish(),
+                    self.config,
+                    self.hooks,
+                    None,
+                ),
                 state: StateCell::new(),
-                conn: Mutex::new(None),
+                current,
                 connecting: tokio::sync::Mutex::new(()),
                 next_conn: AtomicU64::new(1),
+                reconnect: self.reconnect,
+                subscriptions: Mutex::new(BTreeSet::new()),
+                stop: Mutex::new(stop),
             }),
         }
     }
@@ -58,7 +89,7 @@ impl ClientBuilder {
 }
 
 /// A goomerang client. Cheap to clone; clones share the connection.
-/// Dropping the last clone closes the connection.
+/// Dropping the last clone closes the connection and stops reconnecting.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
@@ -67,16 +98,22 @@ pub struct Client {
 struct ClientInner {
     shared: Arc<Shared>,
     state: StateCell,
-    /// The current connection, if any; replaced on every connect.
-    conn: Mutex<Option<Connection>>,
+    /// The live connection, if any; callers waiting out a reconnection watch it.
+    current: watch::Sender<Option<Connection>>,
     /// Held across a connect so two connects cannot race.
     connecting: tokio::sync::Mutex<()>,
     next_conn: AtomicU64,
+    reconnect: Option<Reconnect>,
+    /// Topics this client subscribed to, renewed after every reconnection.
+    subscriptions: Mutex<BTreeSet<Subscription>>,
+    /// Cancelled by `close` (and replaced at the next `connect`): stops the supervisor.
+    stop: Mutex<CancellationToken>,
 }
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        if let Some(conn) = lock(&self.conn).take() {
+        lock(&self.stop).cancel();
+        if let Some(conn) = self.current.borrow().as_ref() {
             conn.start_close(1000, "client dropped");
         }
     }
@@ -89,10 +126,13 @@ impl Client {
             router: Router::new(),
             config: Config::default(),
             hooks: Hooks::default(),
+            reconnect: Some(Reconnect::default()),
         }
     }
 
-    /// Connects to `url` (NEW or CLOSED → RUNNING), offering the `goomerang.v1` subprotocol.
+    /// Connects to `url` (NEW or CLOSED → RUNNING), offering the `goomerang.v1`
+    /// subprotocol. With a reconnect policy, a later loss of the connection is
+    /// repaired in the background until [`close`](Self::close).
     ///
     /// # Errors
     /// [`Error::AlreadyRunning`] if connected, [`Error::ShuttingDown`] while
@@ -105,46 +145,27 @@ impl Client {
             State::Closing => return Err(Error::ShuttingDown),
             State::New | State::Closed => {}
         }
-        let mut request = url.into_client_request().map_err(|err| Error::InvalidUrl {
-            url: url.to_owned(),
-            reason: err.to_string(),
-        })?;
-        request.headers_mut().insert(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
-        let shared = &self.inner.shared;
-        let config = shared.config.websocket();
-        let (ws, _response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-                .await
-                .map_err(|err| connect_error(url, err))?;
-        let peer = match ws.get_ref() {
-            MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
-            _ => None,
+        // A supervisor still retrying an earlier URL stops here.
+        let stop = {
+            let mut stop = lock(&self.inner.stop);
+            stop.cancel();
+            *stop = CancellationToken::new();
+            stop.clone()
         };
-        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) = Connection::new(id, peer, Arc::clone(shared));
-        *lock(&self.inner.conn) = Some(conn.clone());
+        let ws = dial(url, &self.inner.shared.config).await?;
+        let shared = &self.inner.shared;
         shared.set_shutting_down(false);
         shared.handlers.reopen();
         shared.connections.reopen();
-        self.inner.state.set(State::Running);
-        shared.hooks.state(State::Running);
-        let owner: Weak<ClientInner> = Arc::downgrade(&self.inner);
-        shared.connections.spawn(async move {
-            driver::run(ws, conn.clone(), rx).await;
-            if let Some(client) = owner.upgrade() {
-                // The connection dropped by itself (not through `close`): RUNNING → CLOSED.
-                if client
-                    .state
-                    .transition(State::Running, State::Closed)
-                    .is_ok()
-                {
-                    client.shared.hooks.state(State::Closed);
-                }
-            }
-        });
+        let (conn, rx) = self.inner.install(&ws);
+        shared.connections.spawn(supervise(
+            Arc::downgrade(&self.inner),
+            url.to_owned(),
+            ws,
+            conn,
+            rx,
+            stop,
+        ));
         Ok(())
     }
 
@@ -156,24 +177,60 @@ impl Client {
     /// The current connection.
     ///
     /// # Errors
-    /// [`Error::NotRunning`] when not connected.
+    /// [`Error::NotRunning`] when not connected (or reconnecting).
     pub fn connection(&self) -> Result<Connection, Error> {
-        lock(&self.inner.conn)
+        self.inner
+            .current
+            .borrow()
             .as_ref()
             .filter(|conn| !conn.is_closed())
             .cloned()
             .ok_or(Error::NotRunning)
     }
 
+    /// The connection to use for a call with `deadline`: the current one, or,
+    /// while reconnecting under [`WhileDisconnected::Wait`], the next one.
+    async fn connection_by(&self, deadline: Instant) -> Result<Connection, Error> {
+        if let Ok(conn) = self.connection() {
+            return Ok(conn);
+        }
+        let waits = self
+            .inner
+            .reconnect
+            .as_ref()
+            .is_some_and(|r| r.while_disconnected == WhileDisconnected::Wait);
+        if !waits
+            || self.inner.state.get() == State::Closing
+            || lock(&self.inner.stop).is_cancelled()
+        {
+            return Err(Error::NotRunning);
+        }
+        let mut watcher = self.inner.current.subscribe();
+        let wait = watcher.wait_for(|c| c.as_ref().is_some_and(|c| !c.is_closed()));
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(conn)) => conn.clone().ok_or(Error::NotRunning),
+            _ => Err(Error::NotRunning),
+        }
+    }
+
+    fn default_deadline(&self) -> Instant {
+        Instant::now() + self.inner.shared.config.request_timeout
+    }
+
     /// Sends a one-way message to the server; see [`Connection::send`].
     ///
     /// # Errors
-    /// [`Error::NotRunning`] when not connected, else as [`Connection::send`].
+    /// [`Error::NotRunning`] when not connected (after waiting for a
+    /// reconnection, if the policy says so), else as [`Connection::send`].
     pub async fn send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
-        self.connection()?.send(message).await
+        self.connection_by(self.default_deadline())
+            .await?
+            .send(message)
+            .await
     }
 
-    /// Sends a one-way message without waiting for queue room; see [`Connection::try_send`].
+    /// Sends a one-way message without waiting for queue room or a
+    /// reconnection; see [`Connection::try_send`].
     ///
     /// # Errors
     /// [`Error::NotRunning`] when not connected, else as [`Connection::try_send`].
@@ -184,43 +241,288 @@ impl Client {
     /// Sends a request to the server and awaits the reply; see [`Connection::request`].
     ///
     /// # Errors
-    /// UNAVAILABLE when not connected, else as [`Connection::request`].
+    /// UNAVAILABLE when not connected (after waiting for a reconnection up to
+    /// the request's deadline, if the policy says so), else as [`Connection::request`].
     pub async fn request<Req: Payload, Resp: Payload>(
         &self,
         message: impl IntoMessage<Req>,
     ) -> Result<Response<Resp>, Status> {
-        self.connection()?.request(message).await
+        let message = message.into_message();
+        let timeout = message.timeout_or(self.inner.shared.config.request_timeout);
+        let started = Instant::now();
+        let conn = self.connection_by(started + timeout).await?;
+        let remaining = timeout.saturating_sub(started.elapsed());
+        conn.request(message.timeout(remaining.max(Duration::from_millis(1))))
+            .await
     }
 
-    /// Closes gracefully: RUNNING → CLOSING → CLOSED. New requests fail with
-    /// UNAVAILABLE, handlers serving the server's requests finish (bounded by
-    /// the close timeout), then the connection closes with 1000.
+    /// Asks the server to deliver a one-way message to every connection
+    /// (this one included). Returns once queued; the server reports a refusal
+    /// through the `on_error` hook.
     ///
     /// # Errors
-    /// [`Error::NotRunning`] if not connected, [`Error::ShuttingDown`] if already closing.
+    /// As [`send`](Self::send).
+    pub async fn broadcast<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
+        let bytes = frame::encode_message(FrameKind::Broadcast, "", message.into_message());
+        self.connection_by(self.default_deadline())
+            .await?
+            .enqueue(bytes)
+            .await
+    }
+
+    /// Publishes a one-way message on `topic` (no wildcards) through the
+    /// server to its subscribers. Returns once queued.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopic`] for a malformed topic, else as [`send`](Self::send).
+    pub async fn publish<T: Payload>(
+        &self,
+        topic: &str,
+        message: impl IntoMessage<T>,
+    ) -> Result<(), Error> {
+        topics::validate(topic, false).map_err(Error::InvalidTopic)?;
+        let bytes = frame::encode_message(FrameKind::Publish, topic, message.into_message());
+        self.connection_by(self.default_deadline())
+            .await?
+            .enqueue(bytes)
+            .await
+    }
+
+    /// Subscribes to `pattern` (`chat.room1`, `chat.*`, `chat.>`); messages
+    /// arrive at the handler for their type, with `ctx.metadata().topic()` set.
+    /// Returns once the server confirmed. Renewed after every reconnection.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a malformed pattern, RESOURCE_EXHAUSTED at the
+    /// server's subscription limit, UNAVAILABLE when not connected.
+    pub async fn subscribe(&self, pattern: &str) -> Result<(), Status> {
+        self.subscription(FrameKind::Subscribe, pattern, None).await
+    }
+
+    /// Subscribes in queue group `group`: each message on a matching topic
+    /// goes to one member of the group (round-robin).
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn subscribe_group(&self, pattern: &str, group: &str) -> Result<(), Status> {
+        self.subscription(FrameKind::Subscribe, pattern, Some(group))
+            .await
+    }
+
+    /// Undoes [`subscribe`](Self::subscribe).
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn unsubscribe(&self, pattern: &str) -> Result<(), Status> {
+        self.subscription(FrameKind::Unsubscribe, pattern, None)
+            .await
+    }
+
+    /// Undoes [`subscribe_group`](Self::subscribe_group).
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn unsubscribe_group(&self, pattern: &str, group: &str) -> Result<(), Status> {
+        self.subscription(FrameKind::Unsubscribe, pattern, Some(group))
+            .await
+    }
+
+    async fn subscription(
+        &self,
+        kind: FrameKind,
+        pattern: &str,
+        group: Option<&str>,
+    ) -> Result<(), Status> {
+        topics::validate(pattern, true).map_err(|e| Status::from(Error::InvalidTopic(e)))?;
+        let sub = Subscription {
+            pattern: pattern.to_owned(),
+            group: group.map(str::to_owned),
+        };
+        let conn = self.connection_by(self.default_deadline()).await?;
+        conn.control(subscription_frame(kind, &sub)).await?;
+        let mut subs = lock(&self.inner.subscriptions);
+        if kind == FrameKind::Subscribe {
+            subs.insert(sub);
+        } else {
+            subs.remove(&sub);
+        }
+        Ok(())
+    }
+
+    /// The subscriptions this client holds (and renews after reconnecting).
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        lock(&self.inner.subscriptions).iter().cloned().collect()
+    }
+
+    /// Closes gracefully: RUNNING → CLOSING → CLOSED, and stops reconnecting.
+    /// New requests fail with UNAVAILABLE, handlers serving the server's
+    /// requests finish (bounded by the close timeout), then the connection
+    /// closes with 1000.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`] if neither connected nor reconnecting,
+    /// [`Error::ShuttingDown`] if already closing.
     pub async fn close(&self) -> Result<(), Error> {
-        self.inner
-            .state
-            .transition(State::Running, State::Closing)
-            .map_err(|found| match found {
-                State::Closing => Error::ShuttingDown,
-                _ => Error::NotRunning,
-            })?;
+        let was_retrying = !lock(&self.inner.stop).is_cancelled();
+        match self.inner.state.transition(State::Running, State::Closing) {
+            Ok(()) => {}
+            Err(State::Closing) => return Err(Error::ShuttingDown),
+            Err(State::Closed) if was_retrying && self.inner.reconnect.is_some() => {
+                // Between connections: just stop the supervisor.
+                lock(&self.inner.stop).cancel();
+                self.inner.shared.connections.close();
+                self.inner.shared.connections.wait().await;
+                return Ok(());
+            }
+            Err(_) => return Err(Error::NotRunning),
+        }
         let shared = &self.inner.shared;
         shared.hooks.state(State::Closing);
+        lock(&self.inner.stop).cancel();
         shared.set_shutting_down(true);
         shared.handlers.close();
         let _ = tokio::time::timeout(shared.config.close_timeout, shared.handlers.wait()).await;
-        let conn = lock(&self.inner.conn).take();
+        let conn = self.inner.current.borrow().clone();
         if let Some(conn) = conn {
             conn.close().await;
         }
         shared.connections.close();
         shared.connections.wait().await;
+        self.inner.current.send_replace(None);
         self.inner.state.set(State::Closed);
         shared.hooks.state(State::Closed);
         Ok(())
     }
+}
+
+impl ClientInner {
+    /// Makes a new connection over `ws` the current one: RUNNING.
+    fn install(&self, ws: &Ws) -> (Connection, mpsc::UnboundedReceiver<Outbound>) {
+        let peer = match ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
+            _ => None,
+        };
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (conn, rx) = Connection::new(id, peer, Arc::clone(&self.shared));
+        self.current.send_replace(Some(conn.clone()));
+        self.state.set(State::Running);
+        self.shared.hooks.state(State::Running);
+        (conn, rx)
+    }
+}
+
+/// Runs the client's connection; when it is lost (not closed by `close`),
+/// reconnects with backoff per the policy and renews the subscriptions. Holds
+/// the client only weakly, so dropping the client ends it.
+async fn supervise(
+    owner: Weak<ClientInner>,
+    url: String,
+    mut ws: Ws,
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    stop: CancellationToken,
+) {
+    loop {
+        driver::run(ws, conn.clone(), rx).await;
+        let Some(client) = owner.upgrade() else {
+            return;
+        };
+        if client
+            .state
+            .transition(State::Running, State::Closed)
+            .is_ok()
+        {
+            client.shared.hooks.state(State::Closed);
+        }
+        let Some(policy) = client.reconnect.clone() else {
+            return;
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        let config = client.shared.config.clone();
+        let mut jitter = Jitter::new(conn.id() ^ Arc::as_ptr(&client) as u64);
+        drop(client);
+        let mut attempt = 0;
+        let fresh = loop {
+            if policy.max_attempts.is_some_and(|max| attempt >= max) {
+                return;
+            }
+            let delay = policy.delay(attempt, jitter.next());
+            let dialled = tokio::select! {
+                _ = stop.cancelled() => return,
+                dialled = async {
+                    tokio::time::sleep(delay).await;
+                    dial(&url, &config).await
+                } => dialled,
+            };
+            match dialled {
+                Ok(ws) => break ws,
+                Err(err) => {
+                    let Some(client) = owner.upgrade() else {
+                        return;
+                    };
+                    tracing::debug!(attempt, %err, "reconnect attempt failed");
+                    client.shared.hooks.error(&err, None);
+                    attempt += 1;
+                }
+            }
+        };
+        let Some(client) = owner.upgrade() else {
+            return;
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        (conn, rx) = client.install(&fresh);
+        ws = fresh;
+        let subs: Vec<Subscription> = lock(&client.subscriptions).iter().cloned().collect();
+        if !subs.is_empty() {
+            // Acks need the reader, which runs below: renew from a task of its own.
+            let (renewing, hooks) = (conn.clone(), client.shared.hooks.clone());
+            client.shared.connections.spawn(async move {
+                for sub in subs {
+                    if let Err(status) = renewing
+                        .control(subscription_frame(FrameKind::Subscribe, &sub))
+                        .await
+                    {
+                        hooks.error(
+                            &Error::Resubscribe {
+                                pattern: sub.pattern.clone(),
+                                status,
+                            },
+                            Some(&renewing),
+                        );
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn subscription_frame(kind: FrameKind, sub: &Subscription) -> Frame {
+    Frame {
+        kind: kind as i32,
+        topic: sub.pattern.clone(),
+        queue_group: sub.group.clone().unwrap_or_default(),
+        ..Frame::default()
+    }
+}
+
+/// Opens the WebSocket, offering our subprotocol.
+async fn dial(url: &str, config: &Config) -> Result<Ws, Error> {
+    let mut request = url.into_client_request().map_err(|err| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: err.to_string(),
+    })?;
+    request.headers_mut().insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    tokio_tungstenite::connect_async_with_config(request, Some(config.websocket()), true)
+        .await
+        .map(|(ws, _response)| ws)
+        .map_err(|err| connect_error(url, err))
 }
 
 fn connect_error(url: &str, err: tungstenite::Error) -> Error {
@@ -257,8 +559,9 @@ impl fmt::Debug for Client {
             .field("state", &self.state())
             .field(
                 "connection",
-                &lock(&self.inner.conn).as_ref().map(Connection::id),
+                &self.inner.current.borrow().as_ref().map(Connection::id),
             )
+            .field("subscriptions", &lock(&self.inner.subscriptions).len())
             .finish()
     }
 }

@@ -23,6 +23,32 @@ pub struct Config {
     pub(crate) request_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) read_buffer_size: usize,
+    pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) max_subscriptions_per_connection: usize,
+    pub(crate) slow_consumer: SlowConsumer,
+}
+
+/// Keepalive timing: a ping after `interval` of silence from the peer; no
+/// frame at all (pong or other) within `timeout` after that drops the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence after which a ping is sent (and sent again while silence lasts).
+    pub interval: Duration,
+    /// How long after the first unanswered ping the peer counts as gone.
+    pub timeout: Duration,
+}
+
+/// What a broadcast or publish does for a recipient whose outbound queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowConsumer {
+    /// Drop the connection at once, close code 4002, reported through `on_error`
+    /// and `on_disconnect`. The default: a client that cannot keep up
+    /// resynchronises by reconnecting, and never delays anyone else.
+    Disconnect,
+    /// Skip this message for that recipient (reported through `on_error`); the
+    /// connection stays.
+    Drop,
 }
 
 impl Default for Config {
@@ -36,6 +62,12 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
             read_buffer_size: 8 << 10,
+            keepalive: Some(Keepalive {
+                interval: Duration::from_secs(20),
+                timeout: Duration::from_secs(20),
+            }),
+            max_subscriptions_per_connection: 1024,
+            slow_consumer: SlowConsumer::Disconnect,
         }
     }
 }
@@ -98,6 +130,27 @@ impl Config {
     /// per idle connection; large ones help bulk throughput. Default 8 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.max(512);
+        self
+    }
+
+    /// Keepalive on both ends of each connection; `None` turns it off.
+    /// Default: a ping after 20 s of silence, dropped 20 s later without an answer,
+    /// so half-open TCP connections are found within 40 s.
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Subscriptions one connection may hold (server). Default 1024.
+    pub fn max_subscriptions_per_connection(mut self, n: usize) -> Self {
+        self.max_subscriptions_per_connection = n;
+        self
+    }
+
+    /// What broadcast and publish do for a recipient whose queue is full
+    /// (server). Default [`SlowConsumer::Disconnect`].
+    pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
+        self.slow_consumer = policy;
         self
     }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::frame;
 use crate::handler::Outcome;
-use crate::message::{IntoMessage, Message, Metadata, Payload, Response};
+use crate::message::{IntoMessage, Metadata, Payload, Response};
 use crate::proto::{Frame, FrameKind};
 use crate::shared::Shared;
 use crate::status::Status;
@@ -52,6 +52,8 @@ pub(crate) enum Outbound {
     Frame { bytes: Bytes, permits: u32 },
     /// Send a close frame, then stop writing.
     Close { code: u16, reason: String },
+    /// Send a keepalive ping.
+    Ping,
 }
 
 /// A live connection to one peer. Cheap to clone; every clone is the same connection.
@@ -160,27 +162,15 @@ impl Connection {
     /// [`Error::ConnectionClosed`] if the connection ended or is closing,
     /// [`Error::MessageTooLarge`] if the frame exceeds the size limit.
     pub async fn send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
-        let bytes = self.one_way_frame(message.into_message());
+        let bytes = frame::encode_message(FrameKind::Message, "", message.into_message());
         self.enqueue(bytes).await
     }
 
     /// Like [`send`](Self::send) but fails with [`Error::QueueFull`] instead of
     /// waiting when the outbound queue is full.
     pub fn try_send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
-        let bytes = self.one_way_frame(message.into_message());
+        let bytes = frame::encode_message(FrameKind::Message, "", message.into_message());
         self.try_enqueue(bytes)
-    }
-
-    fn one_way_frame<T: Payload>(&self, message: Message<T>) -> Bytes {
-        let (payload, headers, _) = message.into_parts();
-        let frame = Frame {
-            kind: FrameKind::Message as i32,
-            r#type: T::full_name(),
-            headers,
-            created_unix_us: frame::now_us(),
-            ..Frame::default()
-        };
-        frame::encode_with(&frame, &payload)
     }
 
     /// Sends a request and waits for its reply, up to the message's timeout
@@ -200,17 +190,28 @@ impl Connection {
     ) -> Result<Response<Resp>, Status> {
         let (payload, headers, timeout) = message.into_message().into_parts();
         let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
-        let reply = self
-            .call(Req::full_name(), &payload, headers, timeout)
-            .await?;
+        let frame = Frame {
+            kind: FrameKind::Request as i32,
+            r#type: Req::full_name(),
+            headers,
+            ..Frame::default()
+        };
+        let reply = self.call(frame, &payload, timeout).await?;
         decode_reply(reply)
     }
 
+    /// Sends an acknowledged control frame (SUBSCRIBE, UNSUBSCRIBE) and waits for its REPLY/ERROR.
+    pub(crate) async fn control(&self, frame: Frame) -> Result<(), Status> {
+        let timeout = self.inner.shared.config.request_timeout;
+        self.call(frame, &(), timeout).await.map(drop)
+    }
+
+    /// Sends `frame` (kind, type, headers, topic as given) with a fresh id and
+    /// `payload`, and waits for the answer with that id.
     async fn call<P: prost::Message>(
         &self,
-        type_name: String,
+        mut frame: Frame,
         payload: &P,
-        headers: crate::Headers,
         timeout: Duration,
     ) -> Result<Frame, Status> {
         if self.inner.shared.is_shutting_down() {
@@ -229,15 +230,9 @@ impl Connection {
         if self.is_closed() {
             return Err(self.closed_error().into());
         }
-        let frame = Frame {
-            kind: FrameKind::Request as i32,
-            id,
-            r#type: type_name,
-            headers,
-            timeout_ms: frame::timeout_ms(timeout),
-            created_unix_us: frame::now_us(),
-            ..Frame::default()
-        };
+        frame.id = id;
+        frame.timeout_ms = frame::timeout_ms(timeout);
+        frame.created_unix_us = frame::now_us();
         let bytes = frame::encode_with(&frame, payload);
         match tokio::time::timeout_at(deadline, self.enqueue(bytes)).await {
             Err(_) => {
@@ -283,6 +278,18 @@ impl Connection {
         self.inner.closing.cancel();
     }
 
+    /// Drops the connection at once (no close handshake), recording `code`
+    /// and `reason` as a local close: for slow consumers and dead peers.
+    pub(crate) fn abort(&self, code: u16, reason: &str) {
+        {
+            let mut local = lock(&self.inner.local_close);
+            if local.is_none() {
+                *local = Some((code, truncate(reason, MAX_CLOSE_REASON).to_owned()));
+            }
+        }
+        self.inner.kill.cancel();
+    }
+
     pub(crate) fn local_close(&self) -> Option<(u16, String)> {
         lock(&self.inner.local_close).clone()
     }
@@ -321,7 +328,7 @@ impl Connection {
         self.push(Outbound::Frame { bytes, permits })
     }
 
-    fn try_enqueue(&self, bytes: Bytes) -> Result<(), Error> {
+    pub(crate) fn try_enqueue(&self, bytes: Bytes) -> Result<(), Error> {
         self.check_sendable(&bytes)?;
         let permits = self.permits_for(bytes.len());
         match self.inner.budget.try_acquire_many(permits) {
@@ -332,7 +339,7 @@ impl Connection {
         self.push(Outbound::Frame { bytes, permits })
     }
 
-    fn push(&self, item: Outbound) -> Result<(), Error> {
+    pub(crate) fn push(&self, item: Outbound) -> Result<(), Error> {
         self.inner.tx.send(item).map_err(|_| self.closed_error())
     }
 

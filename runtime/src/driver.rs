@@ -19,11 +19,13 @@ use crate::connection::{CloseInfo, Connection, Initiator, Outbound};
 use crate::context::Context;
 use crate::error::Error;
 use crate::frame;
-use crate::handler::{Kind, Route};
+use crate::handler::{Encoded, Kind, Route};
+use crate::hub::Hub;
 use crate::message::Metadata;
 use crate::proto::{Frame, FrameKind};
 use crate::shared::Side;
 use crate::status::Status;
+use crate::topics::{self, Subscription};
 
 /// Frames written before one flush, at most; bounds the latency of a huge backlog.
 const MAX_BATCH: usize = 512;
@@ -85,6 +87,7 @@ async fn write_loop<S>(
                         released += permits as usize;
                         sink.feed(WsMessage::Binary(bytes)).await?;
                     }
+                    Outbound::Ping => sink.feed(WsMessage::Ping(Bytes::new())).await?,
                     Outbound::Close { code, reason } => {
                         sent_close = true;
                         let close = CloseFrame {
@@ -133,8 +136,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let close_timeout = conn.config().close_timeout;
-    let close_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    let far = Duration::from_secs(86_400 * 365);
+    let close_deadline = tokio::time::sleep(far);
     tokio::pin!(close_deadline);
+    let keepalive = conn.config().keepalive;
+    let mut last_seen = Instant::now();
+    let check = tokio::time::sleep(keepalive.map_or(far, |k| k.interval));
+    tokio::pin!(check);
     let mut closing = false;
     let mut remote_close: Option<(u16, String, bool)> = None;
     loop {
@@ -147,8 +155,29 @@ where
                 continue;
             }
             _ = &mut close_deadline, if closing => break,
+            _ = &mut check, if keepalive.is_some() => {
+                let Some(k) = keepalive else { continue };
+                let now = Instant::now();
+                let silent = now - last_seen;
+                if silent >= k.interval + k.timeout {
+                    conn.inner.shared.hooks.error(&Error::KeepaliveTimeout { silent }, Some(conn));
+                    conn.abort(1006, "keepalive timeout: the peer stopped answering");
+                    break;
+                }
+                let next_check = if silent >= k.interval {
+                    let _ = conn.push(Outbound::Ping);
+                    (now + k.interval).min(last_seen + k.interval + k.timeout)
+                } else {
+                    last_seen + k.interval
+                };
+                check.as_mut().reset(next_check);
+                continue;
+            }
             next = stream.next() => next,
         };
+        if keepalive.is_some() {
+            last_seen = Instant::now();
+        }
         let message = match next {
             None => break,
             Some(Ok(message)) => message,
@@ -267,28 +296,90 @@ async fn handle_binary(
         | FrameKind::Subscribe
         | FrameKind::Unsubscribe
         | FrameKind::Publish => {
-            if conn.inner.shared.side == Side::Client {
-                return Err((
-                    1002,
-                    format!(
-                        "{} frames go from client to server only",
-                        kind.as_str_name()
-                    ),
-                ));
-            }
-            let status = Status::unimplemented(format!(
-                "{} is not supported by this server",
-                kind.as_str_name()
-            ));
-            if frame.id == 0 {
-                conn.report_to_peer(&status).await;
-            } else {
-                conn.reply(frame.id, Err(status)).await;
+            let hub = match (&conn.inner.shared.hub, conn.inner.shared.side) {
+                (Some(hub), Side::Server) => Arc::clone(hub),
+                _ => {
+                    return Err((
+                        1002,
+                        format!(
+                            "{} frames go from client to server only",
+                            kind.as_str_name()
+                        ),
+                    ));
+                }
+            };
+            let id = frame.id;
+            let result = fanout(conn, &hub, kind, frame);
+            match (id, result) {
+                (0, Ok(())) => {}
+                (0, Err(status)) => conn.report_to_peer(&status).await,
+                (id, Ok(())) => conn.reply(id, Ok(Some(Encoded::ack()))).await,
+                (id, Err(status)) => conn.reply(id, Err(status)).await,
             }
         }
         FrameKind::Unspecified => unreachable!("filtered above"),
     }
     Ok(())
+}
+
+/// Server side of BROADCAST, SUBSCRIBE, UNSUBSCRIBE and PUBLISH from a client.
+/// Relayed payloads are re-framed as MESSAGE without being decoded.
+fn fanout(conn: &Connection, hub: &Hub, kind: FrameKind, frame: Frame) -> Result<(), Status> {
+    let hooks = &conn.inner.shared.hooks;
+    let invalid = |detail: String| {
+        let err = Error::InvalidTopic(detail);
+        let status = Status::invalid_argument(err.to_string());
+        hooks.error(&err, Some(conn));
+        status
+    };
+    match kind {
+        FrameKind::Subscribe | FrameKind::Unsubscribe => {
+            topics::validate(&frame.topic, true).map_err(invalid)?;
+            let sub = Subscription {
+                pattern: frame.topic,
+                group: (!frame.queue_group.is_empty()).then_some(frame.queue_group),
+            };
+            if kind == FrameKind::Subscribe {
+                if hub.subscribe(conn, &sub).map_err(Status::from)? {
+                    hooks.subscribe(conn, &sub, true);
+                }
+            } else if hub.unsubscribe(conn, &sub) {
+                hooks.subscribe(conn, &sub, false);
+            }
+            Ok(())
+        }
+        FrameKind::Publish => {
+            topics::validate(&frame.topic, false).map_err(invalid)?;
+            let topic = frame.topic.clone();
+            let type_name = frame.r#type.clone();
+            let reached = hub.publish(&topic, relay(frame, true));
+            hooks.publish(&topic, &type_name, reached);
+            Ok(())
+        }
+        _ => {
+            let type_name = frame.r#type.clone();
+            let reached = hub.broadcast(relay(frame, false), None);
+            hooks.broadcast(&type_name, reached);
+            Ok(())
+        }
+    }
+}
+
+/// Re-frames a client's BROADCAST or PUBLISH as the MESSAGE its recipients get.
+fn relay(frame: Frame, keep_topic: bool) -> Bytes {
+    frame::encode(&Frame {
+        kind: FrameKind::Message as i32,
+        r#type: frame.r#type,
+        payload: frame.payload,
+        headers: frame.headers,
+        topic: if keep_topic {
+            frame.topic
+        } else {
+            String::new()
+        },
+        created_unix_us: frame.created_unix_us,
+        ..Frame::default()
+    })
 }
 
 /// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
@@ -432,6 +523,11 @@ impl Job {
         let deadline = ctx.deadline();
         let id = ctx.metadata().correlation_id();
         let observed = ctx.clone();
+        let hooks = &conn.inner.shared.hooks;
+        let timed = hooks.has_handler_hooks().then(|| {
+            hooks.handler_start(&observed);
+            Instant::now()
+        });
         let handler = AssertUnwindSafe((route.handler)(ctx, payload)).catch_unwind();
         let result = tokio::select! {
             biased;
@@ -442,7 +538,6 @@ impl Job {
         if is_request {
             conn.remove_inflight(id);
         }
-        let hooks = &conn.inner.shared.hooks;
         let type_name = || observed.metadata().type_name().to_owned();
         let outcome = match result {
             None => {
@@ -468,6 +563,9 @@ impl Job {
             }
             Some(Ok(outcome)) => outcome,
         };
+        if let Some(started) = timed {
+            hooks.handler_end(&observed, outcome.as_ref().map(drop), started.elapsed());
+        }
         if is_request {
             let outcome = match outcome {
                 Ok(None) if route.kind == Kind::OneWay => Err(Status::unimplemented(format!(

@@ -117,6 +117,41 @@ pub enum Error {
         /// How many tasks were still running.
         remaining: usize,
     },
+    /// A broadcast or publish found this recipient's outbound queue full. Under
+    /// the default policy the connection was dropped (close code 4002);
+    /// otherwise this message was skipped for it. Other recipients are unaffected.
+    #[error("connection {conn} is a slow consumer (outbound queue full){}", if *disconnected { "; disconnected" } else { "; message dropped for it" })]
+    SlowConsumer {
+        /// The connection's id.
+        conn: u64,
+        /// Whether it was disconnected (else the message was dropped for it).
+        disconnected: bool,
+    },
+    /// A topic or pattern is malformed; nothing was subscribed or published.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    /// The connection holds the maximum number of subscriptions; this one was refused.
+    #[error("subscription limit of {limit} reached")]
+    SubscriptionLimit {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The peer answered no ping within the keepalive timeout; the connection
+    /// was dropped as dead (half-open).
+    #[error("peer silent for {silent:?}: keepalive timeout, connection dropped")]
+    KeepaliveTimeout {
+        /// How long the peer had been silent.
+        silent: std::time::Duration,
+    },
+    /// After a reconnection the server refused to renew a subscription; the
+    /// client no longer receives that topic. The connection stays open.
+    #[error("could not renew the subscription to {pattern:?} after reconnecting: {status}")]
+    Resubscribe {
+        /// The pattern.
+        pattern: String,
+        /// The server's answer.
+        status: Status,
+    },
     /// The URL given to `connect` is not a usable `ws://` URL; nothing was attempted.
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl {
@@ -138,15 +173,20 @@ impl From<Error> for Status {
             | Error::Refused { .. }
             | Error::ConnectionClosed { .. }
             | Error::Protocol { .. }
-            | Error::Transport(_) => Code::Unavailable,
+            | Error::Transport(_)
+            | Error::SlowConsumer { .. }
+            | Error::KeepaliveTimeout { .. } => Code::Unavailable,
             Error::AlreadyRunning => Code::FailedPrecondition,
             Error::MessageTooLarge { .. } | Error::QueueFull => Code::ResourceExhausted,
             Error::Decode { .. } => Code::InvalidArgument,
             Error::UnknownType(_) => Code::Unimplemented,
-            Error::Handler { status, .. } | Error::Remote(status) => status.code(),
+            Error::Handler { status, .. }
+            | Error::Remote(status)
+            | Error::Resubscribe { status, .. } => status.code(),
             Error::HandlerPanicked { .. } | Error::UnknownReply(_) => Code::Internal,
             Error::ShutdownTimedOut { .. } => Code::DeadlineExceeded,
-            Error::InvalidUrl { .. } => Code::InvalidArgument,
+            Error::InvalidUrl { .. } | Error::InvalidTopic(_) => Code::InvalidArgument,
+            Error::SubscriptionLimit { .. } => Code::ResourceExhausted,
         };
         Status::new(code, err.to_string())
     }

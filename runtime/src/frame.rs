@@ -6,7 +6,8 @@ use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use crate::proto::Frame;
+use crate::message::{Message, Payload};
+use crate::proto::{Frame, FrameKind};
 
 /// The WebSocket subprotocol this version speaks.
 pub const SUBPROTOCOL: &str = "goomerang.v1";
@@ -32,6 +33,25 @@ pub(crate) fn encode_with<P: prost::Message>(frame: &Frame, payload: &P) -> Byte
         payload.encode_raw(&mut buf);
     }
     buf.freeze()
+}
+
+/// Encodes a payload-carrying frame of `kind` (MESSAGE, BROADCAST, PUBLISH)
+/// with `topic` (empty for none).
+pub(crate) fn encode_message<T: Payload>(
+    kind: FrameKind,
+    topic: &str,
+    message: Message<T>,
+) -> Bytes {
+    let (payload, headers, _) = message.into_parts();
+    let frame = Frame {
+        kind: kind as i32,
+        r#type: T::full_name(),
+        headers,
+        topic: topic.to_owned(),
+        created_unix_us: now_us(),
+        ..Frame::default()
+    };
+    encode_with(&frame, &payload)
 }
 
 /// Encodes a frame whose payload is already bytes.
@@ -66,7 +86,7 @@ pub(crate) fn timeout_ms(timeout: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{FrameKind, Status};
+    use crate::proto::Status;
 
     #[test]
     fn in_place_payload_decodes_like_a_normal_frame() {

@@ -38,6 +38,15 @@ impl Encoded {
         }
     }
 
+    /// The empty reply acknowledging a control frame.
+    pub(crate) fn ack() -> Encoded {
+        Encoded {
+            type_name: String::new(),
+            payload: Bytes::new(),
+            headers: Headers::new(),
+        }
+    }
+
     /// The reply's full protobuf type name.
     pub fn type_name(&self) -> &str {
         &self.type_name

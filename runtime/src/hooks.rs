@@ -4,14 +4,24 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use crate::connection::{CloseInfo, Connection};
+use crate::context::Context;
 use crate::error::Error;
 use crate::state::State;
+use crate::status::Status;
+use crate::topics::Subscription;
 
 type ErrorHook = Arc<dyn Fn(&Error, Option<&Connection>) + Send + Sync>;
 type ConnHook = Arc<dyn Fn(&Connection) + Send + Sync>;
 type CloseHook = Arc<dyn Fn(&Connection, &CloseInfo) + Send + Sync>;
 type StateHook = Arc<dyn Fn(State) + Send + Sync>;
+type StartHook = Arc<dyn Fn(&Context) + Send + Sync>;
+type EndHook = Arc<dyn Fn(&Context, Result<(), &Status>, Duration) + Send + Sync>;
+type BroadcastHook = Arc<dyn Fn(&str, usize) + Send + Sync>;
+type PublishHook = Arc<dyn Fn(&str, &str, usize) + Send + Sync>;
+type SubscriptionHook = Arc<dyn Fn(&Connection, &Subscription) + Send + Sync>;
 
 /// The callbacks registered on a server or client builder. A panicking hook is
 /// caught and logged; it never takes a connection down.
@@ -21,6 +31,12 @@ pub(crate) struct Hooks {
     pub(crate) connect: Vec<ConnHook>,
     pub(crate) disconnect: Vec<CloseHook>,
     pub(crate) state: Vec<StateHook>,
+    pub(crate) handler_start: Vec<StartHook>,
+    pub(crate) handler_end: Vec<EndHook>,
+    pub(crate) broadcast: Vec<BroadcastHook>,
+    pub(crate) publish: Vec<PublishHook>,
+    pub(crate) subscribe: Vec<SubscriptionHook>,
+    pub(crate) unsubscribe: Vec<SubscriptionHook>,
 }
 
 impl fmt::Debug for Hooks {
@@ -30,6 +46,12 @@ impl fmt::Debug for Hooks {
             .field("connect", &self.connect.len())
             .field("disconnect", &self.disconnect.len())
             .field("state", &self.state.len())
+            .field("handler_start", &self.handler_start.len())
+            .field("handler_end", &self.handler_end.len())
+            .field("broadcast", &self.broadcast.len())
+            .field("publish", &self.publish.len())
+            .field("subscribe", &self.subscribe.len())
+            .field("unsubscribe", &self.unsubscribe.len())
             .finish()
     }
 }
@@ -66,6 +88,45 @@ impl Hooks {
     pub(crate) fn state(&self, state: State) {
         for hook in &self.state {
             guarded("on_state_change", || hook(state));
+        }
+    }
+
+    pub(crate) fn has_handler_hooks(&self) -> bool {
+        !self.handler_start.is_empty() || !self.handler_end.is_empty()
+    }
+
+    pub(crate) fn handler_start(&self, ctx: &Context) {
+        for hook in &self.handler_start {
+            guarded("on_handler_start", || hook(ctx));
+        }
+    }
+
+    pub(crate) fn handler_end(&self, ctx: &Context, outcome: Result<(), &Status>, took: Duration) {
+        for hook in &self.handler_end {
+            guarded("on_handler_end", || hook(ctx, outcome, took));
+        }
+    }
+
+    pub(crate) fn broadcast(&self, type_name: &str, recipients: usize) {
+        for hook in &self.broadcast {
+            guarded("on_broadcast", || hook(type_name, recipients));
+        }
+    }
+
+    pub(crate) fn publish(&self, topic: &str, type_name: &str, recipients: usize) {
+        for hook in &self.publish {
+            guarded("on_publish", || hook(topic, type_name, recipients));
+        }
+    }
+
+    pub(crate) fn subscribe(&self, conn: &Connection, sub: &Subscription, added: bool) {
+        let hooks = if added {
+            &self.subscribe
+        } else {
+            &self.unsubscribe
+        };
+        for hook in hooks {
+            guarded("on_subscribe/on_unsubscribe", || hook(conn, sub));
         }
     }
 }

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backplane;
 mod client;
 mod config;
 mod connection;
@@ -38,30 +39,37 @@ mod error;
 mod frame;
 mod handler;
 mod hooks;
+mod hub;
 mod message;
 pub mod middleware;
 mod peer;
 pub mod proto;
+mod reconnect;
 mod router;
 mod server;
 mod shared;
 mod state;
 mod status;
+mod topics;
 
+pub use backplane::{Backplane, Event, Inbound, LocalOnly};
 pub use client::{Client, ClientBuilder};
-pub use config::Config;
+pub use config::{Config, Keepalive, SlowConsumer};
 pub use connection::{CloseInfo, Connection, Initiator};
 pub use context::Context;
 pub use error::Error;
 pub use frame::SUBPROTOCOL;
 pub use handler::{BoxFuture, Encoded, IntoOneWay, Outcome};
+pub use hub::CLOSE_SLOW_CONSUMER;
 pub use message::{Headers, IntoMessage, Message, Metadata, Payload, Response};
 pub use middleware::{Middleware, Next};
 pub use peer::Peer;
+pub use reconnect::{Reconnect, WhileDisconnected};
 pub use router::{Router, Service};
 pub use server::{DEFAULT_PATH, Server, ServerBuilder};
 pub use state::State;
 pub use status::{Code, Status};
+pub use topics::{MAX_TOPIC_LEN, Subscription};
 
 pub use goomerang_macros::handler;
 pub use prost;

@@ -67,6 +67,10 @@ impl<T> Message<T> {
         &self.headers
     }
 
+    pub(crate) fn timeout_or(&self, default: Duration) -> Duration {
+        self.timeout.unwrap_or(default)
+    }
+
     pub(crate) fn into_parts(self) -> (T, Headers, Option<Duration>) {
         (self.payload, self.headers, self.timeout)
     }

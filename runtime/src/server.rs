@@ -1,6 +1,5 @@
 //! `Server`: accepts WebSocket upgrades over axum, runs a driver per connection, and shuts down gracefully.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,15 +18,20 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 
+use crate::backplane::{Backplane, Inbound, LocalOnly, SharedBackplane};
 use crate::config::Config;
 use crate::connection::{Connection, lock};
 use crate::driver;
 use crate::error::Error;
-use crate::frame::SUBPROTOCOL;
+use crate::frame::{self, SUBPROTOCOL};
 use crate::hooks::{Hooks, hook_methods};
+use crate::hub::Hub;
+use crate::message::{IntoMessage, Payload};
+use crate::proto::FrameKind;
 use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
+use crate::topics::{self, Subscription};
 
 /// How long killed tasks get to unwind at the end of a shutdown.
 const KILL_GRACE: Duration = Duration::from_secs(1);
@@ -36,17 +40,64 @@ const KILL_GRACE: Duration = Duration::from_secs(1);
 pub const DEFAULT_PATH: &str = "/ws";
 
 /// Builds a [`Server`]: handlers, middleware, hooks, limits and the endpoint path.
-#[derive(Debug)]
 pub struct ServerBuilder {
     router: Router,
     config: Config,
     hooks: Hooks,
     path: String,
+    backplane: SharedBackplane,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("router", &self.router)
+            .field("config", &self.config)
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 impl ServerBuilder {
     routing_methods!();
     hook_methods!();
+
+    /// Carries broadcasts and publishes to other replicas; see [`Backplane`].
+    /// Default [`LocalOnly`](crate::LocalOnly).
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Arc::new(backplane);
+        self
+    }
+
+    /// Called after every broadcast with the payload type and how many connections it reached.
+    pub fn on_broadcast(mut self, hook: impl Fn(&str, usize) + Send + Sync + 'static) -> Self {
+        self.hooks.broadcast.push(Arc::new(hook));
+        self
+    }
+
+    /// Called after every publish with the topic, payload type and how many subscribers it reached.
+    pub fn on_publish(mut self, hook: impl Fn(&str, &str, usize) + Send + Sync + 'static) -> Self {
+        self.hooks.publish.push(Arc::new(hook));
+        self
+    }
+
+    /// Called when a connection adds a subscription.
+    pub fn on_subscribe(
+        mut self,
+        hook: impl Fn(&Connection, &Subscription) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.subscribe.push(Arc::new(hook));
+        self
+    }
+
+    /// Called when a connection removes a subscription (not for the cleanup at disconnect).
+    pub fn on_unsubscribe(
+        mut self,
+        hook: impl Fn(&Connection, &Subscription) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.unsubscribe.push(Arc::new(hook));
+        self
+    }
 
     /// The HTTP path of the WebSocket endpoint. Default [`DEFAULT_PATH`] (`/ws`).
     pub fn path(mut self, path: impl Into<String>) -> Self {
@@ -56,13 +107,26 @@ impl ServerBuilder {
 
     /// Finishes the server (state NEW); start it with [`Server::serve`] or [`Server::run`].
     pub fn build(self) -> Server {
+        let hub = Arc::new(Hub::new(
+            self.backplane,
+            self.config.slow_consumer,
+            self.config.max_subscriptions_per_connection,
+            self.hooks.clone(),
+        ));
+        let shared = Shared::new(
+            Side::Server,
+            self.router.finish(),
+            self.config,
+            self.hooks,
+            Some(Arc::clone(&hub)),
+        );
         Server {
             inner: Arc::new(ServerInner {
-                shared: Shared::new(Side::Server, self.router.finish(), self.config, self.hooks),
+                shared,
+                hub,
                 state: StateCell::new(),
                 path: self.path,
                 addr: Mutex::new(None),
-                conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 stop: CancellationToken::new(),
             }),
@@ -95,8 +159,8 @@ struct ServerInner {
     state: StateCell,
     path: String,
     addr: Mutex<Option<SocketAddr>>,
-    /// Live connections; each connection task removes itself when it ends.
-    conns: Mutex<HashMap<u64, Connection>>,
+    /// Live connections, topics and fan-out.
+    hub: Arc<Hub>,
     next_conn: AtomicU64,
     /// Cancelled at the end of shutdown: stops accepting, which ends `serve`.
     stop: CancellationToken,
@@ -110,6 +174,7 @@ impl Server {
             config: Config::default(),
             hooks: Hooks::default(),
             path: DEFAULT_PATH.to_owned(),
+            backplane: Arc::new(LocalOnly),
         }
     }
 
@@ -139,6 +204,9 @@ impl Server {
                 _ => Error::Closed,
             })?;
         *lock(&self.inner.addr) = Some(addr);
+        self.inner.hub.backplane.start(Inbound {
+            hub: Arc::downgrade(&self.inner.hub),
+        });
         self.inner.shared.hooks.state(State::Running);
         tracing::info!(%addr, path = %self.inner.path, "goomerang server running");
         let app = self
@@ -174,12 +242,86 @@ impl Server {
 
     /// All live connections.
     pub fn connections(&self) -> Vec<Connection> {
-        lock(&self.inner.conns).values().cloned().collect()
+        self.inner.hub.connections()
     }
 
     /// One live connection by id.
     pub fn connection(&self, id: u64) -> Option<Connection> {
-        lock(&self.inner.conns).get(&id).cloned()
+        self.inner.hub.connection(id)
+    }
+
+    /// Sends a one-way message to every connection (of every replica, with a
+    /// backplane). The frame is encoded once; each recipient's queue takes it
+    /// without waiting, so a slow client never delays this call or anyone
+    /// else (see [`SlowConsumer`](crate::SlowConsumer)). Returns how many local
+    /// connections it was queued for.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`] if the frame exceeds the message size limit.
+    pub fn broadcast<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<usize, Error> {
+        self.fan_out(None, None, message)
+    }
+
+    /// Like [`broadcast`](Self::broadcast), to every connection but `except`.
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub fn broadcast_except<T: Payload>(
+        &self,
+        except: &Connection,
+        message: impl IntoMessage<T>,
+    ) -> Result<usize, Error> {
+        self.fan_out(None, Some(except.id()), message)
+    }
+
+    /// Publishes a one-way message on `topic` to its subscribers (wildcards
+    /// and queue groups applied), encoded once, never waiting on a recipient.
+    /// Returns how many local subscribers it was queued for.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopic`] for a malformed topic (or one with wildcards),
+    /// [`Error::MessageTooLarge`] if the frame exceeds the size limit.
+    pub fn publish<T: Payload>(
+        &self,
+        topic: &str,
+        message: impl IntoMessage<T>,
+    ) -> Result<usize, Error> {
+        topics::validate(topic, false).map_err(Error::InvalidTopic)?;
+        self.fan_out(Some(topic), None, message)
+    }
+
+    fn fan_out<T: Payload>(
+        &self,
+        topic: Option<&str>,
+        except: Option<u64>,
+        message: impl IntoMessage<T>,
+    ) -> Result<usize, Error> {
+        let frame = frame::encode_message(
+            FrameKind::Message,
+            topic.unwrap_or(""),
+            message.into_message(),
+        );
+        let max = self.inner.shared.config.max_message_size;
+        if frame.len() > max {
+            return Err(Error::MessageTooLarge {
+                size: frame.len(),
+                max,
+            });
+        }
+        let hooks = &self.inner.shared.hooks;
+        let type_name = T::full_name();
+        Ok(match topic {
+            Some(topic) => {
+                let reached = self.inner.hub.publish(topic, frame);
+                hooks.publish(topic, &type_name, reached);
+                reached
+            }
+            None => {
+                let reached = self.inner.hub.broadcast(frame, except);
+                hooks.broadcast(&type_name, reached);
+                reached
+            }
+        })
     }
 
     /// Shuts down gracefully within `timeout`: RUNNING → CLOSING → CLOSED.
@@ -196,6 +338,21 @@ impl Server {
     /// if handlers were still running at the deadline (they were cancelled; the
     /// server is CLOSED all the same).
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        self.shutdown_with(timeout, 1001, "server shutting down")
+            .await
+    }
+
+    /// [`shutdown`](Self::shutdown) with another close code and reason, e.g.
+    /// 1012 (service restart) so that clients know to reconnect soon.
+    ///
+    /// # Errors
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn shutdown_with(
+        &self,
+        timeout: Duration,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), Error> {
         self.inner
             .state
             .transition(State::Running, State::Closing)
@@ -221,7 +378,7 @@ impl Server {
         //    not answer within the close timeout (or the deadline) is cut off:
         //    that is the peer's failure, not the shutdown's.
         for conn in self.connections() {
-            conn.start_close(1001, "server shutting down");
+            conn.start_close(code, reason);
         }
         shared.connections.close();
         let handshake_deadline =
@@ -346,8 +503,8 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
     let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(&server.shared);
     let (conn, rx) = Connection::new(id, peer, Arc::clone(&shared));
-    lock(&server.conns).insert(id, conn.clone());
-    let registry = Arc::clone(&server);
+    server.hub.register(&conn);
+    let registry = Arc::clone(&server.hub);
     shared.connections.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -362,7 +519,7 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
             }
             Err(err) => tracing::debug!(conn = id, error = %err, "upgrade did not complete"),
         }
-        lock(&registry.conns).remove(&id);
+        registry.unregister(id);
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();

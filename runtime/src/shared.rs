@@ -36,11 +36,20 @@ pub(crate) struct Shared {
     /// Cancelled when shutdown's deadline passes: one-way handlers (which
     /// otherwise outlive their connection) are dropped.
     pub(crate) abort: CancellationToken,
+    /// Server only: live connections, topics, fan-out.
+    pub(crate) hub: Option<Arc<crate::hub::Hub>>,
 }
 
 impl Shared {
-    pub(crate) fn new(side: Side, routes: Routes, config: Config, hooks: Hooks) -> Arc<Shared> {
+    pub(crate) fn new(
+        side: Side,
+        routes: Routes,
+        config: Config,
+        hooks: Hooks,
+        hub: Option<Arc<crate::hub::Hub>>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
+            hub,
             side,
             routes,
             global: Arc::new(Semaphore::new(config.max_concurrent_handlers)),

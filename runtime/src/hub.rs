@@ -1,0 +1,148 @@
+//! `Hub`: a server's live connections and topic table; broadcast and publish encode once and never wait on a recipient.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use crate::backplane::{Event, SharedBackplane};
+use crate::config::SlowConsumer;
+use crate::connection::{Connection, lock};
+use crate::error::Error;
+use crate::hooks::Hooks;
+use crate::topics::{Subscription, Table};
+
+/// RFC 6455 private-use close code sent to a connection dropped as a slow consumer.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4002;
+
+pub(crate) struct Hub {
+    /// Live connections; each connection task removes itself when it ends.
+    conns: Mutex<HashMap<u64, Connection>>,
+    topics: Mutex<Table>,
+    pub(crate) backplane: SharedBackplane,
+    policy: SlowConsumer,
+    max_subscriptions: usize,
+    hooks: Hooks,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("connections", &lock(&self.conns).len())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(
+        backplane: SharedBackplane,
+        policy: SlowConsumer,
+        max_subscriptions: usize,
+        hooks: Hooks,
+    ) -> Hub {
+        Hub {
+            conns: Mutex::new(HashMap::new()),
+            topics: Mutex::new(Table::default()),
+            backplane,
+            policy,
+            max_subscriptions,
+            hooks,
+        }
+    }
+
+    pub(crate) fn register(&self, conn: &Connection) {
+        lock(&self.conns).insert(conn.id(), conn.clone());
+    }
+
+    /// Forgets a connection and every subscription it held.
+    pub(crate) fn unregister(&self, id: u64) {
+        lock(&self.conns).remove(&id);
+        lock(&self.topics).remove_connection(id);
+    }
+
+    pub(crate) fn connections(&self) -> Vec<Connection> {
+        lock(&self.conns).values().cloned().collect()
+    }
+
+    pub(crate) fn connection(&self, id: u64) -> Option<Connection> {
+        lock(&self.conns).get(&id).cloned()
+    }
+
+    pub(crate) fn subscribe(&self, conn: &Connection, sub: &Subscription) -> Result<bool, Error> {
+        let mut topics = lock(&self.topics);
+        if topics.count(conn.id()) >= self.max_subscriptions {
+            return Err(Error::SubscriptionLimit {
+                limit: self.max_subscriptions,
+            });
+        }
+        Ok(topics.subscribe(conn.id(), sub))
+    }
+
+    pub(crate) fn unsubscribe(&self, conn: &Connection, sub: &Subscription) -> bool {
+        lock(&self.topics).unsubscribe(conn.id(), sub)
+    }
+
+    /// Delivers an encoded frame to every local connection (but `except`).
+    pub(crate) fn broadcast_local(&self, frame: &Bytes, except: Option<u64>) -> usize {
+        let targets: Vec<Connection> = lock(&self.conns)
+            .values()
+            .filter(|c| Some(c.id()) != except)
+            .cloned()
+            .collect();
+        targets.iter().filter(|c| self.deliver(c, frame)).count()
+    }
+
+    /// Delivers an encoded frame to the local subscribers of `topic`.
+    pub(crate) fn publish_local(&self, topic: &str, frame: &Bytes) -> usize {
+        let ids = lock(&self.topics).route(topic);
+        let targets: Vec<Connection> = {
+            let conns = lock(&self.conns);
+            ids.iter().filter_map(|id| conns.get(id).cloned()).collect()
+        };
+        targets.iter().filter(|c| self.deliver(c, frame)).count()
+    }
+
+    /// Broadcast from this replica: local delivery, then the backplane.
+    pub(crate) fn broadcast(&self, frame: Bytes, except: Option<u64>) -> usize {
+        let reached = self.broadcast_local(&frame, except);
+        self.backplane.forward(Event::Broadcast { frame });
+        reached
+    }
+
+    /// Publish from this replica: local delivery, then the backplane.
+    pub(crate) fn publish(&self, topic: &str, frame: Bytes) -> usize {
+        let reached = self.publish_local(topic, &frame);
+        self.backplane.forward(Event::Publish {
+            topic: topic.to_owned(),
+            frame,
+        });
+        reached
+    }
+
+    /// Queues `frame` for `conn` without waiting. A full queue applies the
+    /// slow-consumer policy; returns whether the frame was queued.
+    fn deliver(&self, conn: &Connection, frame: &Bytes) -> bool {
+        match conn.try_enqueue(frame.clone()) {
+            Ok(()) => true,
+            Err(Error::QueueFull) => {
+                self.hooks.error(
+                    &Error::SlowConsumer {
+                        conn: conn.id(),
+                        disconnected: self.policy == SlowConsumer::Disconnect,
+                    },
+                    Some(conn),
+                );
+                if self.policy == SlowConsumer::Disconnect {
+                    conn.abort(
+                        CLOSE_SLOW_CONSUMER,
+                        "slow consumer: outbound queue overflowed",
+                    );
+                }
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}

@@ -171,6 +171,28 @@ macro_rules! hook_methods {
             self.hooks.state.push(std::sync::Arc::new(hook));
             self
         }
+
+        /// Called when a handler starts, before any middleware.
+        pub fn on_handler_start(
+            mut self,
+            hook: impl Fn(&$crate::Context) + Send + Sync + 'static,
+        ) -> Self {
+            self.hooks.handler_start.push(std::sync::Arc::new(hook));
+            self
+        }
+
+        /// Called when a handler has finished (not when it was cancelled),
+        /// with its outcome and how long it took.
+        pub fn on_handler_end(
+            mut self,
+            hook: impl Fn(&$crate::Context, Result<(), &$crate::Status>, std::time::Duration)
+            + Send
+            + Sync
+            + 'static,
+        ) -> Self {
+            self.hooks.handler_end.push(std::sync::Arc::new(hook));
+            self
+        }
     };
 }
 pub(crate) use hook_methods;

@@ -1,0 +1,375 @@
+//! Slow consumers, keepalive, reconnect with resubscription, and restart close codes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goomerang::{
+    Client, Code, Config, Error, Initiator, Keepalive, Reconnect, Server, SlowConsumer, State,
+    Status, WhileDisconnected,
+};
+use goomerang_tests::*;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// A client counting the Notes it receives.
+async fn counter(server: &TestServer) -> (Client, mpsc::UnboundedReceiver<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = server
+        .connect(Client::builder().message(move |_ctx, _note: Note| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(());
+            }
+        }))
+        .await;
+    (client, rx)
+}
+
+async fn slow_consumer_run(
+    policy: SlowConsumer,
+) -> (Vec<u64>, Vec<(u64, bool)>, Option<(u16, Initiator)>) {
+    let (err_tx, mut errors) = mpsc::unbounded_channel();
+    let (close_tx, mut closes) = mpsc::unbounded_channel();
+    let server = start(
+        Server::builder()
+            .config(
+                Config::default()
+                    .outbound_queue_bytes(64 << 10)
+                    .slow_consumer(policy)
+                    .keepalive(None),
+            )
+            .on_error(move |err, _| {
+                if let Error::SlowConsumer { conn, disconnected } = err {
+                    let _ = err_tx.send((*conn, *disconnected));
+                }
+            })
+            .on_disconnect(move |conn, info| {
+                let _ = close_tx.send((conn.id(), info.code, info.initiator));
+            }),
+    )
+    .await;
+    let mut healthy = Vec::new();
+    for _ in 0..4 {
+        healthy.push(counter(&server).await);
+    }
+    // Connection 5: a raw peer that never reads anything.
+    let silent = raw_peer(&server).await;
+    while server.server.connections().len() != 5 {
+        tokio::task::yield_now().await;
+    }
+    let payload = "x".repeat(1000);
+    let mut received = vec![0u64; healthy.len()];
+    let mut reports = Vec::new();
+    // Waves of 50 one-KiB broadcasts; each wave the healthy clients read in
+    // full before the next. Every broadcast call returns without waiting.
+    for _wave in 0..600 {
+        for _ in 0..50 {
+            server
+                .server
+                .broadcast(Note {
+                    text: payload.clone(),
+                })
+                .expect("broadcast");
+        }
+        for (i, (_, inbox)) in healthy.iter_mut().enumerate() {
+            for _ in 0..50 {
+                inbox.recv().await.expect("healthy client receives");
+                received[i] += 1;
+            }
+        }
+        while let Ok(report) = errors.try_recv() {
+            reports.push(report);
+        }
+        if !reports.is_empty() {
+            break;
+        }
+    }
+    let close = if policy == SlowConsumer::Disconnect {
+        let (id, code, initiator) = closes.recv().await.expect("slow consumer disconnected");
+        assert_eq!(id, 5);
+        Some((code, initiator))
+    } else {
+        None
+    };
+    drop(silent);
+    for (client, _) in healthy {
+        client.close().await.expect("close");
+    }
+    server.stop().await;
+    (received, reports, close)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_reading_client_is_disconnected_and_never_slows_the_others() {
+    bounded(async {
+        let (received, reports, close) = slow_consumer_run(SlowConsumer::Disconnect).await;
+        assert_eq!(reports[0], (5, true), "the silent peer, disconnected");
+        assert_eq!(
+            close,
+            Some((goomerang::CLOSE_SLOW_CONSUMER, Initiator::Local))
+        );
+        // Every healthy client got every broadcast sent so far, in lockstep.
+        assert!(
+            received.iter().all(|&n| n == received[0] && n > 0),
+            "{received:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drop_policy_skips_messages_for_a_full_queue_and_keeps_the_connection() {
+    bounded(async {
+        let (received, reports, _) = slow_consumer_run(SlowConsumer::Drop).await;
+        assert_eq!(reports[0], (5, false), "the silent peer, message dropped");
+        assert!(
+            received.iter().all(|&n| n == received[0] && n > 0),
+            "{received:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_drops_a_peer_that_stopped_answering_and_keeps_live_ones() {
+    bounded(async {
+        let (err_tx, mut errors) = mpsc::unbounded_channel();
+        let (close_tx, mut closes) = mpsc::unbounded_channel();
+        let keepalive = Keepalive {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        let server = start(
+            Server::builder()
+                .config(Config::default().keepalive(Some(keepalive)))
+                .on_error(move |err, _| {
+                    if matches!(err, Error::KeepaliveTimeout { .. }) {
+                        let _ = err_tx.send(err.to_string());
+                    }
+                })
+                .on_disconnect(move |conn, info| {
+                    let _ = close_tx.send((conn.id(), info.clone()));
+                })
+                .request(|_ctx, p: Ping| async move {
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: p.text,
+                    })
+                }),
+        )
+        .await;
+        let live = server.client().await;
+        // A peer that never reads, so never answers pings (as a half-open TCP peer would not).
+        let dead = raw_peer(&server).await;
+        let (id, info) = closes.recv().await.expect("the dead peer is dropped");
+        assert_eq!(id, 2);
+        assert_eq!((info.code, info.initiator), (1006, Initiator::Local));
+        assert!(info.reason.contains("keepalive"), "{}", info.reason);
+        assert!(
+            errors
+                .recv()
+                .await
+                .expect("reported")
+                .contains("keepalive timeout")
+        );
+        // Much later, the live client is still connected and served.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let pong: Pong = live
+            .request(Ping {
+                n: 3,
+                text: String::new(),
+            })
+            .await
+            .expect("alive")
+            .into_inner();
+        assert_eq!(pong.n, 3);
+        assert_eq!(live.state(), State::Running);
+        drop(dead);
+        live.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_detects_a_server_that_stopped_answering() {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // A hand-written server that accepts and then never reads.
+        let silent = tokio::spawn(async move { accept_raw(&listener).await });
+        let (tx, mut errors) = mpsc::unbounded_channel();
+        let keepalive = Keepalive {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(3),
+        };
+        let client = Client::builder()
+            .config(Config::default().keepalive(Some(keepalive)))
+            .reconnect(None)
+            .on_error(move |err, _| {
+                let _ = tx.send(err.to_string());
+            })
+            .connect(&format!("ws://{addr}/ws"))
+            .await
+            .expect("connect");
+        let conn = client.connection().expect("connected");
+        conn.closed().await;
+        assert!(
+            errors
+                .recv()
+                .await
+                .expect("reported")
+                .contains("keepalive timeout")
+        );
+        assert_eq!(client.state(), State::Closed);
+        drop(silent.await.expect("fake server"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clients_reconnect_after_a_restart_on_the_same_port_and_resubscribe() {
+    bounded(async {
+        let (sub_tx, mut subscribed) = mpsc::unbounded_channel();
+        let builder = |sub_tx: mpsc::UnboundedSender<String>| {
+            Server::builder()
+                .on_subscribe(move |_, sub| {
+                    let _ = sub_tx.send(sub.pattern.clone());
+                })
+                .request(|_ctx, p: Ping| async move {
+                    Ok::<_, Status>(Pong {
+                        n: p.n + 100,
+                        text: p.text,
+                    })
+                })
+        };
+        let first = start(builder(sub_tx.clone())).await;
+        let addr = first.addr;
+
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let (closes_tx, mut closes) = mpsc::unbounded_channel();
+        let (note_tx, mut notes) = mpsc::unbounded_channel();
+        let seen = Arc::clone(&states);
+        let client = first
+            .connect(
+                Client::builder()
+                    .reconnect(Some(
+                        Reconnect::default()
+                            .backoff(Duration::from_millis(5), Duration::from_millis(50)),
+                    ))
+                    .on_state_change(move |s| seen.lock().expect("lock").push(s))
+                    .on_disconnect(move |_, info| {
+                        let _ = closes_tx.send(info.code);
+                    })
+                    .message(move |_ctx, note: Note| {
+                        let tx = note_tx.clone();
+                        async move {
+                            let _ = tx.send(note.text);
+                        }
+                    }),
+            )
+            .await;
+        client.subscribe("news.>").await.expect("subscribe");
+        assert_eq!(subscribed.recv().await.as_deref(), Some("news.>"));
+
+        // Restart: the server says 1012 (service restart) and goes away.
+        first
+            .server
+            .shutdown_with(Duration::from_secs(5), 1012, "restarting")
+            .await
+            .expect("shutdown");
+        assert_eq!(closes.recv().await, Some(1012));
+        // A request made while disconnected waits for the reconnection (default policy).
+        let waiting = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client
+                    .request::<_, Pong>(Ping {
+                        n: 1,
+                        text: String::new(),
+                    })
+                    .await
+            }
+        });
+        let listener = TcpListener::bind(addr).await.expect("rebind the same port");
+        let second_server = builder(sub_tx).build();
+        let serving = tokio::spawn({
+            let server = second_server.clone();
+            async move { server.serve(listener).await }
+        });
+        // The subscription is renewed on the new server without the app doing anything.
+        assert_eq!(subscribed.recv().await.as_deref(), Some("news.>"));
+        assert_eq!(
+            second_server
+                .publish(
+                    "news.today",
+                    Note {
+                        text: "back".into()
+                    }
+                )
+                .expect("publish"),
+            1
+        );
+        assert_eq!(notes.recv().await.as_deref(), Some("back"));
+        assert_eq!(
+            waiting
+                .await
+                .expect("join")
+                .expect("answered after reconnecting")
+                .into_inner()
+                .n,
+            101
+        );
+        assert_eq!(
+            *states.lock().expect("lock"),
+            [State::Running, State::Closed, State::Running]
+        );
+        client.close().await.expect("close");
+        second_server
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
+        serving.await.expect("join").expect("serve");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fail_fast_and_no_reconnect_policies() {
+    bounded(async {
+        let server = start(Server::builder()).await;
+        let fail_fast = server
+            .connect(
+                Client::builder().reconnect(Some(
+                    Reconnect::default()
+                        .backoff(Duration::from_millis(5), Duration::from_millis(20))
+                        .while_disconnected(WhileDisconnected::FailFast),
+                )),
+            )
+            .await;
+        let never = server.connect(Client::builder().reconnect(None)).await;
+        let (a, b) = (
+            fail_fast.connection().expect("a"),
+            never.connection().expect("b"),
+        );
+        server.stop().await;
+        a.closed().await;
+        b.closed().await;
+        let started = std::time::Instant::now();
+        let err = fail_fast
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect_err("fails fast");
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(matches!(
+            never.send(Note::default()).await,
+            Err(Error::NotRunning)
+        ));
+        assert_eq!(never.state(), State::Closed);
+        // Closing a client that is retrying stops it; closing one that is not fails typed.
+        fail_fast.close().await.expect("stops retrying");
+        assert!(matches!(never.close().await, Err(Error::NotRunning)));
+    })
+    .await;
+}

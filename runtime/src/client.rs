@@ -248,6 +248,10 @@ impl Client {
         message: impl IntoMessage<Req>,
     ) -> Result<Response<Resp>, Status> {
         let message = message.into_message();
+        if let Ok(conn) = self.connection() {
+            return conn.request(message).await;
+        }
+        // Disconnected: the wait for a reconnection counts against the deadline.
         let timeout = message.timeout_or(self.inner.shared.config.request_timeout);
         let started = Instant::now();
         let conn = self.connection_by(started + timeout).await?;

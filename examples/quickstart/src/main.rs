@@ -81,6 +81,8 @@ impl Chat for ChatRoom {
 /// The client side of the `Member` service.
 struct Person {
     name: &'static str,
+    /// Tells main when an announcement arrived.
+    heard: mpsc::UnboundedSender<&'static str>,
 }
 
 impl Member for Person {
@@ -91,8 +93,12 @@ impl Member for Person {
         })
     }
 
-    async fn announce(&self, _ctx: Context, announcement: Announcement) -> Result<(), Status> {
-        println!("[{}] heard: {}", self.name, announcement.text);
+    async fn announce(&self, ctx: Context, announcement: Announcement) -> Result<(), Status> {
+        match ctx.metadata().topic() {
+            Some(topic) => println!("[{}] heard on {topic}: {}", self.name, announcement.text),
+            None => println!("[{}] heard: {}", self.name, announcement.text),
+        }
+        let _ = self.heard.send(self.name);
         Ok(())
     }
 }
@@ -130,12 +136,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("[server] listening on {url}");
 
     // 2. Two clients; each implements the Member service for the server's calls.
+    let (heard, mut announcements) = mpsc::unbounded_channel();
     let ada = Client::builder()
-        .service(MemberServer::new(Person { name: "ada" }))
+        .service(MemberServer::new(Person {
+            name: "ada",
+            heard: heard.clone(),
+        }))
         .connect(&url)
         .await?;
     let bob = Client::builder()
-        .service(MemberServer::new(Person { name: "bob" }))
+        .service(MemberServer::new(Person { name: "bob", heard }))
         .connect(&url)
         .await?;
     let chat = ChatClient::new(ada.clone());
@@ -159,6 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let done = posts_done.recv().await;
+    announcements.recv().await;
     println!("[server] finished handling post {done:?}");
 
     // 5. Thirty-two requests in flight at once, multiplexed on one connection.
@@ -206,7 +217,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // 8. Clean shutdown: clients close (1000), then the server drains and stops.
+    // 8. Broadcast: one frame, encoded once, to every connection.
+    let reached = server.broadcast(Announcement {
+        text: "the room closes in a minute".into(),
+    })?;
+    println!("[server] broadcast reached {reached} connections");
+    for _ in 0..reached {
+        announcements.recv().await;
+    }
+
+    // 9. Topic pub/sub: bob subscribes with a wildcard; ada publishes through the server.
+    bob.subscribe("room.>").await?;
+    ada.publish(
+        "room.general",
+        Announcement {
+            text: "ada published this".into(),
+        },
+    )
+    .await?;
+    announcements.recv().await;
+
+    // 10. Clean shutdown: clients close (1000), then the server drains and stops.
     ada.close().await?;
     bob.close().await?;
     server.shutdown(Duration::from_secs(5)).await?;

@@ -290,3 +290,71 @@ async fn shutdown_drains_in_flight_handlers_and_refuses_new_work() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn client_close_drains_its_handlers_and_the_server_keeps_running() {
+    bounded(async {
+        let server = start(Server::builder().request(|_ctx, p: Ping| async move {
+            Ok::<_, Status>(Pong {
+                n: p.n,
+                text: p.text,
+            })
+        }))
+        .await;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let gate = Arc::clone(&release);
+        let client = server
+            .connect(Client::builder().request(move |_ctx, w: Work| {
+                let (gate, started) = (Arc::clone(&gate), started_tx.clone());
+                async move {
+                    let _ = started.send(());
+                    gate.notified().await;
+                    Ok::<_, Status>(Done { id: w.id })
+                }
+            }))
+            .await;
+        // The server asks the client; the client's handler is slow.
+        let conn = server.server.connections().pop().expect("connection");
+        let asking =
+            tokio::spawn(async move { conn.request::<_, Done>(Work { ms: 0, id: 77 }).await });
+        started.recv().await.expect("client handler started");
+        let closing = tokio::spawn({
+            let client = client.clone();
+            async move { client.close().await }
+        });
+        while client.state() != State::Closing {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !closing.is_finished(),
+            "close waits for the in-flight handler"
+        );
+        release.notify_one();
+        closing.await.expect("join").expect("clean close");
+        assert_eq!(
+            asking
+                .await
+                .expect("join")
+                .expect("reply delivered before the close")
+                .into_inner()
+                .id,
+            77
+        );
+        // The server is unaffected and serves a new client.
+        assert_eq!(server.server.state(), State::Running);
+        let other = server.client().await;
+        let pong: Pong = other
+            .request(Ping {
+                n: 5,
+                text: String::new(),
+            })
+            .await
+            .expect("served")
+            .into_inner();
+        assert_eq!(pong.n, 5);
+        other.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

@@ -1,0 +1,294 @@
+//! goomerang-bench: the same scenarios over goomerang and over a raw tokio-tungstenite baseline, in one run.
+//!
+//! Run it with `cargo run --release -p goomerang-bench -- --json bench.json [--quick]`.
+//! Everything runs over 127.0.0.1; every scenario is bounded in count and time.
+
+mod gm;
+mod idle;
+mod raw;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One scenario's result, both sides.
+#[derive(Debug, Clone)]
+struct Row {
+    name: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+    goomerang: f64,
+    raw: f64,
+    goomerang_p50_us: Option<f64>,
+    goomerang_p99_us: Option<f64>,
+}
+
+/// One side's measurement of one scenario.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    value: f64,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+}
+
+/// Sizes of the run: `--quick` fits in about a minute on 2 cores.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    reps: usize,
+    sync_1: usize,
+    sync_32: usize,
+    oneway_32b: usize,
+    oneway_1k: usize,
+    broadcast_clients: usize,
+    broadcasts: usize,
+    idle_conns: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                reps: 1,
+                sync_1: 5_000,
+                sync_32: 50_000,
+                oneway_32b: 300_000,
+                oneway_1k: 100_000,
+                broadcast_clients: 100,
+                broadcasts: 1_000,
+                idle_conns: 10_000,
+            }
+        } else {
+            Plan {
+                reps: 3,
+                sync_1: 20_000,
+                sync_32: 200_000,
+                oneway_32b: 2_000_000,
+                oneway_1k: 500_000,
+                broadcast_clients: 100,
+                broadcasts: 1_000,
+                idle_conns: 10_000,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Args {
+    json: Option<PathBuf>,
+    quick: bool,
+    only: Option<String>,
+    serve_idle: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => args.json = Some(it.next().ok_or("--json needs a path")?.into()),
+            "--quick" => args.quick = true,
+            "--only" => args.only = Some(it.next().ok_or("--only needs a scenario name")?),
+            "--serve-idle" => {
+                args.serve_idle = Some(it.next().ok_or("--serve-idle needs goomerang|raw")?)
+            }
+            "-h" | "--help" => {
+                println!("usage: goomerang-bench [--json PATH] [--quick] [--only SCENARIO]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn median(mut values: Vec<Sample>, higher_is_better: bool) -> Sample {
+    values.sort_by(|a, b| a.value.total_cmp(&b.value));
+    let _ = higher_is_better;
+    values[values.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if let Some(kind) = args.serve_idle {
+        return runtime.block_on(idle::serve(&kind));
+    }
+    let plan = Plan::new(args.quick);
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        type Run = fn(
+            Plan,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<(Sample, Sample), Box<dyn std::error::Error>>,
+                    >,
+            >,
+        >;
+        let scenarios: [(&'static str, &'static str, bool, Run); 6] = [
+            ("sync_1", "req/s", true, |p| {
+                Box::pin(async move {
+                    Ok((gm::sync(p.sync_1, 1).await?, raw::sync(p.sync_1, 1).await?))
+                })
+            }),
+            ("sync_32", "req/s", true, |p| {
+                Box::pin(async move {
+                    Ok((
+                        gm::sync(p.sync_32, 32).await?,
+                        raw::sync(p.sync_32, 32).await?,
+                    ))
+                })
+            }),
+            ("oneway_32b", "msg/s", true, |p| {
+                Box::pin(async move {
+                    Ok((
+                        gm::oneway(p.oneway_32b, 32).await?,
+                        raw::oneway(p.oneway_32b, 32).await?,
+                    ))
+                })
+            }),
+            ("oneway_1k", "msg/s", true, |p| {
+                Box::pin(async move {
+                    Ok((
+                        gm::oneway(p.oneway_1k, 1024).await?,
+                        raw::oneway(p.oneway_1k, 1024).await?,
+                    ))
+                })
+            }),
+            ("broadcast_100", "s", false, |p| {
+                Box::pin(async move {
+                    Ok((
+                        gm::broadcast(p.broadcast_clients, p.broadcasts).await?,
+                        raw::broadcast(p.broadcast_clients, p.broadcasts).await?,
+                    ))
+                })
+            }),
+            ("idle_conn_kib", "KiB", false, |p| {
+                Box::pin(async move {
+                    Ok((
+                        idle::measure("goomerang", p.idle_conns).await?.0,
+                        idle::measure("raw", p.idle_conns).await?.0,
+                    ))
+                })
+            }),
+        ];
+        for (name, unit, higher, run) in scenarios {
+            if !wanted(name) && !(name == "idle_conn_kib" && wanted("connect_10k")) {
+                continue;
+            }
+            let mut gms = Vec::new();
+            let mut raws = Vec::new();
+            for _ in 0..plan.reps {
+                let (g, r) = tokio::time::timeout(Duration::from_secs(300), run(plan)).await??;
+                gms.push(g);
+                raws.push(r);
+            }
+            let (g, r) = (median(gms, higher), median(raws, higher));
+            rows.push(Row {
+                name,
+                unit,
+                higher_is_better: higher,
+                goomerang: g.value,
+                raw: r.value,
+                goomerang_p50_us: g.p50_us,
+                goomerang_p99_us: g.p99_us,
+            });
+        }
+        if wanted("connect_10k") {
+            let mut gms = Vec::new();
+            let mut raws = Vec::new();
+            for _ in 0..plan.reps {
+                gms.push(idle::measure("goomerang", plan.idle_conns).await?.1);
+                raws.push(idle::measure("raw", plan.idle_conns).await?.1);
+            }
+            let (g, r) = (median(gms, false), median(raws, false));
+            rows.push(Row {
+                name: "connect_10k",
+                unit: "s",
+                higher_is_better: false,
+                goomerang: g.value,
+                raw: r.value,
+                goomerang_p50_us: None,
+                goomerang_p99_us: None,
+            });
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    print_table(&rows, &plan);
+    if let Some(path) = args.json {
+        std::fs::write(&path, to_json(&rows))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row], plan: &Plan) {
+    println!(
+        "\ngoomerang-bench ({} repetition(s), median reported; 127.0.0.1, 2 worker threads)\n",
+        plan.reps
+    );
+    println!(
+        "{:<15} {:>8} {:>14} {:>14} {:>10} {:>10} {:>10}",
+        "scenario", "unit", "goomerang", "raw", "ratio", "p50 µs", "p99 µs"
+    );
+    for row in rows {
+        // Ratio > 1 means goomerang is better, whichever direction the unit goes.
+        let ratio = if row.higher_is_better {
+            row.goomerang / row.raw
+        } else {
+            row.raw / row.goomerang
+        };
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        println!(
+            "{:<15} {:>8} {:>14.2} {:>14.2} {:>9.2}x {:>10} {:>10}",
+            row.name,
+            row.unit,
+            row.goomerang,
+            row.raw,
+            ratio,
+            opt(row.goomerang_p50_us),
+            opt(row.goomerang_p99_us)
+        );
+    }
+}
+
+fn to_json(rows: &[Row]) -> String {
+    let num = |v: f64| {
+        if v.is_finite() {
+            format!("{v}")
+        } else {
+            "null".to_owned()
+        }
+    };
+    let opt = |v: Option<f64>| v.map_or("null".to_owned(), num);
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"name\": \"{}\", \"unit\": \"{}\", \"higher_is_better\": {}, \"goomerang\": {}, \"raw\": {}, \"goomerang_p50_us\": {}, \"goomerang_p99_us\": {}, \"ratio\": {}}}",
+                r.name,
+                r.unit,
+                r.higher_is_better,
+                num(r.goomerang),
+                num(r.raw),
+                opt(r.goomerang_p50_us),
+                opt(r.goomerang_p99_us),
+                num(if r.higher_is_better { r.goomerang / r.raw } else { r.raw / r.goomerang }),
+            )
+        })
+        .collect();
+    format!("{{\"scenarios\": [\n  {}\n]}}\n", items.join(",\n  "))
+}
+
+/// p50 and p99 of latencies, in microseconds.
+fn percentiles(mut latencies: Vec<Duration>) -> (Option<f64>, Option<f64>) {
+    if latencies.is_empty() {
+        return (None, None);
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    (Some(at(0.50)), Some(at(0.99)))
+}

@@ -165,14 +165,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ))
                 })
             }),
-            ("idle_conn_kib", "KiB", false, |p| {
-                Box::pin(async move {
-                    Ok((
-                        idle::measure("goomerang", p.idle_conns).await?.0,
-                        idle::measure("raw", p.idle_conns).await?.0,
-                    ))
-                })
-            }),
         ];
         for (name, unit, higher, run) in scenarios {
             if !wanted(name) {

@@ -447,7 +447,10 @@ impl Connection {
                 )));
             }
         }
-        lock(&self.inner.inflight).clear();
+        let running: Vec<_> = lock(&self.inner.inflight).drain().collect();
+        for (_, token) in running {
+            token.cancel();
+        }
     }
 
     pub(crate) fn config(&self) -> &crate::Config {

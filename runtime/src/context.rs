@@ -22,8 +22,40 @@ pub struct Context {
 struct Inner {
     metadata: Metadata,
     headers: Headers,
-    cancel: CancellationToken,
+    cancel: Cancel,
     deadline: Option<Instant>,
+}
+
+/// What cancels a handler.
+pub(crate) enum Cancel {
+    /// A request's own token: cancelled by CANCEL, its deadline, or the connection's end.
+    Own(CancellationToken),
+    /// One-way work: only the owner's shutdown deadline stops it. Borrowed, never
+    /// cloned per message (cloning a shared token takes its lock).
+    Owner(std::sync::Arc<crate::shared::Shared>),
+}
+
+impl Cancel {
+    pub(crate) fn is_cancelled(&self) -> bool {
+        match self {
+            Cancel::Own(token) => token.is_cancelled(),
+            Cancel::Owner(shared) => shared.abort.is_cancelled(),
+        }
+    }
+
+    pub(crate) async fn cancelled(&self) {
+        match self {
+            Cancel::Own(token) => token.cancelled().await,
+            Cancel::Owner(shared) => shared.abort.cancelled().await,
+        }
+    }
+
+    /// Makes sure everything watching learns the work stopped.
+    pub(crate) fn cancel(&self) {
+        if let Cancel::Own(token) = self {
+            token.cancel();
+        }
+    }
 }
 
 impl Context {
@@ -31,7 +63,7 @@ impl Context {
         conn: Connection,
         metadata: Metadata,
         headers: Headers,
-        cancel: CancellationToken,
+        cancel: Cancel,
         deadline: Option<Instant>,
     ) -> Context {
         Context {
@@ -84,7 +116,7 @@ impl Context {
         self.inner.cancel.cancelled().await;
     }
 
-    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+    pub(crate) fn cancel(&self) -> &Cancel {
         &self.inner.cancel
     }
 }

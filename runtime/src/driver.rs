@@ -2,6 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,9 +15,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{CloseInfo, Connection, Initiator, Outbound};
-use crate::context::Context;
+use crate::context::{Cancel, Context};
 use crate::error::Error;
 use crate::frame;
 use crate::handler::{Encoded, Kind, Route};
@@ -438,18 +440,19 @@ impl Dispatcher {
             return;
         };
         let cancel = if is_request {
-            let token = conn.inner.closed.child_token();
-            if !conn.register_inflight(id, token.clone()) {
+            // Cancelled by CANCEL, or by `finish` when the connection ends.
+            let token = CancellationToken::new();
+            if conn.is_closed() || !conn.register_inflight(id, token.clone()) {
                 let status =
                     Status::invalid_argument(format!("request id {id} is already in flight"));
                 conn.reply(id, Err(status)).await;
                 return;
             }
-            token
+            Cancel::Own(token)
         } else {
             // One-way work outlives its connection (nothing is lost when the
             // peer closes right after sending); only a shutdown deadline stops it.
-            shared.abort.child_token()
+            Cancel::Owner(Arc::clone(shared))
         };
         let deadline = (is_request && frame.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(u64::from(frame.timeout_ms)));
@@ -475,6 +478,24 @@ impl Dispatcher {
             }
             return;
         }
+        let mut run = Box::pin(job.run());
+        // Fast path: with room under both caps, run the handler here until its
+        // first await; only work that suspends becomes a task of its own.
+        if let (Ok(local), Ok(global)) = (self.per_conn.try_acquire(), shared.global.try_acquire())
+        {
+            if futures_util::poll!(run.as_mut()).is_ready() {
+                return;
+            }
+            local.forget();
+            global.forget();
+            let (per_conn, global) = (Arc::clone(&self.per_conn), Arc::clone(&shared.global));
+            shared.handlers.spawn(async move {
+                run.await;
+                per_conn.add_permits(1);
+                global.add_permits(1);
+            });
+            return;
+        }
         let permits = async {
             let local = Arc::clone(&self.per_conn).acquire_owned().await.ok()?;
             let global = Arc::clone(&shared.global).acquire_owned().await.ok()?;
@@ -486,7 +507,7 @@ impl Dispatcher {
         };
         if let Some(permits) = permits {
             shared.handlers.spawn(async move {
-                job.run().await;
+                run.await;
                 drop(permits);
             });
         }
@@ -519,7 +540,6 @@ impl Job {
             is_request,
         } = self;
         let conn = ctx.connection().clone();
-        let cancel = ctx.cancel_token().clone();
         let deadline = ctx.deadline();
         let id = ctx.metadata().correlation_id();
         let observed = ctx.clone();
@@ -529,11 +549,17 @@ impl Job {
             Instant::now()
         });
         let handler = AssertUnwindSafe((route.handler)(ctx, payload)).catch_unwind();
-        let result = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => None,
-            _ = sleep_until(deadline) => None,
-            result = handler => Some(result),
+        tokio::pin!(handler);
+        let cancel = observed.cancel();
+        // A handler that finishes on its first poll never registers for cancellation.
+        let result = match futures_util::poll!(handler.as_mut()) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                _ = sleep_until(deadline) => None,
+                result = &mut handler => Some(result),
+            },
         };
         if is_request {
             conn.remove_inflight(id);

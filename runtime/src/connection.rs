@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -89,6 +89,16 @@ pub(crate) struct Inner {
     pub(crate) kill: CancellationToken,
     local_close: Mutex<Option<(u16, String)>>,
     close_info: OnceLock<CloseInfo>,
+    /// Mirrors of `closed`, `closing` and `kill` for hot-path checks (a
+    /// token's `is_cancelled` takes a lock; these are one atomic load).
+    flags: Flags,
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    closed: AtomicBool,
+    closing: AtomicBool,
+    killed: AtomicBool,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,6 +131,7 @@ impl Connection {
             kill: CancellationToken::new(),
             local_close: Mutex::new(None),
             close_info: OnceLock::new(),
+            flags: Flags::default(),
         };
         (
             Connection {
@@ -142,7 +153,7 @@ impl Connection {
 
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.is_cancelled()
+        self.inner.flags.closed.load(Ordering::Acquire)
     }
 
     /// How the connection ended, once it has.
@@ -275,6 +286,7 @@ impl Connection {
             *local = Some((code, reason.clone()));
             let _ = self.inner.tx.send(Outbound::Close { code, reason });
         }
+        self.inner.flags.closing.store(true, Ordering::Release);
         self.inner.closing.cancel();
     }
 
@@ -287,7 +299,22 @@ impl Connection {
                 *local = Some((code, truncate(reason, MAX_CLOSE_REASON).to_owned()));
             }
         }
+        self.kill();
+    }
+
+    /// Drops the connection at once, recording nothing (see [`abort`](Self::abort)).
+    pub(crate) fn kill(&self) {
+        self.inner.flags.killed.store(true, Ordering::Release);
         self.inner.kill.cancel();
+    }
+
+    pub(crate) fn is_killed(&self) -> bool {
+        self.inner.flags.killed.load(Ordering::Acquire)
+    }
+
+    /// Whether this side started a close handshake.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.flags.closing.load(Ordering::Acquire)
     }
 
     pub(crate) fn local_close(&self) -> Option<(u16, String)> {
@@ -307,7 +334,7 @@ impl Connection {
                 max,
             });
         }
-        if self.is_closed() || self.inner.closing.is_cancelled() {
+        if self.is_closed() || self.is_closing() {
             return Err(self.closed_error());
         }
         Ok(())
@@ -317,6 +344,10 @@ impl Connection {
     pub(crate) async fn enqueue(&self, bytes: Bytes) -> Result<(), Error> {
         self.check_sendable(&bytes)?;
         let permits = self.permits_for(bytes.len());
+        if let Ok(permit) = self.inner.budget.try_acquire_many(permits) {
+            permit.forget();
+            return self.push(Outbound::Frame { bytes, permits });
+        }
         tokio::select! {
             biased;
             _ = self.inner.closed.cancelled() => return Err(self.closed_error()),
@@ -435,6 +466,7 @@ impl Connection {
     /// Marks the connection ended: fails every waiting request, cancels request handlers.
     pub(crate) fn finish(&self, info: CloseInfo) {
         let _ = self.inner.close_info.set(info);
+        self.inner.flags.closed.store(true, Ordering::Release);
         self.inner.closed.cancel();
         self.inner.budget.close();
         let waiters: Vec<_> = lock(&self.inner.pending).drain().collect();

@@ -53,7 +53,7 @@ pub(crate) async fn run<S>(
     // The writer stops on `closed` once its queue holds no more (a close frame
     // goes out first); a writer stuck on a dead socket is cut off, at once if
     // the connection was killed.
-    let grace = if conn.inner.kill.is_cancelled() {
+    let grace = if conn.is_killed() {
         Duration::ZERO
     } else {
         shared.config.close_timeout
@@ -114,13 +114,13 @@ async fn write_loop<S>(
         .await;
         conn.inner.budget.add_permits(released);
         if let Err(err) = result {
-            if !conn.is_closed() && !conn.inner.closing.is_cancelled() {
+            if !conn.is_closed() && !conn.is_closing() {
                 conn.inner
                     .shared
                     .hooks
                     .error(&Error::Transport(err), Some(&conn));
             }
-            conn.inner.kill.cancel();
+            conn.kill();
             break;
         }
         if sent_close {
@@ -148,14 +148,25 @@ where
     let mut closing = false;
     let mut remote_close: Option<(u16, String, bool)> = None;
     loop {
+        // Atomic checks on every frame: the control futures below are polled
+        // (and register wakers, which takes locks) only while the socket is idle.
+        if conn.is_killed() {
+            break;
+        }
+        if !closing && conn.is_closing() {
+            closing = true;
+            close_deadline
+                .as_mut()
+                .reset(Instant::now() + close_timeout);
+        }
+        if closing && close_deadline.is_elapsed() {
+            break;
+        }
         let next = tokio::select! {
             biased;
+            next = stream.next() => next,
             _ = conn.inner.kill.cancelled() => break,
-            _ = conn.inner.closing.cancelled(), if !closing => {
-                closing = true;
-                close_deadline.as_mut().reset(Instant::now() + close_timeout);
-                continue;
-            }
+            _ = conn.inner.closing.cancelled(), if !closing => continue,
             _ = &mut close_deadline, if closing => break,
             _ = &mut check, if keepalive.is_some() => {
                 let Some(k) = keepalive else { continue };
@@ -175,7 +186,6 @@ where
                 check.as_mut().reset(next_check);
                 continue;
             }
-            next = stream.next() => next,
         };
         if keepalive.is_some() {
             last_seen = Instant::now();
@@ -190,7 +200,7 @@ where
         };
         match message {
             WsMessage::Binary(bytes) => {
-                if conn.inner.closing.is_cancelled() {
+                if conn.is_closing() {
                     continue; // closing: the peer's data can no longer be answered
                 }
                 if let Err((code, detail)) = handle_binary(conn, dispatcher, bytes).await {

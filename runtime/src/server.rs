@@ -388,7 +388,7 @@ impl Server {
             .is_err()
         {
             for conn in self.connections() {
-                conn.inner.kill.cancel();
+                conn.kill();
             }
         }
         // Killed connections and aborted handlers end at their next await.

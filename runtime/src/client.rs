@@ -38,11 +38,38 @@ pub struct ClientBuilder {
     config: Config,
     hooks: Hooks,
     reconnect: Option<Reconnect>,
+    handshake: Handshake,
+}
+
+/// Extra headers and subprotocols the client sends with every (re)connect.
+#[derive(Debug, Clone, Default)]
+struct Handshake {
+    headers: http::HeaderMap,
+    subprotocols: Vec<String>,
 }
 
 impl ClientBuilder {
     routing_methods!();
     hook_methods!();
+
+    /// Sends a header with the WebSocket handshake (e.g. `authorization`), on
+    /// every connect and reconnect.
+    ///
+    /// # Panics
+    /// If `name` or `value` is not a valid HTTP header name or value.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+        let value = HeaderValue::from_str(value).expect("a valid header value");
+        self.handshake.headers.insert(name, value);
+        self
+    }
+
+    /// Offers an extra subprotocol after `goomerang.v1` — how browsers, which
+    /// cannot set headers, pass a token. The server sees it in `Handshake::subprotocols`.
+    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
+        self.handshake.subprotocols.push(protocol.into());
+        self
+    }
 
     /// The reconnect policy; `None` turns reconnection off (a lost connection
     /// then leaves the client CLOSED). Default: [`Reconnect::default()`].
@@ -71,6 +98,7 @@ impl ClientBuilder {
                 connecting: tokio::sync::Mutex::new(()),
                 next_conn: AtomicU64::new(1),
                 reconnect: self.reconnect,
+                handshake: self.handshake,
                 subscriptions: Mutex::new(BTreeSet::new()),
                 stop: Mutex::new(stop),
             }),
@@ -104,6 +132,7 @@ struct ClientInner {
     connecting: tokio::sync::Mutex<()>,
     next_conn: AtomicU64,
     reconnect: Option<Reconnect>,
+    handshake: Handshake,
     /// Topics this client subscribed to, renewed after every reconnection.
     subscriptions: Mutex<BTreeSet<Subscription>>,
     /// Cancelled by `close` (and replaced at the next `connect`): stops the supervisor.
@@ -127,6 +156,7 @@ impl Client {
             config: Config::default(),
             hooks: Hooks::default(),
             reconnect: Some(Reconnect::default()),
+            handshake: Handshake::default(),
         }
     }
 
@@ -152,7 +182,7 @@ impl Client {
             *stop = CancellationToken::new();
             stop.clone()
         };
-        let ws = dial(url, &self.inner.shared.config).await?;
+        let ws = dial(url, &self.inner.shared.config, &self.inner.handshake).await?;
         let shared = &self.inner.shared;
         shared.set_shutting_down(false);
         shared.handlers.reopen();
@@ -407,7 +437,8 @@ impl ClientInner {
             _ => None,
         };
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) = Connection::new(id, peer, Arc::clone(&self.shared));
+        let (conn, rx) =
+            Connection::new(id, peer, Arc::clone(&self.shared), http::Extensions::new());
         self.current.send_replace(Some(conn.clone()));
         self.state.set(State::Running);
         self.shared.hooks.state(State::Running);
@@ -445,6 +476,7 @@ async fn supervise(
             return;
         }
         let config = client.shared.config.clone();
+        let handshake = client.handshake.clone();
         let mut jitter = Jitter::new(conn.id() ^ Arc::as_ptr(&client) as u64);
         drop(client);
         let mut attempt = 0;
@@ -457,7 +489,7 @@ async fn supervise(
                 _ = stop.cancelled() => return,
                 dialled = async {
                     tokio::time::sleep(delay).await;
-                    dial(&url, &config).await
+                    dial(&url, &config, &handshake).await
                 } => dialled,
             };
             match dialled {
@@ -514,15 +546,24 @@ fn subscription_frame(kind: FrameKind, sub: &Subscription) -> Frame {
 }
 
 /// Opens the WebSocket, offering our subprotocol.
-async fn dial(url: &str, config: &Config) -> Result<Ws, Error> {
+async fn dial(url: &str, config: &Config, handshake: &Handshake) -> Result<Ws, Error> {
     let mut request = url.into_client_request().map_err(|err| Error::InvalidUrl {
         url: url.to_owned(),
         reason: err.to_string(),
     })?;
-    request.headers_mut().insert(
-        http::header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
+    let headers = request.headers_mut();
+    for (name, value) in &handshake.headers {
+        headers.insert(name, value.clone());
+    }
+    let protocols = std::iter::once(SUBPROTOCOL)
+        .chain(handshake.subprotocols.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let protocols = HeaderValue::from_str(&protocols).map_err(|_| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: "a subprotocol is not a valid header value".into(),
+    })?;
+    headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocols);
     tokio_tungstenite::connect_async_with_config(request, Some(config.websocket()), true)
         .await
         .map(|(ws, _response)| ws)

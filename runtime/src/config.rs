@@ -26,6 +26,7 @@ pub struct Config {
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) max_subscriptions_per_connection: usize,
     pub(crate) slow_consumer: SlowConsumer,
+    pub(crate) max_connections: usize,
 }
 
 /// Keepalive timing: a ping after `interval` of silence from the peer; no
@@ -68,6 +69,7 @@ impl Default for Config {
             }),
             max_subscriptions_per_connection: 1024,
             slow_consumer: SlowConsumer::Disconnect,
+            max_connections: 100_000,
         }
     }
 }
@@ -154,6 +156,13 @@ impl Config {
     /// (server). Default [`SlowConsumer::Disconnect`].
     pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
         self.slow_consumer = policy;
+        self
+    }
+
+    /// Connections a server holds at once; upgrades beyond it get HTTP 503.
+    /// Default 100,000.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
         self
     }
 

@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) kill: CancellationToken,
     local_close: Mutex<Option<(u16, String)>>,
     close_info: OnceLock<CloseInfo>,
+    /// What the server's `on_open` hook attached (empty on clients).
+    state: http::Extensions,
     /// Mirrors of `closed`, `closing` and `kill` for hot-path checks (a
     /// token's `is_cancelled` takes a lock; these are one atomic load).
     flags: Flags,
@@ -113,6 +115,7 @@ impl Connection {
         id: u64,
         peer_addr: Option<SocketAddr>,
         shared: Arc<Shared>,
+        state: http::Extensions,
     ) -> (Connection, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let budget_size = shared.config.outbound_queue_bytes;
@@ -132,6 +135,7 @@ impl Connection {
             local_close: Mutex::new(None),
             close_info: OnceLock::new(),
             flags: Flags::default(),
+            state,
         };
         (
             Connection {
@@ -149,6 +153,13 @@ impl Connection {
     /// The peer's socket address, when known.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer_addr
+    }
+
+    /// State the server's [`on_open`](crate::ServerBuilder::on_open) hook
+    /// attached with [`Accept::with`](crate::Accept::with), e.g. the
+    /// authenticated identity. `None` if nothing of type `T` was attached.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner.state.get::<T>()
     }
 
     /// Whether the connection has ended.

@@ -24,6 +24,7 @@ use crate::connection::{Connection, lock};
 use crate::driver;
 use crate::error::Error;
 use crate::frame::{self, SUBPROTOCOL};
+use crate::handshake::{self, Accept, Handshake, OnOpen, Origins, Reject};
 use crate::hooks::{Hooks, hook_methods};
 use crate::hub::Hub;
 use crate::message::{IntoMessage, Payload};
@@ -46,6 +47,9 @@ pub struct ServerBuilder {
     hooks: Hooks,
     path: String,
     backplane: SharedBackplane,
+    routes: axum::Router,
+    on_open: Option<OnOpen>,
+    origins: Option<Origins>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -54,6 +58,8 @@ impl fmt::Debug for ServerBuilder {
             .field("router", &self.router)
             .field("config", &self.config)
             .field("path", &self.path)
+            .field("on_open", &self.on_open.is_some())
+            .field("origins", &self.origins)
             .finish()
     }
 }
@@ -61,6 +67,52 @@ impl fmt::Debug for ServerBuilder {
 impl ServerBuilder {
     routing_methods!();
     hook_methods!();
+
+    /// Serves these HTTP routes on the same port as the WebSocket endpoint
+    /// (e.g. `/health`, `/metrics`). Merged with earlier calls; a route on the
+    /// WebSocket path is a start-up error (axum panics on overlapping routes).
+    pub fn routes(mut self, routes: axum::Router) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// Runs before every upgrade with the request (headers, query, peer
+    /// address, offered subprotocols): return [`Accept`] — optionally with
+    /// state the connection carries, read by `Connection::state` — or
+    /// [`Reject`] to answer with an HTTP status instead (401, 403, ...).
+    /// Setting it again replaces the previous hook.
+    ///
+    /// ```
+    /// use goomerang::{Accept, Reject, Server};
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// let server = Server::builder()
+    ///     .on_open(|hs| async move {
+    ///         match hs.header("authorization").or(hs.query("token").as_deref()) {
+    ///             Some("secret") => Ok(Accept::new().with(User("ada".into()))),
+    ///             _ => Err(Reject::unauthorized("missing or wrong token")),
+    ///         }
+    ///     })
+    ///     .build();
+    /// # let _ = server;
+    /// ```
+    pub fn on_open<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Accept, Reject>> + Send + 'static,
+    {
+        self.on_open = Some(handshake::on_open(hook));
+        self
+    }
+
+    /// Browser origins allowed to connect: exact (`https://app.example.com`)
+    /// or subdomain wildcards (`https://*.example.com`); `*` allows any. Other
+    /// origins get HTTP 403. Requests without an Origin header (non-browser
+    /// clients) are always allowed. Default: any origin.
+    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.origins = Some(Origins::new(origins));
+        self
+    }
 
     /// Carries broadcasts and publishes to other replicas; see [`Backplane`].
     /// Default [`LocalOnly`](crate::LocalOnly).
@@ -129,6 +181,9 @@ impl ServerBuilder {
                 addr: Mutex::new(None),
                 next_conn: AtomicU64::new(1),
                 stop: CancellationToken::new(),
+                routes: self.routes,
+                on_open: self.on_open,
+                origins: self.origins,
             }),
         }
     }
@@ -164,6 +219,10 @@ struct ServerInner {
     next_conn: AtomicU64,
     /// Cancelled at the end of shutdown: stops accepting, which ends `serve`.
     stop: CancellationToken,
+    /// The user's routes served beside the endpoint.
+    routes: axum::Router,
+    on_open: Option<OnOpen>,
+    origins: Option<Origins>,
 }
 
 impl Server {
@@ -175,6 +234,9 @@ impl Server {
             hooks: Hooks::default(),
             path: DEFAULT_PATH.to_owned(),
             backplane: Arc::new(LocalOnly),
+            routes: axum::Router::new(),
+            on_open: None,
+            origins: None,
         }
     }
 
@@ -195,22 +257,11 @@ impl Server {
     /// when the server is not NEW; [`Error::Listen`] if the listener fails.
     pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
         let addr = listener.local_addr().map_err(Error::Listen)?;
-        self.inner
-            .state
-            .transition(State::New, State::Running)
-            .map_err(|found| match found {
-                State::Running => Error::AlreadyRunning,
-                State::Closing => Error::ShuttingDown,
-                _ => Error::Closed,
-            })?;
+        self.start()?;
         *lock(&self.inner.addr) = Some(addr);
-        self.inner.hub.backplane.start(Inbound {
-            hub: Arc::downgrade(&self.inner.hub),
-        });
-        self.inner.shared.hooks.state(State::Running);
         tracing::info!(%addr, path = %self.inner.path, "goomerang server running");
         let app = self
-            .router()
+            .app()
             .into_make_service_with_connect_info::<SocketAddr>();
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -222,12 +273,41 @@ impl Server {
             .map_err(Error::Listen)
     }
 
-    /// An axum `Router` with the WebSocket endpoint, to serve yourself or merge
-    /// into a larger app (the server must then be started by `serve` to be RUNNING).
-    pub fn router(&self) -> axum::Router {
+    /// Starts the server (NEW → RUNNING) without a listener of its own and
+    /// returns its routes — the WebSocket endpoint plus [`routes`](ServerBuilder::routes) —
+    /// to mount inside an axum (tower) application you serve yourself. Serve
+    /// that app with `into_make_service_with_connect_info::<SocketAddr>()` for
+    /// peer addresses. [`shutdown`](Self::shutdown) works as usual; stopping the
+    /// outer app is yours.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve) when the server is not NEW.
+    pub fn mount(&self) -> Result<axum::Router, Error> {
+        self.start()?;
+        Ok(self.app())
+    }
+
+    fn start(&self) -> Result<(), Error> {
+        self.inner
+            .state
+            .transition(State::New, State::Running)
+            .map_err(|found| match found {
+                State::Running => Error::AlreadyRunning,
+                State::Closing => Error::ShuttingDown,
+                _ => Error::Closed,
+            })?;
+        self.inner.hub.backplane.start(Inbound {
+            hub: Arc::downgrade(&self.inner.hub),
+        });
+        self.inner.shared.hooks.state(State::Running);
+        Ok(())
+    }
+
+    fn app(&self) -> axum::Router {
         axum::Router::new()
             .route(&self.inner.path, axum::routing::any(upgrade))
             .with_state(Arc::clone(&self.inner))
+            .merge(self.inner.routes.clone())
     }
 
     /// The address being served, once running.
@@ -419,6 +499,18 @@ impl fmt::Debug for Server {
     }
 }
 
+/// The subprotocols a client offered, in order.
+fn offered_subprotocols(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 fn reject(status: StatusCode, message: &str) -> Response {
     (status, message.to_owned()).into_response()
 }
@@ -465,14 +557,7 @@ fn validate_upgrade(
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return Err(reject(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
     };
-    let offered: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let offered = offered_subprotocols(headers);
     if !offered.is_empty() && !offered.contains(&SUBPROTOCOL) {
         return Err(reject(
             StatusCode::BAD_REQUEST,
@@ -495,14 +580,50 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
         Ok(checked) => checked,
         Err(response) => return response,
     };
+    if let Some(origins) = &server.origins {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        if !origins.allows(origin) {
+            return reject(
+                StatusCode::FORBIDDEN,
+                &format!("origin {} is not allowed", origin.unwrap_or("")),
+            );
+        }
+    }
+    if server.hub.count() >= server.shared.config.max_connections {
+        return reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is at its connection limit",
+        );
+    }
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
+    let state = match &server.on_open {
+        None => http::Extensions::new(),
+        Some(on_open) => {
+            let handshake = Handshake {
+                uri: req.uri().clone(),
+                headers: req.headers().clone(),
+                peer_addr: peer,
+                subprotocols: offered_subprotocols(req.headers())
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            match on_open(handshake).await {
+                Ok(accepted) => accepted.state,
+                Err(refused) => return reject(refused.status, &refused.reason),
+            }
+        }
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(&server.shared);
-    let (conn, rx) = Connection::new(id, peer, Arc::clone(&shared));
+    let (conn, rx) = Connection::new(id, peer, Arc::clone(&shared), state);
     server.hub.register(&conn);
     let registry = Arc::clone(&server.hub);
     shared.connections.spawn(async move {

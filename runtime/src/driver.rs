@@ -16,6 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::connection::{CloseInfo, Connection, Initiator, Outbound};
 use crate::context::{Cancel, Context};
@@ -45,10 +46,18 @@ pub(crate) async fn run<S>(
     let mut writer = tokio::spawn(write_loop(sink, rx, conn.clone()));
     let shared = Arc::clone(&conn.inner.shared);
     shared.hooks.connect(&conn);
-    let info = {
+    let span = tracing::debug_span!(
+        "goomerang.connection",
+        conn = conn.id(),
+        peer = ?conn.peer_addr(),
+        side = ?shared.side,
+    );
+    let info = async {
         let mut dispatcher = Dispatcher::new(&conn);
         read_loop(stream, &conn, &mut dispatcher).await
-    };
+    }
+    .instrument(span)
+    .await;
     conn.finish(info.clone());
     // The writer stops on `closed` once its queue holds no more (a close frame
     // goes out first); a writer stuck on a dead socket is cut off, at once if
@@ -558,7 +567,16 @@ impl Job {
             hooks.handler_start(&observed);
             Instant::now()
         });
-        let handler = AssertUnwindSafe((route.handler)(ctx, payload)).catch_unwind();
+        let span = tracing::debug_span!(
+            "goomerang.handle",
+            r#type = %observed.metadata().type_name(),
+            id,
+            conn = conn.id(),
+            traceparent = observed.header("traceparent"),
+        );
+        let handler = AssertUnwindSafe((route.handler)(ctx, payload))
+            .catch_unwind()
+            .instrument(span);
         tokio::pin!(handler);
         let cancel = observed.cancel();
         // A handler that finishes on its first poll never registers for cancellation.

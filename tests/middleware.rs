@@ -244,3 +244,96 @@ async fn one_way_handler_errors_reach_the_error_hook() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn rate_limit_refuses_then_closes_with_policy_violation() {
+    bounded(async {
+        // Practically no refill during the test: 3 messages, then refusals.
+        let server = start(
+            Server::builder()
+                .middleware(middleware::rate_limit(0.001, 3).close_after(4))
+                .request(|_ctx, p: Ping| async move {
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: p.text,
+                    })
+                }),
+        )
+        .await;
+        let (tx, mut closes) = mpsc::unbounded_channel();
+        let client = server
+            .connect(
+                Client::builder()
+                    .reconnect(None)
+                    .on_disconnect(move |_, info| {
+                        let _ = tx.send((info.code, info.reason.clone()));
+                    }),
+            )
+            .await;
+        for n in 0..3 {
+            client
+                .request::<_, Pong>(Ping {
+                    n,
+                    text: String::new(),
+                })
+                .await
+                .expect("within the burst");
+        }
+        for _ in 0..4 {
+            let err = client
+                .request::<_, Pong>(Ping::default())
+                .await
+                .expect_err("limited");
+            assert_eq!(err.code(), Code::ResourceExhausted);
+            assert!(err.message().contains("rate limit"), "{err}");
+        }
+        // The fifth refusal in a row closes the connection with 1008.
+        let _ = client.request::<_, Pong>(Ping::default()).await;
+        assert_eq!(
+            closes.recv().await,
+            Some((1008, "rate limit exceeded".to_owned()))
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rate_limits_are_per_connection() {
+    bounded(async {
+        let server = start(
+            Server::builder()
+                .middleware(middleware::rate_limit(0.001, 2))
+                .request(|_ctx, p: Ping| async move {
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: p.text,
+                    })
+                }),
+        )
+        .await;
+        let (a, b) = (server.client().await, server.client().await);
+        for _ in 0..2 {
+            a.request::<_, Pong>(Ping::default())
+                .await
+                .expect("a within burst");
+        }
+        assert_eq!(
+            a.request::<_, Pong>(Ping::default())
+                .await
+                .expect_err("a limited")
+                .code(),
+            Code::ResourceExhausted
+        );
+        // b has its own bucket.
+        for _ in 0..2 {
+            b.request::<_, Pong>(Ping::default())
+                .await
+                .expect("b within burst");
+        }
+        a.close().await.expect("close");
+        b.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

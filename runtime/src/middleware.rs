@@ -168,3 +168,94 @@ impl Middleware for Timeout {
         })
     }
 }
+
+/// Limits each connection to `per_second` messages with bursts of `burst`
+/// (a token bucket per connection). Over the limit, requests get
+/// RESOURCE_EXHAUSTED (one-way messages are refused through `on_error`); a
+/// connection that keeps going — more than [`RateLimit::close_after`]
+/// refusals in a row, default `burst` — is closed with 1008 (policy violation).
+pub fn rate_limit(per_second: f64, burst: u32) -> RateLimit {
+    RateLimit {
+        per_second: per_second.max(0.0),
+        burst: f64::from(burst.max(1)),
+        close_after: burst.max(1),
+        buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        calls: std::sync::atomic::AtomicU64::new(0),
+    }
+}
+
+/// See [`rate_limit`].
+#[derive(Debug)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    close_after: u32,
+    /// One bucket per connection id; closed connections are pruned every 4096 calls.
+    buckets: std::sync::Mutex<std::collections::HashMap<u64, Bucket>>,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: tokio::time::Instant,
+    strikes: u32,
+    conn: crate::Connection,
+}
+
+impl RateLimit {
+    /// Refusals in a row after which the connection is closed with 1008.
+    pub fn close_after(mut self, strikes: u32) -> RateLimit {
+        self.close_after = strikes.max(1);
+        self
+    }
+
+    /// Takes a token for `conn`; `Err(strikes)` when there is none.
+    fn take(&self, conn: &crate::Connection) -> Result<(), u32> {
+        let now = tokio::time::Instant::now();
+        let mut buckets = crate::connection::lock(&self.buckets);
+        if self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % 4096
+            == 4095
+        {
+            buckets.retain(|_, b| !b.conn.is_closed());
+        }
+        let bucket = buckets.entry(conn.id()).or_insert_with(|| Bucket {
+            tokens: self.burst,
+            last: now,
+            strikes: 0,
+            conn: conn.clone(),
+        });
+        let refill = now.duration_since(bucket.last).as_secs_f64() * self.per_second;
+        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            bucket.strikes = 0;
+            Ok(())
+        } else {
+            bucket.strikes += 1;
+            Err(bucket.strikes)
+        }
+    }
+}
+
+impl Middleware for RateLimit {
+    fn call(&self, ctx: Context, payload: Bytes, next: Next) -> BoxFuture<Outcome> {
+        match self.take(ctx.connection()) {
+            Ok(()) => next.run(ctx, payload),
+            Err(strikes) => {
+                if strikes > self.close_after {
+                    ctx.connection().start_close(1008, "rate limit exceeded");
+                }
+                let status = Status::resource_exhausted(format!(
+                    "rate limit: {} messages per second, bursts of {}",
+                    self.per_second, self.burst
+                ));
+                Box::pin(std::future::ready(Err(status)))
+            }
+        }
+    }
+}

@@ -77,3 +77,195 @@ async fn spans_name_the_connection_and_each_message_with_its_traceparent() {
     );
     assert!(handled.contains(TRACEPARENT), "{handled}");
 }
+
+/// A plain HTTP/1.1 GET over TCP; returns the body.
+async fn scrape(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The value of the sample line `name{labels}` (exact label text).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_scrape_after_traffic_shows_the_counters() {
+    bounded(async {
+        let server = start(
+            Server::builder()
+                .metrics_path("/metrics")
+                .allowed_origins(["https://app.example.com"])
+                .request(|_ctx, p: Ping| async move {
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: p.text,
+                    })
+                })
+                .message(|_ctx, _n: Note| async {}),
+        )
+        .await;
+        let client = server.client().await;
+        for n in 0..5 {
+            client
+                .request::<_, Pong>(Ping {
+                    n,
+                    text: String::new(),
+                })
+                .await
+                .expect("reply");
+        }
+        client.send(Note::default()).await.expect("send");
+        client
+            .send(Seq { n: 1 })
+            .await
+            .expect("unknown type, reported");
+        client.subscribe("news.>").await.expect("subscribe");
+        client
+            .publish("news.today", Note::default())
+            .await
+            .expect("publish");
+        server.server.broadcast(Note::default()).expect("broadcast");
+        let refused = goomerang::Client::builder()
+            .header("origin", "https://evil.com")
+            .connect(&server.url())
+            .await;
+        assert!(refused.is_err());
+        // Round trip so the server has handled everything sent before.
+        client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect("reply");
+
+        let text = scrape(server.addr, "/metrics").await;
+        assert!(
+            sample(
+                &text,
+                r#"goomerang_received_messages_total{side="server",type="test.v1.Ping"}"#
+            ) >= 6.0
+        );
+        assert!(
+            sample(
+                &text,
+                r#"goomerang_received_messages_total{side="server",type="test.v1.Note"}"#
+            ) >= 1.0
+        );
+        assert!(
+            sample(
+                &text,
+                r#"goomerang_received_messages_total{side="server",type="unknown"}"#
+            ) >= 1.0
+        );
+        assert!(
+            sample(
+                &text,
+                r#"goomerang_handler_duration_seconds_count{side="server",type="test.v1.Ping"}"#
+            ) >= 6.0
+        );
+        assert!(sample(&text, r#"goomerang_received_bytes_total{side="server"}"#) > 0.0);
+        assert!(sample(&text, r#"goomerang_sent_frames_total{side="server"}"#) >= 6.0);
+        assert_eq!(
+            sample(&text, r#"goomerang_connections{side="server"}"#),
+            1.0
+        );
+        assert_eq!(sample(&text, r#"goomerang_state{side="server"}"#), 1.0);
+        assert_eq!(
+            sample(&text, r#"goomerang_subscribe_total{side="server"}"#),
+            1.0
+        );
+        assert!(sample(&text, r#"goomerang_publish_total{side="server"}"#) >= 1.0);
+        assert_eq!(
+            sample(
+                &text,
+                r#"goomerang_broadcast_duration_seconds_count{side="server"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"goomerang_rejected_handshakes_total{side="server",status="403"}"#
+            ),
+            1.0
+        );
+        assert!(
+            sample(
+                &text,
+                r#"goomerang_errors_total{side="server",kind="unknown_type"}"#
+            ) >= 1.0
+        );
+        // The client side measures its requests.
+        let client_text = client.metrics().render();
+        assert!(
+            sample(
+                &client_text,
+                r#"goomerang_request_duration_seconds_count{side="client",type="test.v1.Ping"}"#
+            ) >= 6.0
+        );
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[test]
+fn every_metric_the_grafana_dashboard_queries_is_exported() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root")
+        .to_path_buf();
+    let dashboard =
+        std::fs::read_to_string(root.join("examples/grafana/goomerang.json")).expect("dashboard");
+    let exported: std::collections::BTreeSet<String> = Server::builder()
+        .build()
+        .metrics()
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let mut queried = std::collections::BTreeSet::new();
+    for (i, _) in dashboard.match_indices("goomerang_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name)
+            .to_owned();
+        queried.insert(base);
+    }
+    queried.remove("goomerang_");
+    assert!(queried.len() >= 15, "the dashboard queries {queried:?}");
+    let missing: Vec<_> = queried.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics the runtime does not export: {missing:?}"
+    );
+    let unused: Vec<_> = exported.difference(&queried).collect();
+    assert!(
+        unused.is_empty(),
+        "exported metrics without a panel: {unused:?}"
+    );
+}

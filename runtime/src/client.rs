@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::frame::{self, SUBPROTOCOL};
 use crate::hooks::{Hooks, hook_methods};
 use crate::message::{IntoMessage, Payload, Response};
+use crate::metrics::Metrics;
 use crate::proto::{Frame, FrameKind};
 use crate::reconnect::{Jitter, Reconnect, WhileDisconnected};
 use crate::router::{Router, routing_methods};
@@ -88,7 +89,7 @@ impl ClientBuilder {
             inner: Arc::new(ClientInner {
                 shared: Shared::new(
                     Side::Client,
-                    self.router.finish(),
+                    self.router.finish(&self.hooks.metrics),
                     self.config,
                     self.hooks,
                     None,
@@ -154,7 +155,7 @@ impl Client {
         ClientBuilder {
             router: Router::new(),
             config: Config::default(),
-            hooks: Hooks::default(),
+            hooks: Hooks::new("client"),
             reconnect: Some(Reconnect::default()),
             handshake: Handshake::default(),
         }
@@ -197,6 +198,11 @@ impl Client {
             stop,
         ));
         Ok(())
+    }
+
+    /// This client's metrics (Prometheus text via [`Metrics::render`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.shared.hooks.metrics
     }
 
     /// The lifecycle state.

@@ -212,14 +212,21 @@ impl Connection {
     ) -> Result<Response<Resp>, Status> {
         let (payload, headers, timeout) = message.into_message().into_parts();
         let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
+        let type_name = Req::full_name();
         let frame = Frame {
             kind: FrameKind::Request as i32,
-            r#type: Req::full_name(),
+            r#type: type_name.clone(),
             headers,
             ..Frame::default()
         };
-        let reply = self.call(frame, &payload, timeout).await?;
-        decode_reply(reply)
+        let started = Instant::now();
+        let reply = self.call(frame, &payload, timeout).await;
+        self.inner
+            .shared
+            .hooks
+            .metrics
+            .observe_request(&type_name, started.elapsed());
+        decode_reply(reply?)
     }
 
     /// Sends an acknowledged control frame (SUBSCRIBE, UNSUBSCRIBE) and waits for its REPLY/ERROR.
@@ -382,6 +389,16 @@ impl Connection {
     }
 
     pub(crate) fn push(&self, item: Outbound) -> Result<(), Error> {
+        if let Outbound::Frame { bytes, permits } = &item {
+            let metrics = &self.inner.shared.hooks.metrics;
+            metrics.sent_frames.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .sent_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            metrics
+                .queued_bytes
+                .fetch_add(i64::from(*permits), Ordering::Relaxed);
+        }
         self.inner.tx.send(item).map_err(|_| self.closed_error())
     }
 

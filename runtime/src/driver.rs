@@ -2,6 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -122,6 +123,12 @@ async fn write_loop<S>(
         }
         .await;
         conn.inner.budget.add_permits(released);
+        conn.inner
+            .shared
+            .hooks
+            .metrics
+            .queued_bytes
+            .fetch_sub(released as i64, Ordering::Relaxed);
         if let Err(err) = result {
             if !conn.is_closed() && !conn.is_closing() {
                 conn.inner
@@ -293,6 +300,11 @@ async fn handle_binary(
     dispatcher: &mut Dispatcher,
     bytes: Bytes,
 ) -> Result<(), (u16, String)> {
+    let metrics = &conn.inner.shared.hooks.metrics;
+    metrics.received_frames.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .received_bytes
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     let frame = Frame::decode(bytes).map_err(|err| (1007, format!("undecodable frame: {err}")))?;
     let kind = FrameKind::try_from(frame.kind)
         .ok()
@@ -446,6 +458,12 @@ impl Dispatcher {
             return;
         }
         let Some(route) = shared.routes.get(&frame.r#type).cloned() else {
+            shared
+                .hooks
+                .metrics
+                .unknown_type()
+                .received
+                .fetch_add(1, Ordering::Relaxed);
             let status =
                 Status::unimplemented(format!("no handler for message type {:?}", frame.r#type));
             shared
@@ -458,6 +476,7 @@ impl Dispatcher {
             }
             return;
         };
+        route.stats.received.fetch_add(1, Ordering::Relaxed);
         let cancel = if is_request {
             // Cancelled by CANCEL, or by `finish` when the connection ends.
             let token = CancellationToken::new();
@@ -563,10 +582,12 @@ impl Job {
         let id = ctx.metadata().correlation_id();
         let observed = ctx.clone();
         let hooks = &conn.inner.shared.hooks;
-        let timed = hooks.has_handler_hooks().then(|| {
+        if hooks.has_handler_hooks() {
             hooks.handler_start(&observed);
-            Instant::now()
-        });
+        }
+        let started = Instant::now();
+        hooks.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(&hooks.metrics);
         let span = tracing::debug_span!(
             "goomerang.handle",
             r#type = %observed.metadata().type_name(),
@@ -617,8 +638,10 @@ impl Job {
             }
             Some(Ok(outcome)) => outcome,
         };
-        if let Some(started) = timed {
-            hooks.handler_end(&observed, outcome.as_ref().map(drop), started.elapsed());
+        let took = started.elapsed();
+        route.stats.handler.observe(took);
+        if hooks.has_handler_hooks() {
+            hooks.handler_end(&observed, outcome.as_ref().map(drop), took);
         }
         if is_request {
             let outcome = match outcome {
@@ -638,6 +661,15 @@ impl Job {
                 Some(&conn),
             );
         }
+    }
+}
+
+/// Counts a running handler in `goomerang_handlers_in_flight` until dropped.
+struct InFlight<'a>(&'a crate::metrics::Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -162,6 +162,40 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// A short, stable name for the kind of error (the `kind` label of
+    /// `goomerang_errors_total`), e.g. `protocol` or `slow_consumer`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotRunning => "not_running",
+            Error::AlreadyRunning => "already_running",
+            Error::ShuttingDown => "shutting_down",
+            Error::Closed => "closed",
+            Error::Listen(_) => "listen",
+            Error::Connect(_) => "connect",
+            Error::Refused { .. } => "refused",
+            Error::ConnectionClosed { .. } => "connection_closed",
+            Error::MessageTooLarge { .. } => "message_too_large",
+            Error::QueueFull => "queue_full",
+            Error::Protocol { .. } => "protocol",
+            Error::Decode { .. } => "decode",
+            Error::UnknownType(_) => "unknown_type",
+            Error::UnknownReply(_) => "unknown_reply",
+            Error::Handler { .. } => "handler",
+            Error::HandlerPanicked { .. } => "handler_panicked",
+            Error::Remote(_) => "remote",
+            Error::Transport(_) => "transport",
+            Error::ShutdownTimedOut { .. } => "shutdown_timed_out",
+            Error::SlowConsumer { .. } => "slow_consumer",
+            Error::InvalidTopic(_) => "invalid_topic",
+            Error::SubscriptionLimit { .. } => "subscription_limit",
+            Error::KeepaliveTimeout { .. } => "keepalive_timeout",
+            Error::Resubscribe { .. } => "resubscribe",
+            Error::InvalidUrl { .. } => "invalid_url",
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let code = match &err {

@@ -78,6 +78,8 @@ pub(crate) enum Kind {
 pub(crate) struct Route {
     pub(crate) kind: Kind,
     pub(crate) handler: BoxHandler,
+    /// This type's counters, looked up once at start-up.
+    pub(crate) stats: std::sync::Arc<crate::metrics::TypeStats>,
 }
 
 impl fmt::Debug for Route {

@@ -4,11 +4,13 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::connection::{CloseInfo, Connection};
 use crate::context::Context;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::state::State;
 use crate::status::Status;
 use crate::topics::Subscription;
@@ -25,8 +27,10 @@ type SubscriptionHook = Arc<dyn Fn(&Connection, &Subscription) + Send + Sync>;
 
 /// The callbacks registered on a server or client builder. A panicking hook is
 /// caught and logged; it never takes a connection down.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Hooks {
+    /// Counters fed by the same events the hooks see.
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) error: Vec<ErrorHook>,
     pub(crate) connect: Vec<ConnHook>,
     pub(crate) disconnect: Vec<CloseHook>,
@@ -66,26 +70,55 @@ fn guarded(what: &str, f: impl FnOnce()) {
 }
 
 impl Hooks {
+    pub(crate) fn new(side: &'static str) -> Hooks {
+        Hooks {
+            metrics: Arc::new(Metrics::new(side)),
+            error: Vec::new(),
+            connect: Vec::new(),
+            disconnect: Vec::new(),
+            state: Vec::new(),
+            handler_start: Vec::new(),
+            handler_end: Vec::new(),
+            broadcast: Vec::new(),
+            publish: Vec::new(),
+            subscribe: Vec::new(),
+            unsubscribe: Vec::new(),
+        }
+    }
+
     pub(crate) fn error(&self, err: &Error, conn: Option<&Connection>) {
         tracing::debug!(error = %err, conn = conn.map(Connection::id), "goomerang error");
+        self.metrics.error(err.kind());
+        if let Error::SlowConsumer { disconnected, .. } = err {
+            self.metrics.slow_consumer(*disconnected);
+        }
         for hook in &self.error {
             guarded("on_error", || hook(err, conn));
         }
     }
 
     pub(crate) fn connect(&self, conn: &Connection) {
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
         for hook in &self.connect {
             guarded("on_connect", || hook(conn));
         }
     }
 
     pub(crate) fn disconnect(&self, conn: &Connection, info: &CloseInfo) {
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         for hook in &self.disconnect {
             guarded("on_disconnect", || hook(conn, info));
         }
     }
 
     pub(crate) fn state(&self, state: State) {
+        let value = match state {
+            State::New => 0,
+            State::Running => 1,
+            State::Closing => 2,
+            _ => 3,
+        };
+        self.metrics.state.store(value, Ordering::Relaxed);
         for hook in &self.state {
             guarded("on_state_change", || hook(state));
         }
@@ -114,12 +147,19 @@ impl Hooks {
     }
 
     pub(crate) fn publish(&self, topic: &str, type_name: &str, recipients: usize) {
+        self.metrics.publishes.fetch_add(1, Ordering::Relaxed);
         for hook in &self.publish {
             guarded("on_publish", || hook(topic, type_name, recipients));
         }
     }
 
     pub(crate) fn subscribe(&self, conn: &Connection, sub: &Subscription, added: bool) {
+        let counter = if added {
+            &self.metrics.subscribes
+        } else {
+            &self.metrics.unsubscribes
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let hooks = if added {
             &self.subscribe
         } else {

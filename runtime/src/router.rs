@@ -18,8 +18,14 @@ use crate::status::Status;
 /// generated service wrappers implement [`Service`] to add their methods here.
 #[derive(Default)]
 pub struct Router {
-    routes: HashMap<String, Route>,
+    routes: HashMap<String, Pending>,
     middleware: Vec<Arc<dyn Middleware>>,
+}
+
+/// A handler as registered, before middleware and metrics are attached.
+struct Pending {
+    kind: Kind,
+    handler: BoxHandler,
 }
 
 /// Something that registers a group of handlers: what generated `*Server`
@@ -80,19 +86,23 @@ impl Router {
             !self.routes.contains_key(&type_name),
             "goomerang: a handler for message type {type_name:?} is already registered"
         );
-        self.routes.insert(type_name, Route { kind, handler });
+        self.routes.insert(type_name, Pending { kind, handler });
         self
     }
 
     /// Wraps every handler in the middleware chain; the result is immutable.
-    pub(crate) fn finish(self) -> Routes {
+    pub(crate) fn finish(self, metrics: &crate::metrics::Metrics) -> Routes {
         let stack: Arc<[Arc<dyn Middleware>]> = self.middleware.into();
         let routes = self
             .routes
             .into_iter()
-            .map(|(name, route)| {
-                let handler = middleware::compose(&stack, route.handler);
-                (name, Route { handler, ..route })
+            .map(|(name, pending)| {
+                let route = Route {
+                    kind: pending.kind,
+                    handler: middleware::compose(&stack, pending.handler),
+                    stats: metrics.type_stats(&name),
+                };
+                (name, route)
             })
             .collect();
         Routes(routes)

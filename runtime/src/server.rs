@@ -28,6 +28,7 @@ use crate::handshake::{self, Accept, Handshake, OnOpen, Origins, Reject};
 use crate::hooks::{Hooks, hook_methods};
 use crate::hub::Hub;
 use crate::message::{IntoMessage, Payload};
+use crate::metrics::Metrics;
 use crate::proto::FrameKind;
 use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
@@ -50,6 +51,7 @@ pub struct ServerBuilder {
     routes: axum::Router,
     on_open: Option<OnOpen>,
     origins: Option<Origins>,
+    metrics_path: Option<String>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -102,6 +104,13 @@ impl ServerBuilder {
         Fut: std::future::Future<Output = Result<Accept, Reject>> + Send + 'static,
     {
         self.on_open = Some(handshake::on_open(hook));
+        self
+    }
+
+    /// Serves this server's Prometheus metrics at `path` (e.g. `/metrics`) on
+    /// the same port as the WebSocket endpoint.
+    pub fn metrics_path(mut self, path: impl Into<String>) -> Self {
+        self.metrics_path = Some(path.into());
         self
     }
 
@@ -165,9 +174,10 @@ impl ServerBuilder {
             self.config.max_subscriptions_per_connection,
             self.hooks.clone(),
         ));
+        let metrics = Arc::clone(&self.hooks.metrics);
         let shared = Shared::new(
             Side::Server,
-            self.router.finish(),
+            self.router.finish(&self.hooks.metrics),
             self.config,
             self.hooks,
             Some(Arc::clone(&hub)),
@@ -181,7 +191,14 @@ impl ServerBuilder {
                 addr: Mutex::new(None),
                 next_conn: AtomicU64::new(1),
                 stop: CancellationToken::new(),
-                routes: self.routes,
+                routes: match self.metrics_path {
+                    Some(path) => self.routes.merge(
+                        axum::Router::new()
+                            .route(&path, axum::routing::get(render_metrics))
+                            .with_state(metrics),
+                    ),
+                    None => self.routes,
+                },
                 on_open: self.on_open,
                 origins: self.origins,
             }),
@@ -231,12 +248,13 @@ impl Server {
         ServerBuilder {
             router: Router::new(),
             config: Config::default(),
-            hooks: Hooks::default(),
+            hooks: Hooks::new("server"),
             path: DEFAULT_PATH.to_owned(),
             backplane: Arc::new(LocalOnly),
             routes: axum::Router::new(),
             on_open: None,
             origins: None,
+            metrics_path: None,
         }
     }
 
@@ -313,6 +331,11 @@ impl Server {
     /// The address being served, once running.
     pub fn addr(&self) -> Option<SocketAddr> {
         *lock(&self.inner.addr)
+    }
+
+    /// This server's metrics (Prometheus text via [`Metrics::render`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.shared.hooks.metrics
     }
 
     /// The lifecycle state.
@@ -397,7 +420,9 @@ impl Server {
                 reached
             }
             None => {
+                let started = std::time::Instant::now();
                 let reached = self.inner.hub.broadcast(frame, except);
+                hooks.metrics.broadcasts.observe(started.elapsed());
                 hooks.broadcast(&type_name, reached);
                 reached
             }
@@ -511,8 +536,26 @@ fn offered_subprotocols(headers: &HeaderMap) -> Vec<&str> {
         .collect()
 }
 
+async fn render_metrics(AxumState(metrics): AxumState<Arc<Metrics>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+        .into_response()
+}
+
 fn reject(status: StatusCode, message: &str) -> Response {
     (status, message.to_owned()).into_response()
+}
+
+/// Refuses an upgrade and counts it.
+fn refuse(server: &ServerInner, status: StatusCode, message: &str) -> Response {
+    server
+        .shared
+        .hooks
+        .metrics
+        .rejected_handshake(status.as_u16());
+    reject(status, message)
 }
 
 /// Checks the upgrade request; returns the Sec-WebSocket-Accept value and
@@ -571,7 +614,8 @@ fn validate_upgrade(
 
 async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Request) -> Response {
     if server.state.get() != State::Running {
-        return reject(
+        return refuse(
+            &server,
             StatusCode::SERVICE_UNAVAILABLE,
             "server is not accepting connections (shutting down)",
         );
@@ -586,14 +630,16 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok());
         if !origins.allows(origin) {
-            return reject(
+            return refuse(
+                &server,
                 StatusCode::FORBIDDEN,
                 &format!("origin {} is not allowed", origin.unwrap_or("")),
             );
         }
     }
     if server.hub.count() >= server.shared.config.max_connections {
-        return reject(
+        return refuse(
+            &server,
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is at its connection limit",
         );
@@ -616,7 +662,7 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
             };
             match on_open(handshake).await {
                 Ok(accepted) => accepted.state,
-                Err(refused) => return reject(refused.status, &refused.reason),
+                Err(refused) => return refuse(&server, refused.status, &refused.reason),
             }
         }
     };

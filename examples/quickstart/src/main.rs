@@ -110,6 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::builder()
         .service(ChatServer::new(ChatRoom { handled }))
         .middleware(middleware::logging())
+        .metrics_path("/metrics") // Prometheus, on the same port as the WebSocket
         .on_connect(|conn| {
             println!(
                 "[server] connection {} opened from {:?}",
@@ -237,11 +238,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     announcements.recv().await;
 
-    // 10. Clean shutdown: clients close (1000), then the server drains and stops.
+    // 10. Plain HTTP on the same port: the Prometheus metrics.
+    let metrics = http_get(
+        &url.replace("ws://", "")
+            .replace(goomerang::DEFAULT_PATH, ""),
+        "/metrics",
+    )
+    .await?;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("goomerang_received_messages_total"))
+    {
+        println!("[metrics] {line}");
+    }
+
+    // 11. Clean shutdown: clients close (1000), then the server drains and stops.
     ada.close().await?;
     bob.close().await?;
     server.shutdown(Duration::from_secs(5)).await?;
     serving.await??;
     println!("[server] state {}; done", server.state());
     Ok(())
+}
+
+/// A minimal HTTP/1.1 GET (keeps the example's dependencies to goomerang and tokio).
+async fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await?;
+    Ok(response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned())
 }

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
+use tokio_tungstenite::{WebSocketStream, tungstenite};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -27,9 +27,10 @@ use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
 use crate::status::Status;
+use crate::tls::ClientIo;
 use crate::topics::{self, Subscription};
 
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = WebSocketStream<ClientIo>;
 
 /// Builds a [`Client`]: handlers (for server → client messages and requests),
 /// middleware, hooks, limits and the reconnect policy.
@@ -42,11 +43,12 @@ pub struct ClientBuilder {
     handshake: Handshake,
 }
 
-/// Extra headers and subprotocols the client sends with every (re)connect.
+/// Extra headers and subprotocols the client sends with every (re)connect, and its TLS setup.
 #[derive(Debug, Clone, Default)]
 struct Handshake {
     headers: http::HeaderMap,
     subprotocols: Vec<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientBuilder {
@@ -62,6 +64,13 @@ impl ClientBuilder {
         let name = http::HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
         let value = HeaderValue::from_str(value).expect("a valid header value");
         self.handshake.headers.insert(name, value);
+        self
+    }
+
+    /// TLS for `wss://` URLs, e.g. [`tls::client_config`](crate::tls::client_config)
+    /// with your CA's certificate. Required for `wss://`.
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.handshake.tls = Some(config);
         self
     }
 
@@ -183,12 +192,12 @@ impl Client {
             *stop = CancellationToken::new();
             stop.clone()
         };
-        let ws = dial(url, &self.inner.shared.config, &self.inner.handshake).await?;
+        let (ws, peer) = dial(url, &self.inner.shared.config, &self.inner.handshake).await?;
         let shared = &self.inner.shared;
         shared.set_shutting_down(false);
         shared.handlers.reopen();
         shared.connections.reopen();
-        let (conn, rx) = self.inner.install(&ws);
+        let (conn, rx) = self.inner.install(peer);
         shared.connections.spawn(supervise(
             Arc::downgrade(&self.inner),
             url.to_owned(),
@@ -436,12 +445,11 @@ impl Client {
 }
 
 impl ClientInner {
-    /// Makes a new connection over `ws` the current one: RUNNING.
-    fn install(&self, ws: &Ws) -> (Connection, mpsc::UnboundedReceiver<Outbound>) {
-        let peer = match ws.get_ref() {
-            MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
-            _ => None,
-        };
+    /// Makes a new connection (to `peer`) the current one: RUNNING.
+    fn install(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+    ) -> (Connection, mpsc::UnboundedReceiver<Outbound>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (conn, rx) =
             Connection::new(id, peer, Arc::clone(&self.shared), http::Extensions::new());
@@ -499,7 +507,7 @@ async fn supervise(
                 } => dialled,
             };
             match dialled {
-                Ok(ws) => break ws,
+                Ok(dialled) => break dialled,
                 Err(err) => {
                     let Some(client) = owner.upgrade() else {
                         return;
@@ -516,8 +524,8 @@ async fn supervise(
         if stop.is_cancelled() {
             return;
         }
-        (conn, rx) = client.install(&fresh);
-        ws = fresh;
+        (conn, rx) = client.install(fresh.1);
+        ws = fresh.0;
         let subs: Vec<Subscription> = lock(&client.subscriptions).iter().cloned().collect();
         if !subs.is_empty() {
             // Acks need the reader, which runs below: renew from a task of its own.
@@ -551,12 +559,20 @@ fn subscription_frame(kind: FrameKind, sub: &Subscription) -> Frame {
     }
 }
 
-/// Opens the WebSocket, offering our subprotocol.
-async fn dial(url: &str, config: &Config, handshake: &Handshake) -> Result<Ws, Error> {
-    let mut request = url.into_client_request().map_err(|err| Error::InvalidUrl {
+/// Opens the connection: TCP, TLS for `wss://`, then the WebSocket upgrade
+/// offering our subprotocol — all within the handshake timeout.
+async fn dial(
+    url: &str,
+    config: &Config,
+    handshake: &Handshake,
+) -> Result<(Ws, Option<std::net::SocketAddr>), Error> {
+    let invalid = |reason: &str| Error::InvalidUrl {
         url: url.to_owned(),
-        reason: err.to_string(),
-    })?;
+        reason: reason.to_owned(),
+    };
+    let mut request = url
+        .into_client_request()
+        .map_err(|err| invalid(&err.to_string()))?;
     let headers = request.headers_mut();
     for (name, value) in &handshake.headers {
         headers.insert(name, value.clone());
@@ -565,15 +581,59 @@ async fn dial(url: &str, config: &Config, handshake: &Handshake) -> Result<Ws, E
         .chain(handshake.subprotocols.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join(", ");
-    let protocols = HeaderValue::from_str(&protocols).map_err(|_| Error::InvalidUrl {
-        url: url.to_owned(),
-        reason: "a subprotocol is not a valid header value".into(),
-    })?;
+    let protocols = HeaderValue::from_str(&protocols)
+        .map_err(|_| invalid("a subprotocol is not a valid header value"))?;
     headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocols);
-    tokio_tungstenite::connect_async_with_config(request, Some(config.websocket()), true)
-        .await
-        .map(|(ws, _response)| ws)
-        .map_err(|err| connect_error(url, err))
+    let secure = match request.uri().scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(invalid("the scheme must be ws:// or wss://")),
+    };
+    let host = request
+        .uri()
+        .host()
+        .ok_or_else(|| invalid("no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
+    let opening = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|err| Error::Connect(tungstenite::Error::Io(err)))?;
+        let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer_addr().ok();
+        let io = if secure {
+            let tls = handshake
+                .tls
+                .clone()
+                .ok_or_else(|| Error::Tls("wss:// needs ClientBuilder::tls(..)".into()))?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|err| Error::Tls(format!("server name {host:?}: {err}")))?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|err| Error::Tls(err.to_string()))?;
+            ClientIo::Tls(Box::new(stream))
+        } else {
+            ClientIo::Plain(tcp)
+        };
+        let (ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, io, Some(config.websocket()))
+                .await
+                .map_err(|err| connect_error(url, err))?;
+        Ok((ws, peer))
+    };
+    match tokio::time::timeout(config.handshake_timeout, opening).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Connect(tungstenite::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no connection within {:?}", config.handshake_timeout),
+        )))),
+    }
 }
 
 fn connect_error(url: &str, err: tungstenite::Error) -> Error {

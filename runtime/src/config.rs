@@ -27,6 +27,7 @@ pub struct Config {
     pub(crate) max_subscriptions_per_connection: usize,
     pub(crate) slow_consumer: SlowConsumer,
     pub(crate) max_connections: usize,
+    pub(crate) handshake_timeout: Duration,
 }
 
 /// Keepalive timing: a ping after `interval` of silence from the peer; no
@@ -70,6 +71,7 @@ impl Default for Config {
             max_subscriptions_per_connection: 1024,
             slow_consumer: SlowConsumer::Disconnect,
             max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -163,6 +165,14 @@ impl Config {
     /// Default 100,000.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// How long a connection may take to complete its TLS handshake and send
+    /// its HTTP upgrade request headers (server), or to connect and upgrade
+    /// (client). Slower peers (slowloris) are dropped. Default 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 

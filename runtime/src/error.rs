@@ -152,6 +152,10 @@ pub enum Error {
         /// The server's answer.
         status: Status,
     },
+    /// TLS could not be set up (bad certificate or key) or its handshake
+    /// failed; no connection exists.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The URL given to `connect` is not a usable `ws://` URL; nothing was attempted.
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl {
@@ -192,6 +196,7 @@ impl Error {
             Error::KeepaliveTimeout { .. } => "keepalive_timeout",
             Error::Resubscribe { .. } => "resubscribe",
             Error::InvalidUrl { .. } => "invalid_url",
+            Error::Tls(_) => "tls",
         }
     }
 }
@@ -204,6 +209,7 @@ impl From<Error> for Status {
             | Error::Closed
             | Error::Listen(_)
             | Error::Connect(_)
+            | Error::Tls(_)
             | Error::Refused { .. }
             | Error::ConnectionClosed { .. }
             | Error::Protocol { .. }

@@ -52,6 +52,7 @@ mod server;
 mod shared;
 mod state;
 mod status;
+pub mod tls;
 mod topics;
 
 pub use backplane::{Backplane, Event, Inbound, LocalOnly};

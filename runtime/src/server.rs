@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -17,6 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::backplane::{Backplane, Inbound, LocalOnly, SharedBackplane};
 use crate::config::Config;
@@ -52,6 +52,7 @@ pub struct ServerBuilder {
     on_open: Option<OnOpen>,
     origins: Option<Origins>,
     metrics_path: Option<String>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -104,6 +105,13 @@ impl ServerBuilder {
         Fut: std::future::Future<Output = Result<Accept, Reject>> + Send + 'static,
     {
         self.on_open = Some(handshake::on_open(hook));
+        self
+    }
+
+    /// Serves `wss://` (and HTTPS routes) with this rustls configuration, e.g.
+    /// [`tls::server_config`](crate::tls::server_config) from PEM files.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -201,6 +209,7 @@ impl ServerBuilder {
                 },
                 on_open: self.on_open,
                 origins: self.origins,
+                tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
             }),
         }
     }
@@ -240,6 +249,7 @@ struct ServerInner {
     routes: axum::Router,
     on_open: Option<OnOpen>,
     origins: Option<Origins>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -255,6 +265,7 @@ impl Server {
             on_open: None,
             origins: None,
             metrics_path: None,
+            tls: None,
         }
     }
 
@@ -277,18 +288,49 @@ impl Server {
         let addr = listener.local_addr().map_err(Error::Listen)?;
         self.start()?;
         *lock(&self.inner.addr) = Some(addr);
-        tracing::info!(%addr, path = %self.inner.path, "goomerang server running");
-        let app = self
-            .app()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        tracing::info!(%addr, path = %self.inner.path, tls = self.inner.tls.is_some(), "goomerang server running");
+        let app = self.app();
         let stop = self.inner.stop.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(Error::Listen)
+        // HTTP connections before their upgrade (and plain HTTP routes); they
+        // finish, gracefully, when the server stops.
+        let http = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.cancelled() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: report, pause, go on.
+                    self.inner.shared.hooks.error(&Error::Listen(err), None);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(
+                app.clone().layer(axum::Extension(ConnectInfo(peer))),
+            );
+            let (tls, stop) = (self.inner.tls.clone(), stop.clone());
+            let timeout = self.inner.shared.config.handshake_timeout;
+            http.spawn(async move {
+                match tls {
+                    None => serve_http(tcp, service, timeout, stop).await,
+                    Some(acceptor) => {
+                        // The TLS handshake is bounded too (slowloris).
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(timeout, acceptor.accept(tcp)).await
+                        {
+                            serve_http(stream, service, timeout, stop).await;
+                        }
+                    }
+                }
+            });
+        }
+        http.close();
+        let _ = tokio::time::timeout(self.inner.shared.config.close_timeout, http.wait()).await;
+        Ok(())
     }
 
     /// Starts the server (NEW → RUNNING) without a listener of its own and
@@ -542,6 +584,34 @@ async fn render_metrics(AxumState(metrics): AxumState<Arc<Metrics>>) -> Response
         metrics.render(),
     )
         .into_response()
+}
+
+/// Serves one HTTP/1.1 connection (with upgrades) until it ends or the server
+/// stops; request headers must arrive within `timeout`.
+async fn serve_http<I, S>(io: I, service: S, timeout: Duration, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<axum::body::Body>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 fn reject(status: StatusCode, message: &str) -> Response {

@@ -7,7 +7,7 @@ use futures_util::SinkExt as _;
 use goomerang::proto::{Frame, FrameKind, Status as WireStatus};
 use goomerang::{Client, Code, Config, Error, Initiator, Server, Status};
 use goomerang_tests::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -355,14 +355,7 @@ async fn abrupt_disconnects_are_clean_and_do_not_spin() {
 async fn plain_http_to_the_websocket_path_gets_426() {
     bounded(async {
         let server = start(Server::builder()).await;
-        let mut tcp = tokio::net::TcpStream::connect(server.addr)
-            .await
-            .expect("tcp");
-        tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).await.expect("read");
+        let response = http_get(server.addr, "/ws").await;
         assert!(response.starts_with("HTTP/1.1 426"), "{response}");
         assert!(
             response.contains("goomerang WebSocket endpoint"),

@@ -5,21 +5,7 @@ use std::time::Duration;
 
 use goomerang::{Accept, Client, Config, Error, Reject, Server, Status};
 use goomerang_tests::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-
-/// A plain HTTP/1.1 GET over TCP; returns the whole response.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.expect("read");
-    response
-}
 
 fn echo() -> goomerang::ServerBuilder {
     Server::builder().request(|_ctx, p: Ping| async move {

@@ -78,17 +78,9 @@ async fn spans_name_the_connection_and_each_message_with_its_traceparent() {
     assert!(handled.contains(TRACEPARENT), "{handled}");
 }
 
-/// A plain HTTP/1.1 GET over TCP; returns the body.
+/// Scrapes `path`: asserts a 200 and returns the body.
 async fn scrape(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.expect("read");
+    let response = http_get(addr, path).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
         .split("\r\n\r\n")

@@ -151,6 +151,20 @@ impl TestServer {
     }
 }
 
+/// A plain HTTP/1.1 GET over TCP (`Connection: close`); returns the whole response.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = TcpStream::connect(addr).await.expect("tcp");
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.expect("read");
+    response
+}
+
 /// A raw WebSocket peer speaking frames by hand.
 pub type RawPeer = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -508,7 +508,8 @@ impl Dispatcher {
             payload: frame.payload,
             is_request,
         };
-        let kill = conn.inner.kill.clone();
+        // Borrowed, not cloned: cloning a token takes its lock, once per message.
+        let kill = &conn.inner.kill;
         if let Some(queue) = &self.ordered {
             tokio::select! {
                 _ = kill.cancelled() => {}
@@ -577,10 +578,10 @@ impl Job {
             payload,
             is_request,
         } = self;
-        let conn = ctx.connection().clone();
         let deadline = ctx.deadline();
         let id = ctx.metadata().correlation_id();
         let observed = ctx.clone();
+        let conn = observed.connection();
         let hooks = &conn.inner.shared.hooks;
         if hooks.has_handler_hooks() {
             hooks.handler_start(&observed);
@@ -629,7 +630,7 @@ impl Job {
                         type_name: type_name(),
                         message: message.clone(),
                     },
-                    Some(&conn),
+                    Some(conn),
                 );
                 Err(Status::internal(format!(
                     "handler for {} panicked: {message}",
@@ -658,7 +659,7 @@ impl Job {
                     type_name: type_name(),
                     status,
                 },
-                Some(&conn),
+                Some(conn),
             );
         }
     }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::frame;
+use crate::frame::{self, Incoming};
 use crate::handler::Outcome;
 use crate::message::{IntoMessage, Metadata, Payload, Response};
 use crate::proto::{Frame, FrameKind};
@@ -77,7 +77,7 @@ pub(crate) struct Inner {
     budget_size: usize,
     /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
     /// UNAVAILABLE status each) when the connection ends.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Frame, Status>>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Incoming, Status>>>>,
     /// Requests the peer sent whose handlers are running; CANCEL looks here.
     inflight: Mutex<HashMap<u64, CancellationToken>>,
     next_id: AtomicU64,
@@ -242,7 +242,7 @@ impl Connection {
         mut frame: Frame,
         payload: &P,
         timeout: Duration,
-    ) -> Result<Frame, Status> {
+    ) -> Result<Incoming, Status> {
         if self.inner.shared.is_shutting_down() {
             return Err(Error::ShuttingDown.into());
         }
@@ -378,14 +378,23 @@ impl Connection {
     }
 
     pub(crate) fn try_enqueue(&self, bytes: Bytes) -> Result<(), Error> {
-        self.check_sendable(&bytes)?;
+        self.try_enqueue_or_return(bytes).map_err(|(err, _)| err)
+    }
+
+    /// [`try_enqueue`](Self::try_enqueue) that hands the frame back on failure,
+    /// so a full queue can be waited on elsewhere.
+    fn try_enqueue_or_return(&self, bytes: Bytes) -> Result<(), (Error, Bytes)> {
+        if let Err(err) = self.check_sendable(&bytes) {
+            return Err((err, bytes));
+        }
         let permits = self.permits_for(bytes.len());
         match self.inner.budget.try_acquire_many(permits) {
             Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Error::QueueFull),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.closed_error()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err((Error::QueueFull, bytes)),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err((self.closed_error(), bytes)),
         }
         self.push(Outbound::Frame { bytes, permits })
+            .map_err(|err| (err, Bytes::new()))
     }
 
     pub(crate) fn push(&self, item: Outbound) -> Result<(), Error> {
@@ -418,9 +427,30 @@ impl Connection {
         }
     }
 
-    /// Sends the answer to the peer's request `id`. A reply too large to send
-    /// becomes a RESOURCE_EXHAUSTED error so the requester is never left waiting.
+    /// Sends the answer to the peer's request `id`, waiting for room in the queue.
     pub(crate) async fn reply(&self, id: u64, outcome: Outcome) {
+        let bytes = self.reply_frame(id, outcome);
+        if let Err(err) = self.enqueue(bytes).await {
+            tracing::debug!(conn = self.id(), id, %err, "reply not sent");
+        }
+    }
+
+    /// Queues the answer to the peer's request `id` if the queue has room now;
+    /// otherwise hands it back so the caller can wait elsewhere (a reader must not).
+    pub(crate) fn try_reply(&self, id: u64, outcome: Outcome) -> Option<Bytes> {
+        match self.try_enqueue_or_return(self.reply_frame(id, outcome)) {
+            Err((Error::QueueFull, bytes)) => Some(bytes),
+            Err((err, _)) => {
+                tracing::debug!(conn = self.id(), id, %err, "reply not sent");
+                None
+            }
+            Ok(()) => None,
+        }
+    }
+
+    /// The REPLY or ERROR frame answering request `id`. A reply too large to
+    /// send becomes a RESOURCE_EXHAUSTED error so the requester is never left waiting.
+    fn reply_frame(&self, id: u64, outcome: Outcome) -> Bytes {
         let bytes = match outcome {
             Ok(Some(reply)) => frame::encode(&Frame {
                 kind: FrameKind::Reply as i32,
@@ -434,16 +464,15 @@ impl Connection {
             Ok(None) => error_frame(id, &Status::internal("handler produced no reply")),
             Err(status) => error_frame(id, &status),
         };
-        match self.enqueue(bytes).await {
-            Err(Error::MessageTooLarge { size, max }) => {
-                let status = Status::resource_exhausted(format!(
-                    "reply of {size} bytes exceeds the {max} byte message limit"
-                ));
-                let _ = self.enqueue(error_frame(id, &status)).await;
-            }
-            Err(err) => tracing::debug!(conn = self.id(), id, %err, "reply not sent"),
-            Ok(()) => {}
+        let max = self.inner.shared.config.max_message_size;
+        if bytes.len() > max {
+            let status = Status::resource_exhausted(format!(
+                "reply of {} bytes exceeds the {max} byte message limit",
+                bytes.len()
+            ));
+            return error_frame(id, &status);
         }
+        bytes
     }
 
     /// Tells the peer a one-way frame it sent could not be handled (ERROR, id 0).
@@ -452,7 +481,7 @@ impl Connection {
     }
 
     /// Routes a REPLY or ERROR frame to the request waiting for it.
-    pub(crate) fn complete(&self, frame: Frame) -> Result<(), Error> {
+    pub(crate) fn complete(&self, frame: Incoming) -> Result<(), Error> {
         let is_error = frame.kind == FrameKind::Error as i32;
         if is_error && frame.id == 0 {
             return Err(Error::Remote(Status::from_wire(frame.status)));
@@ -567,12 +596,12 @@ fn error_frame(id: u64, status: &Status) -> Bytes {
     })
 }
 
-fn decode_reply<Resp: Payload>(reply: Frame) -> Result<Response<Resp>, Status> {
+fn decode_reply<Resp: Payload>(reply: Incoming) -> Result<Response<Resp>, Status> {
     let expected = Resp::full_name();
-    if reply.r#type != expected {
+    if reply.type_name != expected.as_str() {
         return Err(Status::internal(format!(
             "expected a reply of type {expected}, the peer sent {:?}",
-            reply.r#type
+            reply.type_name.as_str()
         )));
     }
     let size = reply.payload.len();
@@ -582,7 +611,7 @@ fn decode_reply<Resp: Payload>(reply: Frame) -> Result<Response<Resp>, Status> {
         payload,
         headers: reply.headers,
         metadata: Metadata {
-            type_name: reply.r#type,
+            type_name: reply.type_name,
             size,
             id: reply.id,
             created: frame::created(reply.created_unix_us),

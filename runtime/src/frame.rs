@@ -1,13 +1,16 @@
-//! Frame encoding helpers: one buffer per frame, the payload written in place (never encoded twice).
+//! Frame encoding and decoding: one buffer per frame out, no copy and no type-name allocation in.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use prost::Message as _;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{
+    DecodeContext, WireType, decode_key, encode_key, encode_varint, encoded_len_varint, key_len,
+};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::message::{Message, Payload};
-use crate::proto::{Frame, FrameKind};
+use crate::message::{Headers, Message, Payload};
+use crate::proto::{self, Frame, FrameKind};
 
 /// The WebSocket subprotocol this version speaks.
 pub const SUBPROTOCOL: &str = "goomerang.v1";
@@ -59,6 +62,68 @@ pub(crate) fn encode(frame: &Frame) -> Bytes {
     let mut buf = BytesMut::with_capacity(frame.encoded_len());
     frame.encode_raw(&mut buf);
     buf.freeze()
+}
+
+/// A received frame: `proto::Frame` with its `type` borrowed from the
+/// received bytes instead of copied into a `String` (the one allocation
+/// prost's decode makes for a header-less frame).
+#[derive(Debug, Default)]
+pub(crate) struct Incoming {
+    pub(crate) kind: i32,
+    pub(crate) id: u64,
+    pub(crate) type_name: Utf8Bytes,
+    pub(crate) payload: Bytes,
+    pub(crate) headers: Headers,
+    pub(crate) timeout_ms: u32,
+    pub(crate) status: Option<proto::Status>,
+    pub(crate) topic: String,
+    pub(crate) queue_group: String,
+    pub(crate) created_unix_us: i64,
+}
+
+/// Decodes a `goomerang.v1.Frame` as prost would (unknown fields skipped,
+/// the last value of a repeated scalar wins), field numbers as in frame.proto.
+/// The error says what is wrong with the bytes.
+pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
+    let (mut frame, type_name) = decode_fields(buf).map_err(|err| err.to_string())?;
+    frame.type_name = Utf8Bytes::try_from(type_name)
+        .map_err(|err| format!("the type name is not UTF-8: {err}"))?;
+    Ok(frame)
+}
+
+fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes), prost::DecodeError> {
+    use prost::encoding::{bytes, hash_map, int32, int64, message, string, uint32, uint64};
+    let mut frame = Incoming::default();
+    let mut type_name = Bytes::new();
+    while buf.has_remaining() {
+        let (tag, wire) = decode_key(&mut buf)?;
+        let ctx = DecodeContext::default();
+        match tag {
+            1 => int32::merge(wire, &mut frame.kind, &mut buf, ctx)?,
+            2 => uint64::merge(wire, &mut frame.id, &mut buf, ctx)?,
+            3 => bytes::merge(wire, &mut type_name, &mut buf, ctx)?,
+            4 => bytes::merge(wire, &mut frame.payload, &mut buf, ctx)?,
+            5 => hash_map::merge(
+                string::merge,
+                string::merge,
+                &mut frame.headers,
+                &mut buf,
+                ctx,
+            )?,
+            6 => uint32::merge(wire, &mut frame.timeout_ms, &mut buf, ctx)?,
+            7 => message::merge(
+                wire,
+                frame.status.get_or_insert_with(proto::Status::default),
+                &mut buf,
+                ctx,
+            )?,
+            8 => string::merge(wire, &mut frame.topic, &mut buf, ctx)?,
+            9 => string::merge(wire, &mut frame.queue_group, &mut buf, ctx)?,
+            10 => int64::merge(wire, &mut frame.created_unix_us, &mut buf, ctx)?,
+            _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
+        }
+    }
+    Ok((frame, type_name))
 }
 
 /// Now, in microseconds since the Unix epoch (0 if the clock is before it).
@@ -113,6 +178,57 @@ mod tests {
         };
         let bytes = encode_with(&frame, &Status::default());
         assert_eq!(bytes, encode(&frame));
+    }
+
+    #[test]
+    fn decode_agrees_with_prost() {
+        let full = Frame {
+            kind: FrameKind::Error as i32,
+            id: 42,
+            r#type: "chat.v1.Hello".into(),
+            payload: Bytes::from_static(b"\x0a\x03ada"),
+            headers: [("traceparent".to_owned(), "00-ab-cd-01".to_owned())].into(),
+            timeout_ms: 1500,
+            status: Some(Status {
+                code: 3,
+                message: "bad".into(),
+            }),
+            topic: "orders.eu".into(),
+            queue_group: "workers".into(),
+            created_unix_us: 1_700_000_000_000_000,
+        };
+        for frame in [full, Frame::default()] {
+            let mut bytes = BytesMut::new();
+            frame.encode_raw(&mut bytes);
+            // An unknown field (number 99, varint) is skipped, as prost skips it.
+            encode_key(99, WireType::Varint, &mut bytes);
+            encode_varint(7, &mut bytes);
+            let ours = decode(bytes.clone().freeze()).expect("decodes");
+            let theirs = Frame::decode(bytes.freeze()).expect("prost decodes");
+            assert_eq!(ours.kind, theirs.kind);
+            assert_eq!(ours.id, theirs.id);
+            assert_eq!(ours.type_name.as_str(), theirs.r#type);
+            assert_eq!(ours.payload, theirs.payload);
+            assert_eq!(ours.headers, theirs.headers);
+            assert_eq!(ours.timeout_ms, theirs.timeout_ms);
+            assert_eq!(ours.status, theirs.status);
+            assert_eq!(ours.topic, theirs.topic);
+            assert_eq!(ours.queue_group, theirs.queue_group);
+            assert_eq!(ours.created_unix_us, theirs.created_unix_us);
+        }
+    }
+
+    #[test]
+    fn decode_rejects_what_prost_rejects() {
+        let mut bad_utf8 = BytesMut::new();
+        encode_key(3, WireType::LengthDelimited, &mut bad_utf8);
+        encode_varint(2, &mut bad_utf8);
+        bad_utf8.extend_from_slice(&[0xc3, 0x28]);
+        let truncated = Bytes::from_static(&[0x22, 0x05, 0x01]);
+        for bytes in [bad_utf8.freeze(), truncated] {
+            assert!(decode(bytes.clone()).is_err());
+            assert!(Frame::decode(bytes).is_err());
+        }
     }
 
     #[test]

@@ -97,7 +97,8 @@ impl<T: Payload> IntoMessage<T> for Message<T> {
 /// What a receiver knows about a message besides its payload and headers.
 #[derive(Clone, Debug, Default)]
 pub struct Metadata {
-    pub(crate) type_name: String,
+    /// Borrowed from the received frame's bytes: no copy per message.
+    pub(crate) type_name: tokio_tungstenite::tungstenite::Utf8Bytes,
     pub(crate) size: usize,
     pub(crate) id: u64,
     pub(crate) created: Option<SystemTime>,
@@ -107,7 +108,7 @@ pub struct Metadata {
 impl Metadata {
     /// The payload's full protobuf name, e.g. `chat.v1.Hello`.
     pub fn type_name(&self) -> &str {
-        &self.type_name
+        self.type_name.as_str()
     }
 
     /// The encoded payload size in bytes.

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hooks::Hooks;
+use crate::limit::Limit;
 use crate::router::Routes;
 
 /// Which end of the connection this process is.
@@ -24,8 +24,8 @@ pub(crate) struct Shared {
     pub(crate) routes: Routes,
     pub(crate) config: Config,
     pub(crate) hooks: Hooks,
-    /// The global handler cap: each running handler holds one permit.
-    pub(crate) global: Arc<Semaphore>,
+    /// The global handler cap: each running handler holds one slot.
+    pub(crate) global: Arc<Limit>,
     /// Every handler task; shutdown closes it and waits for it to drain.
     pub(crate) handlers: TaskTracker,
     /// Every connection task (reader plus its writer); shutdown waits for it too.
@@ -52,7 +52,7 @@ impl Shared {
             hub,
             side,
             routes,
-            global: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
+            global: Arc::new(Limit::new(config.max_concurrent_handlers)),
             config,
             hooks,
             handlers: TaskTracker::new(),

@@ -1,0 +1,356 @@
+//! Dispatch: MESSAGE and REQUEST frames become handler runs, under the caps, inline until their first await.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use futures_util::future::CatchUnwind;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing::instrument::Instrumented;
+
+use crate::connection::Connection;
+use crate::context::{Cancel, Context};
+use crate::error::Error;
+use crate::frame::{self, Incoming};
+use crate::handler::{BoxFuture, Kind, Outcome, Route};
+use crate::limit::{Limit, Slot};
+use crate::message::Metadata;
+use crate::status::Status;
+
+/// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
+pub(crate) struct Dispatcher {
+    conn: Connection,
+    /// This connection's handler cap; each running handler holds a slot.
+    per_conn: Arc<Limit>,
+    /// Ordered mode: the queue of the connection's single worker. Dropping it
+    /// (when the reader ends) lets the worker finish what is queued and stop.
+    ordered: Option<mpsc::Sender<Job>>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(conn: &Connection) -> Dispatcher {
+        let config = conn.config();
+        let ordered = config.ordered.then(|| {
+            let (tx, rx) = mpsc::channel(config.max_concurrent_per_connection);
+            let shared = Arc::clone(&conn.inner.shared);
+            shared
+                .handlers
+                .spawn(ordered_worker(rx, Arc::clone(&shared.global)));
+            tx
+        });
+        Dispatcher {
+            conn: conn.clone(),
+            per_conn: Arc::new(Limit::new(config.max_concurrent_per_connection)),
+            ordered,
+        }
+    }
+
+    /// Starts the handler for `frame`, received at `received`. Returns once the
+    /// handler finished or became a task of its own; waits only for the caps.
+    pub(crate) async fn dispatch(&mut self, frame: Incoming, is_request: bool, received: Instant) {
+        let Some(job) = self.job(frame, is_request).await else {
+            return;
+        };
+        let shared = &self.conn.inner.shared;
+        // Borrowed, not cloned: cloning a token takes its lock, once per message.
+        let kill = &self.conn.inner.kill;
+        if let Some(queue) = &self.ordered {
+            tokio::select! {
+                _ = kill.cancelled() => {}
+                _ = queue.send(job) => {}
+            }
+            return;
+        }
+        // Fast path: with room under both caps, run the handler here until its
+        // first await; only work that suspends becomes a task of its own.
+        if self.per_conn.try_acquire() {
+            if shared.global.try_acquire() {
+                let mut run = job.start(received);
+                match futures_util::poll!(&mut run.handler) {
+                    Poll::Ready(result) => {
+                        self.per_conn.release();
+                        shared.global.release();
+                        run.finish_now(Some(result));
+                    }
+                    Poll::Pending => {
+                        let slots = (Slot::taken(&self.per_conn), Slot::taken(&shared.global));
+                        shared.handlers.spawn(async move {
+                            let _slots = slots;
+                            run.complete().await;
+                        });
+                    }
+                }
+                return;
+            }
+            self.per_conn.release();
+        }
+        let slots = async {
+            let local = Slot::acquire(&self.per_conn).await;
+            (local, Slot::acquire(&shared.global).await)
+        };
+        let slots = tokio::select! {
+            _ = kill.cancelled() => return,
+            slots = slots => slots,
+        };
+        shared.handlers.spawn(async move {
+            let _slots = slots;
+            job.start(Instant::now()).complete().await;
+        });
+    }
+
+    /// Finds the route and builds the handler's context; answers the peer
+    /// itself (and returns `None`) when the frame cannot be handled.
+    async fn job(&self, frame: Incoming, is_request: bool) -> Option<Job> {
+        let conn = &self.conn;
+        let shared = &conn.inner.shared;
+        let id = frame.id;
+        let refuse = async |status: Status| {
+            if is_request {
+                conn.reply(id, Err(status)).await;
+            } else {
+                conn.report_to_peer(&status).await;
+            }
+        };
+        if shared.is_shutting_down() {
+            // New work is refused so the drain ends; the peer is told either way.
+            refuse(Error::ShuttingDown.into()).await;
+            return None;
+        }
+        let Some(route) = shared.routes.get(&frame.type_name).cloned() else {
+            let unknown = shared.hooks.metrics.unknown_type();
+            unknown.received.fetch_add(1, Ordering::Relaxed);
+            let type_name = frame.type_name.as_str();
+            let status =
+                Status::unimplemented(format!("no handler for message type {type_name:?}"));
+            let err = Error::UnknownType(type_name.to_owned());
+            shared.hooks.error(&err, Some(conn));
+            refuse(status).await;
+            return None;
+        };
+        route.stats.received.fetch_add(1, Ordering::Relaxed);
+        let cancel = if is_request {
+            // Cancelled by CANCEL, or by `finish` when the connection ends.
+            let token = CancellationToken::new();
+            if conn.is_closed() || !conn.register_inflight(id, token.clone()) {
+                let status =
+                    Status::invalid_argument(format!("request id {id} is already in flight"));
+                conn.reply(id, Err(status)).await;
+                return None;
+            }
+            Cancel::Own(token)
+        } else {
+            // One-way work outlives its connection (nothing is lost when the
+            // peer closes right after sending); only a shutdown deadline stops it.
+            Cancel::Owner(Arc::clone(shared))
+        };
+        let deadline = (is_request && frame.timeout_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(u64::from(frame.timeout_ms)));
+        let metadata = Metadata {
+            size: frame.payload.len(),
+            type_name: frame.type_name,
+            id,
+            created: frame::created(frame.created_unix_us),
+            topic: (!frame.topic.is_empty()).then_some(frame.topic),
+        };
+        Some(Job {
+            route,
+            ctx: Context::new(conn.clone(), metadata, frame.headers, cancel, deadline),
+            payload: frame.payload,
+            is_request,
+        })
+    }
+}
+
+async fn ordered_worker(mut queue: mpsc::Receiver<Job>, global: Arc<Limit>) {
+    while let Some(job) = queue.recv().await {
+        let _slot = Slot::acquire(&global).await;
+        job.start(Instant::now()).complete().await;
+    }
+}
+
+/// A handler run not started yet: the route, its context and the still-encoded payload.
+pub(crate) struct Job {
+    route: Route,
+    ctx: Context,
+    payload: Bytes,
+    is_request: bool,
+}
+
+type Panic = Box<dyn Any + Send>;
+
+/// The handler's future as the runtime polls it: panics caught, inside its span.
+type Handler = Instrumented<CatchUnwind<AssertUnwindSafe<BoxFuture<Outcome>>>>;
+
+impl Job {
+    /// Calls the handler (its body runs on the first poll) and counts it running.
+    fn start(self, started: Instant) -> Run {
+        let Job {
+            route,
+            ctx,
+            payload,
+            is_request,
+        } = self;
+        let observed = ctx.clone();
+        let conn = observed.connection();
+        let hooks = &conn.inner.shared.hooks;
+        if hooks.has_handler_hooks() {
+            hooks.handler_start(&observed);
+        }
+        hooks.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!(
+            "goomerang.handle",
+            r#type = %observed.metadata().type_name(),
+            id = observed.metadata().correlation_id(),
+            conn = conn.id(),
+            traceparent = observed.header("traceparent"),
+        );
+        let handler = AssertUnwindSafe((route.handler)(ctx, payload))
+            .catch_unwind()
+            .instrument(span);
+        Run {
+            route,
+            ctx: observed,
+            handler,
+            started,
+            is_request,
+        }
+    }
+}
+
+/// A started handler run. Dropping it (cancellation, shutdown) drops the handler.
+struct Run {
+    route: Route,
+    ctx: Context,
+    handler: Handler,
+    started: Instant,
+    is_request: bool,
+}
+
+impl Run {
+    /// Polls the handler to its end, unless its work is cancelled or its deadline passes first.
+    async fn complete(mut self) {
+        // A handler that finishes on its first poll never registers for cancellation.
+        let result = match futures_util::poll!(&mut self.handler) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => {
+                let cancel = self.ctx.cancel();
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => None,
+                    _ = sleep_until(self.ctx.deadline()) => None,
+                    result = &mut self.handler => Some(result),
+                }
+            }
+        };
+        if let Some((id, outcome)) = self.finish(result) {
+            self.ctx.connection().reply(id, outcome).await;
+        }
+    }
+
+    /// [`finish`](Self::finish) for a handler that ended on the reader's
+    /// poll: the reply is queued without waiting (a reader must not wait on
+    /// its own outbound queue); only a full queue gets a task to wait in.
+    fn finish_now(mut self, result: Option<Result<Outcome, Panic>>) {
+        let Some((id, outcome)) = self.finish(result) else {
+            return;
+        };
+        let conn = self.ctx.connection();
+        if let Some(bytes) = conn.try_reply(id, outcome) {
+            let conn = conn.clone();
+            conn.inner.shared.handlers.clone().spawn(async move {
+                if let Err(err) = conn.enqueue(bytes).await {
+                    tracing::debug!(conn = conn.id(), id, %err, "reply not sent");
+                }
+            });
+        }
+    }
+
+    /// Records how the handler ended; returns the answer to send for a request.
+    /// `None` means it was stopped (CANCEL, deadline, connection end).
+    fn finish(&mut self, result: Option<Result<Outcome, Panic>>) -> Option<(u64, Outcome)> {
+        let conn = self.ctx.connection();
+        let hooks = &conn.inner.shared.hooks;
+        let id = self.ctx.metadata().correlation_id();
+        if self.is_request {
+            conn.remove_inflight(id);
+        }
+        let type_name = || self.ctx.metadata().type_name().to_owned();
+        let outcome = match result {
+            None => {
+                // Whatever stopped it, make sure everything watching the context learns of it.
+                self.ctx.cancel().cancel();
+                tracing::debug!(conn = conn.id(), id, type_name = %type_name(), "handler cancelled");
+                return None;
+            }
+            Some(Err(panic)) => {
+                let message = panic_message(panic.as_ref());
+                let err = Error::HandlerPanicked {
+                    type_name: type_name(),
+                    message: message.clone(),
+                };
+                hooks.error(&err, Some(conn));
+                Err(Status::internal(format!(
+                    "handler for {} panicked: {message}",
+                    type_name()
+                )))
+            }
+            Some(Ok(outcome)) => outcome,
+        };
+        let took = self.started.elapsed();
+        self.route.stats.handler.observe(took);
+        if hooks.has_handler_hooks() {
+            hooks.handler_end(&self.ctx, outcome.as_ref().map(drop), took);
+        }
+        if self.is_request {
+            let outcome = match outcome {
+                Ok(None) if self.route.kind == Kind::OneWay => Err(Status::unimplemented(format!(
+                    "the handler for {} is one-way and sends no reply",
+                    type_name()
+                ))),
+                other => other,
+            };
+            return Some((id, outcome));
+        }
+        if let Err(status) = outcome {
+            let err = Error::Handler {
+                type_name: type_name(),
+                status,
+            };
+            hooks.error(&err, Some(conn));
+        }
+        None
+    }
+}
+
+impl Drop for Run {
+    /// Counts the run out of `goomerang_handlers_in_flight`, however it ended.
+    fn drop(&mut self) {
+        let metrics = &self.ctx.connection().inner.shared.hooks.metrics;
+        metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

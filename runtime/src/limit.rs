@@ -1,0 +1,147 @@
+//! `Limit`: the handler caps, a counter taken and given back with one atomic each when uncontended.
+//!
+//! A `tokio::sync::Semaphore` takes its waiter lock on every release; a
+//! handler finishes about a million times a second on the hot path, so the
+//! caps count with atomics and only touch a `Notify` while someone waits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+/// At most `cap` holders at once.
+#[derive(Debug)]
+pub(crate) struct Limit {
+    cap: usize,
+    used: AtomicUsize,
+    /// Tasks inside `acquire`; a release wakes one of them only when nonzero.
+    waiters: AtomicUsize,
+    freed: Notify,
+}
+
+impl Limit {
+    pub(crate) fn new(cap: usize) -> Limit {
+        Limit {
+            cap,
+            used: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    /// Takes a slot if one is free. The caller must [`release`](Self::release) it.
+    pub(crate) fn try_acquire(&self) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used >= self.cap {
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Waits for a slot. The caller must [`release`](Self::release) it.
+    pub(crate) async fn acquire(&self) {
+        loop {
+            if self.try_acquire() {
+                return;
+            }
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            // Announce the wait before the last look, so a release either is
+            // seen here or sees this waiter (both sides use SeqCst).
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            let got = self.try_acquire();
+            if !got {
+                freed.await;
+            }
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            if got {
+                return;
+            }
+        }
+    }
+
+    /// Gives a slot back, waking one waiter if there is any.
+    pub(crate) fn release(&self) {
+        self.used.fetch_sub(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_one();
+        }
+    }
+
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
+/// A slot of a [`Limit`], given back when dropped (however its holder ends).
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Limit>);
+
+impl Slot {
+    /// Wraps a slot the caller already took from `limit`.
+    pub(crate) fn taken(limit: &Arc<Limit>) -> Slot {
+        Slot(Arc::clone(limit))
+    }
+
+    /// Waits for a slot of `limit`.
+    pub(crate) async fn acquire(limit: &Arc<Limit>) -> Slot {
+        limit.acquire().await;
+        Slot::taken(limit)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_acquire_stops_at_the_cap() {
+        let limit = Limit::new(2);
+        assert!(limit.try_acquire());
+        assert!(limit.try_acquire());
+        assert!(!limit.try_acquire());
+        limit.release();
+        assert!(limit.try_acquire());
+        assert_eq!(limit.used(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_get_every_released_slot() {
+        let limit = Arc::new(Limit::new(1));
+        assert!(limit.try_acquire());
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let limit = Arc::clone(&limit);
+                tokio::spawn(async move {
+                    limit.acquire().await;
+                    tokio::task::yield_now().await;
+                    limit.release();
+                })
+            })
+            .collect();
+        limit.release();
+        let all = futures_util::future::join_all(tasks);
+        tokio::time::timeout(std::time::Duration::from_secs(10), all)
+            .await
+            .expect("no waiter is left behind");
+        assert_eq!(limit.used(), 0);
+    }
+}

@@ -21,7 +21,7 @@ use crate::frame::{self, SUBPROTOCOL};
 use crate::hooks::{Hooks, hook_methods};
 use crate::message::{IntoMessage, Payload, Response};
 use crate::metrics::Metrics;
-use crate::proto::{Frame, FrameKind};
+use crate::proto::FrameKind;
 use crate::reconnect::{Jitter, Reconnect, WhileDisconnected};
 use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
@@ -388,7 +388,7 @@ impl Client {
             group: group.map(str::to_owned),
         };
         let conn = self.connection_by(self.default_deadline()).await?;
-        conn.control(subscription_frame(kind, &sub)).await?;
+        conn.control(kind, &sub).await?;
         let mut subs = lock(&self.inner.subscriptions);
         if kind == FrameKind::Subscribe {
             subs.insert(sub);
@@ -532,10 +532,7 @@ async fn supervise(
             let (renewing, hooks) = (conn.clone(), client.shared.hooks.clone());
             client.shared.connections.spawn(async move {
                 for sub in subs {
-                    if let Err(status) = renewing
-                        .control(subscription_frame(FrameKind::Subscribe, &sub))
-                        .await
-                    {
+                    if let Err(status) = renewing.control(FrameKind::Subscribe, &sub).await {
                         hooks.error(
                             &Error::Resubscribe {
                                 pattern: sub.pattern.clone(),
@@ -547,15 +544,6 @@ async fn supervise(
                 }
             });
         }
-    }
-}
-
-fn subscription_frame(kind: FrameKind, sub: &Subscription) -> Frame {
-    Frame {
-        kind: kind as i32,
-        topic: sub.pattern.clone(),
-        queue_group: sub.group.clone().unwrap_or_default(),
-        ..Frame::default()
     }
 }
 

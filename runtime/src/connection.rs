@@ -13,12 +13,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::frame::{self, Incoming};
+use crate::frame::{self, Head, Incoming};
 use crate::handler::Outcome;
-use crate::message::{IntoMessage, Metadata, Payload, Response};
+use crate::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
 use crate::proto::{Frame, FrameKind};
 use crate::shared::Shared;
 use crate::status::Status;
+use crate::topics::Subscription;
 
 /// How a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,34 +213,35 @@ impl Connection {
     ) -> Result<Response<Resp>, Status> {
         let (payload, headers, timeout) = message.into_message().into_parts();
         let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
-        let type_name = Req::full_name();
-        let frame = Frame {
-            kind: FrameKind::Request as i32,
-            r#type: type_name.clone(),
-            headers,
-            ..Frame::default()
-        };
+        let type_name = TypeName::of::<Req>();
+        let head = Head::new(FrameKind::Request, type_name, &headers);
         let started = Instant::now();
-        let reply = self.call(frame, &payload, timeout).await;
+        let reply = self.call(head, &payload, timeout).await;
         self.inner
             .shared
             .hooks
             .metrics
-            .observe_request(&type_name, started.elapsed());
+            .observe_request(type_name, started.elapsed());
         decode_reply(reply?)
     }
 
-    /// Sends an acknowledged control frame (SUBSCRIBE, UNSUBSCRIBE) and waits for its REPLY/ERROR.
-    pub(crate) async fn control(&self, frame: Frame) -> Result<(), Status> {
+    /// Sends an acknowledged SUBSCRIBE or UNSUBSCRIBE and waits for its REPLY/ERROR.
+    pub(crate) async fn control(&self, kind: FrameKind, sub: &Subscription) -> Result<(), Status> {
         let timeout = self.inner.shared.config.request_timeout;
-        self.call(frame, &(), timeout).await.map(drop)
+        let headers = Headers::new();
+        let head = Head {
+            topic: &sub.pattern,
+            queue_group: sub.group.as_deref().unwrap_or(""),
+            ..Head::new(kind, TypeName::NONE, &headers)
+        };
+        self.call(head, &(), timeout).await.map(drop)
     }
 
-    /// Sends `frame` (kind, type, headers, topic as given) with a fresh id and
+    /// Sends `head` (kind, type, headers, topic as given) with a fresh id and
     /// `payload`, and waits for the answer with that id.
     async fn call<P: prost::Message>(
         &self,
-        mut frame: Frame,
+        mut head: Head<'_>,
         payload: &P,
         timeout: Duration,
     ) -> Result<Incoming, Status> {
@@ -259,15 +261,18 @@ impl Connection {
         if self.is_closed() {
             return Err(self.closed_error().into());
         }
-        frame.id = id;
-        frame.timeout_ms = frame::timeout_ms(timeout);
-        frame.created_unix_us = frame::now_us();
-        let bytes = frame::encode_with(&frame, payload);
+        head.id = id;
+        head.timeout_ms = frame::timeout_ms(timeout);
+        let bytes = head.encode(payload);
+        let what = || match head.kind {
+            FrameKind::Request => format!("request {id} ({})", head.type_name),
+            kind => format!("{} {id} ({:?})", kind.as_str_name(), head.topic),
+        };
         match tokio::time::timeout_at(deadline, self.enqueue(bytes)).await {
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(
-                    "request {id} ({}) could not be queued within {timeout:?}: outbound queue full",
-                    frame.r#type
+                    "{} could not be queued within {timeout:?}: outbound queue full",
+                    what()
                 )));
             }
             Ok(Err(err)) => return Err(err.into()),
@@ -277,8 +282,8 @@ impl Connection {
         guard.done = result.is_ok();
         match result {
             Err(_) => Err(Status::deadline_exceeded(format!(
-                "no reply to request {id} ({}) within {timeout:?}",
-                frame.r#type
+                "no reply to {} within {timeout:?}",
+                what()
             ))),
             Ok(Err(_)) => Err(self.closed_error().into()),
             Ok(Ok(reply)) => reply,
@@ -452,15 +457,11 @@ impl Connection {
     /// send becomes a RESOURCE_EXHAUSTED error so the requester is never left waiting.
     fn reply_frame(&self, id: u64, outcome: Outcome) -> Bytes {
         let bytes = match outcome {
-            Ok(Some(reply)) => frame::encode(&Frame {
-                kind: FrameKind::Reply as i32,
+            Ok(Some(reply)) => Head {
                 id,
-                r#type: reply.type_name,
-                payload: reply.payload,
-                headers: reply.headers,
-                created_unix_us: frame::now_us(),
-                ..Frame::default()
-            }),
+                ..Head::new(FrameKind::Reply, reply.type_name, &reply.headers)
+            }
+            .encode_bytes(&reply.payload),
             Ok(None) => error_frame(id, &Status::internal("handler produced no reply")),
             Err(status) => error_frame(id, &status),
         };
@@ -597,8 +598,8 @@ fn error_frame(id: u64, status: &Status) -> Bytes {
 }
 
 fn decode_reply<Resp: Payload>(reply: Incoming) -> Result<Response<Resp>, Status> {
-    let expected = Resp::full_name();
-    if reply.type_name != expected.as_str() {
+    let expected = TypeName::of::<Resp>();
+    if !expected.is(&reply.type_name) {
         return Err(Status::internal(format!(
             "expected a reply of type {expected}, the peer sent {:?}",
             reply.type_name.as_str()

@@ -215,7 +215,8 @@ where
                 if conn.is_closing() {
                     continue; // closing: the peer's data can no longer be answered
                 }
-                if let Err((code, detail)) = handle_binary(conn, dispatcher, bytes, received).await {
+                if let Err((code, detail)) = handle_binary(conn, dispatcher, bytes, received).await
+                {
                     violation(conn, code, detail);
                 }
             }

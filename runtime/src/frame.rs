@@ -2,14 +2,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use prost::Message as _;
 use prost::encoding::{
     DecodeContext, WireType, decode_key, encode_key, encode_varint, encoded_len_varint, key_len,
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::message::{Headers, Message, Payload};
+use crate::message::{Headers, Message, Payload, TypeName};
 use crate::proto::{self, Frame, FrameKind};
 
 /// The WebSocket subprotocol this version speaks.
@@ -18,24 +18,141 @@ pub const SUBPROTOCOL: &str = "goomerang.v1";
 /// Field number of `Frame.payload`.
 const PAYLOAD_TAG: u32 = 4;
 
-/// Encodes `frame` (whose `payload` must be empty) followed by `payload` as
-/// field 4. Protobuf allows fields in any order, so this is a valid `Frame`.
-pub(crate) fn encode_with<P: prost::Message>(frame: &Frame, payload: &P) -> Bytes {
-    debug_assert!(frame.payload.is_empty());
-    let payload_len = payload.encoded_len();
-    let field_len = if payload_len == 0 {
+/// The fields of an outgoing payload-carrying frame besides the payload,
+/// encoded by hand so the type name goes from its static halves straight
+/// into the buffer. Zero values are left out, as prost leaves them out.
+#[derive(Debug)]
+pub(crate) struct Head<'a> {
+    pub(crate) kind: FrameKind,
+    pub(crate) id: u64,
+    pub(crate) type_name: TypeName,
+    pub(crate) headers: &'a Headers,
+    pub(crate) timeout_ms: u32,
+    pub(crate) topic: &'a str,
+    pub(crate) queue_group: &'a str,
+    pub(crate) created_unix_us: i64,
+}
+
+impl<'a> Head<'a> {
+    /// A frame of `kind` carrying a `type_name` payload, created now; no id, deadline or topic.
+    pub(crate) fn new(kind: FrameKind, type_name: TypeName, headers: &'a Headers) -> Head<'a> {
+        Head {
+            kind,
+            id: 0,
+            type_name,
+            headers,
+            timeout_ms: 0,
+            topic: "",
+            queue_group: "",
+            created_unix_us: now_us(),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        use prost::encoding::{hash_map, int32, int64, string, uint32, uint64};
+        let str_len = |tag: u32, len: usize| {
+            if len == 0 {
+                0
+            } else {
+                key_len(tag) + encoded_len_varint(len as u64) + len
+            }
+        };
+        let kind = self.kind as i32;
+        (if kind != 0 {
+            int32::encoded_len(1, &kind)
+        } else {
+            0
+        }) + (if self.id != 0 {
+            uint64::encoded_len(2, &self.id)
+        } else {
+            0
+        }) + str_len(3, self.type_name.len())
+            + hash_map::encoded_len(string::encoded_len, string::encoded_len, 5, self.headers)
+            + (if self.timeout_ms != 0 {
+                uint32::encoded_len(6, &self.timeout_ms)
+            } else {
+                0
+            })
+            + str_len(8, self.topic.len())
+            + str_len(9, self.queue_group.len())
+            + (if self.created_unix_us != 0 {
+                int64::encoded_len(10, &self.created_unix_us)
+            } else {
+                0
+            })
+    }
+
+    fn encode_raw(&self, buf: &mut BytesMut) {
+        use prost::encoding::{hash_map, int32, int64, string, uint32, uint64};
+        let kind = self.kind as i32;
+        if kind != 0 {
+            int32::encode(1, &kind, buf);
+        }
+        if self.id != 0 {
+            uint64::encode(2, &self.id, buf);
+        }
+        if self.type_name.len() != 0 {
+            encode_key(3, WireType::LengthDelimited, buf);
+            encode_varint(self.type_name.len() as u64, buf);
+            self.type_name.put(buf);
+        }
+        hash_map::encode(
+            string::encode,
+            string::encoded_len,
+            string::encode,
+            string::encoded_len,
+            5,
+            self.headers,
+            buf,
+        );
+        if self.timeout_ms != 0 {
+            uint32::encode(6, &self.timeout_ms, buf);
+        }
+        for (tag, value) in [(8, self.topic), (9, self.queue_group)] {
+            if !value.is_empty() {
+                encode_key(tag, WireType::LengthDelimited, buf);
+                encode_varint(value.len() as u64, buf);
+                buf.put_slice(value.as_bytes());
+            }
+        }
+        if self.created_unix_us != 0 {
+            int64::encode(10, &self.created_unix_us, buf);
+        }
+    }
+
+    /// The whole frame: these fields, then `payload` (encoded in place) as field 4.
+    pub(crate) fn encode<P: prost::Message>(&self, payload: &P) -> Bytes {
+        let payload_len = payload.encoded_len();
+        let mut buf = BytesMut::with_capacity(self.encoded_len() + payload_field_len(payload_len));
+        self.encode_raw(&mut buf);
+        if payload_len != 0 {
+            encode_key(PAYLOAD_TAG, WireType::LengthDelimited, &mut buf);
+            encode_varint(payload_len as u64, &mut buf);
+            payload.encode_raw(&mut buf);
+        }
+        buf.freeze()
+    }
+
+    /// The whole frame with an already encoded payload.
+    pub(crate) fn encode_bytes(&self, payload: &[u8]) -> Bytes {
+        let mut buf =
+            BytesMut::with_capacity(self.encoded_len() + payload_field_len(payload.len()));
+        self.encode_raw(&mut buf);
+        if !payload.is_empty() {
+            encode_key(PAYLOAD_TAG, WireType::LengthDelimited, &mut buf);
+            encode_varint(payload.len() as u64, &mut buf);
+            buf.put_slice(payload);
+        }
+        buf.freeze()
+    }
+}
+
+fn payload_field_len(len: usize) -> usize {
+    if len == 0 {
         0
     } else {
-        key_len(PAYLOAD_TAG) + encoded_len_varint(payload_len as u64) + payload_len
-    };
-    let mut buf = BytesMut::with_capacity(frame.encoded_len() + field_len);
-    frame.encode_raw(&mut buf);
-    if payload_len != 0 {
-        encode_key(PAYLOAD_TAG, WireType::LengthDelimited, &mut buf);
-        encode_varint(payload_len as u64, &mut buf);
-        payload.encode_raw(&mut buf);
+        key_len(PAYLOAD_TAG) + encoded_len_varint(len as u64) + len
     }
-    buf.freeze()
 }
 
 /// Encodes a payload-carrying frame of `kind` (MESSAGE, BROADCAST, PUBLISH)
@@ -46,15 +163,11 @@ pub(crate) fn encode_message<T: Payload>(
     message: Message<T>,
 ) -> Bytes {
     let (payload, headers, _) = message.into_parts();
-    let frame = Frame {
-        kind: kind as i32,
-        r#type: T::full_name(),
-        headers,
-        topic: topic.to_owned(),
-        created_unix_us: now_us(),
-        ..Frame::default()
+    let head = Head {
+        topic,
+        ..Head::new(kind, TypeName::of::<T>(), &headers)
     };
-    encode_with(&frame, &payload)
+    head.encode(&payload)
 }
 
 /// Encodes a frame whose payload is already bytes.
@@ -154,30 +267,46 @@ mod tests {
     use crate::proto::Status;
 
     #[test]
-    fn in_place_payload_decodes_like_a_normal_frame() {
+    fn head_encodes_like_prost() {
+        let headers: Headers = [("traceparent".to_owned(), "00-ab-cd-01".to_owned())].into();
         let status = Status {
             code: 5,
             message: "hello".into(),
         };
-        let frame = Frame {
-            kind: FrameKind::Message as i32,
+        let head = Head {
+            id: 7,
+            timeout_ms: 250,
+            topic: "orders.eu",
+            queue_group: "workers",
+            ..Head::new(FrameKind::Request, TypeName::of::<Status>(), &headers)
+        };
+        let expected = Frame {
+            kind: FrameKind::Request as i32,
+            id: 7,
             r#type: "goomerang.v1.Status".into(),
+            payload: status.encode_to_vec().into(),
+            headers: headers.clone(),
+            timeout_ms: 250,
+            topic: "orders.eu".into(),
+            queue_group: "workers".into(),
+            created_unix_us: head.created_unix_us,
             ..Frame::default()
         };
-        let bytes = encode_with(&frame, &status);
-        let decoded = Frame::decode(bytes).expect("decodes");
-        assert_eq!(decoded.r#type, "goomerang.v1.Status");
-        assert_eq!(Status::decode(decoded.payload).expect("payload"), status);
+        let in_place = head.encode(&status);
+        assert_eq!(in_place.len(), expected.encoded_len());
+        assert_eq!(Frame::decode(in_place).expect("decodes"), expected);
+        let from_bytes = head.encode_bytes(&status.encode_to_vec());
+        assert_eq!(Frame::decode(from_bytes).expect("decodes"), expected);
     }
 
     #[test]
-    fn empty_payload_is_omitted() {
-        let frame = Frame {
-            kind: FrameKind::Message as i32,
-            ..Frame::default()
+    fn empty_fields_are_omitted() {
+        let headers = Headers::new();
+        let head = Head {
+            created_unix_us: 0,
+            ..Head::new(FrameKind::Unspecified, TypeName::NONE, &headers)
         };
-        let bytes = encode_with(&frame, &Status::default());
-        assert_eq!(bytes, encode(&frame));
+        assert!(head.encode(&Status::default()).is_empty());
     }
 
     #[test]

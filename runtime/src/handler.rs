@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::context::Context;
-use crate::message::{Headers, Payload};
+use crate::message::{Headers, Payload, TypeName};
 use crate::status::Status;
 
 /// A boxed, sendable future, as middleware returns.
@@ -21,7 +21,7 @@ pub type Outcome = Result<Option<Encoded>, Status>;
 /// An encoded reply payload with its type name and headers.
 #[derive(Clone, Debug)]
 pub struct Encoded {
-    pub(crate) type_name: String,
+    pub(crate) type_name: TypeName,
     pub(crate) payload: Bytes,
     pub(crate) headers: Headers,
 }
@@ -32,7 +32,7 @@ impl Encoded {
         let mut buf = BytesMut::with_capacity(message.encoded_len());
         message.encode_raw(&mut buf);
         Encoded {
-            type_name: T::full_name(),
+            type_name: TypeName::of::<T>(),
             payload: buf.freeze(),
             headers: Headers::new(),
         }
@@ -41,15 +41,16 @@ impl Encoded {
     /// The empty reply acknowledging a control frame.
     pub(crate) fn ack() -> Encoded {
         Encoded {
-            type_name: String::new(),
+            type_name: TypeName::NONE,
             payload: Bytes::new(),
             headers: Headers::new(),
         }
     }
 
-    /// The reply's full protobuf type name.
-    pub fn type_name(&self) -> &str {
-        &self.type_name
+    /// The reply's full protobuf type name (built on each call: the runtime
+    /// writes it to the wire from its static halves and never needs it whole).
+    pub fn type_name(&self) -> String {
+        self.type_name.to_string()
     }
 
     /// The encoded reply payload.
@@ -111,7 +112,7 @@ fn decode<M: Payload>(payload: Bytes) -> Result<M, Status> {
     M::decode(payload).map_err(|err| {
         Status::invalid_argument(format!(
             "payload does not decode as {}: {err}",
-            M::full_name()
+            TypeName::of::<M>()
         ))
     })
 }

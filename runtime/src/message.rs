@@ -1,6 +1,7 @@
 //! Messages: the typed payload plus headers a caller sends, and the metadata and headers a receiver sees.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
 /// String headers travelling with a message (e.g. `traceparent`). Keys are case-sensitive.
@@ -12,6 +13,69 @@ pub type Headers = HashMap<String, String>;
 pub trait Payload: prost::Message + prost::Name + Default + Send + Sync + 'static {}
 
 impl<T: prost::Message + prost::Name + Default + Send + Sync + 'static> Payload for T {}
+
+/// A payload type's full protobuf name, kept as its two static halves
+/// (`PACKAGE`, `NAME`) so that sending never allocates it. It reads
+/// `PACKAGE.NAME`, or `NAME` alone without a package, which is what
+/// [`prost::Name::full_name`] returns by default and what prost-build generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TypeName {
+    package: &'static str,
+    name: &'static str,
+}
+
+impl TypeName {
+    pub(crate) fn of<T: prost::Name>() -> TypeName {
+        TypeName {
+            package: T::PACKAGE,
+            name: T::NAME,
+        }
+    }
+
+    /// No type: the empty name control replies carry.
+    pub(crate) const NONE: TypeName = TypeName {
+        package: "",
+        name: "",
+    };
+
+    /// The length in bytes of the full name.
+    pub(crate) fn len(&self) -> usize {
+        if self.package.is_empty() {
+            self.name.len()
+        } else {
+            self.package.len() + 1 + self.name.len()
+        }
+    }
+
+    /// Appends the full name to `buf`.
+    pub(crate) fn put(&self, buf: &mut impl bytes::BufMut) {
+        if !self.package.is_empty() {
+            buf.put_slice(self.package.as_bytes());
+            buf.put_u8(b'.');
+        }
+        buf.put_slice(self.name.as_bytes());
+    }
+
+    /// Whether `full` is this name.
+    pub(crate) fn is(&self, full: &str) -> bool {
+        if self.package.is_empty() {
+            return full == self.name;
+        }
+        full.len() == self.len()
+            && full.starts_with(self.package)
+            && full.ends_with(self.name)
+            && full.as_bytes()[self.package.len()] == b'.'
+    }
+}
+
+impl fmt::Display for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.package.is_empty() {
+            write!(f, "{}.", self.package)?;
+        }
+        f.write_str(self.name)
+    }
+}
 
 /// An outgoing message: a payload, its headers and, for requests, a deadline.
 ///

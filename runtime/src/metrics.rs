@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::connection::lock;
+use crate::message::TypeName;
 
 /// Upper bounds of the latency histograms, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -79,7 +80,7 @@ pub struct Metrics {
     pub(crate) publishes: AtomicU64,
     unknown: Arc<TypeStats>,
     types: RwLock<BTreeMap<String, Arc<TypeStats>>>,
-    requests: RwLock<BTreeMap<String, Arc<Histogram>>>,
+    requests: RwLock<BTreeMap<TypeName, Arc<Histogram>>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     slow_consumers: Mutex<BTreeMap<&'static str, u64>>,
     rejected_handshakes: Mutex<BTreeMap<u16, u64>>,
@@ -123,19 +124,19 @@ impl Metrics {
         &self.unknown
     }
 
-    pub(crate) fn observe_request(&self, type_name: &str, took: Duration) {
+    pub(crate) fn observe_request(&self, type_name: TypeName, took: Duration) {
         let found = self
             .requests
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(type_name)
+            .get(&type_name)
             .cloned();
         let histogram = found.unwrap_or_else(|| {
             let mut requests = self
                 .requests
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(requests.entry(type_name.to_owned()).or_default())
+            Arc::clone(requests.entry(type_name).or_default())
         });
         histogram.observe(took);
     }

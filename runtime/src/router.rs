@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::handler::{self, BoxHandler, IntoOneWay, Kind, Route};
-use crate::message::Payload;
+use crate::message::{Payload, TypeName};
 use crate::middleware::{self, Middleware};
 use crate::status::Status;
 
@@ -52,7 +52,11 @@ impl Router {
         Fut: Future + Send + 'static,
         Fut::Output: IntoOneWay,
     {
-        self.route(M::full_name(), Kind::OneWay, handler::one_way(handler))
+        self.route(
+            TypeName::of::<M>().to_string(),
+            Kind::OneWay,
+            handler::one_way(handler),
+        )
     }
 
     /// Registers a handler answering requests of type `M` with `R`.
@@ -66,7 +70,11 @@ impl Router {
         F: Fn(Context, M) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
     {
-        self.route(M::full_name(), Kind::Request, handler::request(handler))
+        self.route(
+            TypeName::of::<M>().to_string(),
+            Kind::Request,
+            handler::request(handler),
+        )
     }
 
     /// Adds a middleware around every handler (registered before or after it).

@@ -27,7 +27,7 @@ use crate::frame::{self, SUBPROTOCOL};
 use crate::handshake::{self, Accept, Handshake, OnOpen, Origins, Reject};
 use crate::hooks::{Hooks, hook_methods};
 use crate::hub::Hub;
-use crate::message::{IntoMessage, Payload};
+use crate::message::{IntoMessage, Payload, TypeName};
 use crate::metrics::Metrics;
 use crate::proto::FrameKind;
 use crate::router::{Router, routing_methods};
@@ -454,7 +454,7 @@ impl Server {
             });
         }
         let hooks = &self.inner.shared.hooks;
-        let type_name = T::full_name();
+        let type_name = TypeName::of::<T>().to_string();
         Ok(match topic {
             Some(topic) => {
                 let reached = self.inner.hub.publish(topic, frame);

@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::HeaderValue;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{WebSocketStream, tungstenite};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::connection::{Connection, Outbound, lock};
+use crate::connection::{Connection, lock};
 use crate::driver;
 use crate::error::Error;
 use crate::frame::{self, SUBPROTOCOL};
@@ -197,13 +197,12 @@ impl Client {
         shared.set_shutting_down(false);
         shared.handlers.reopen();
         shared.connections.reopen();
-        let (conn, rx) = self.inner.install(peer);
+        let conn = self.inner.install(peer);
         shared.connections.spawn(supervise(
             Arc::downgrade(&self.inner),
             url.to_owned(),
             ws,
             conn,
-            rx,
             stop,
         ));
         Ok(())
@@ -446,17 +445,13 @@ impl Client {
 
 impl ClientInner {
     /// Makes a new connection (to `peer`) the current one: RUNNING.
-    fn install(
-        &self,
-        peer: Option<std::net::SocketAddr>,
-    ) -> (Connection, mpsc::UnboundedReceiver<Outbound>) {
+    fn install(&self, peer: Option<std::net::SocketAddr>) -> Connection {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) =
-            Connection::new(id, peer, Arc::clone(&self.shared), http::Extensions::new());
+        let conn = Connection::new(id, peer, Arc::clone(&self.shared), http::Extensions::new());
         self.current.send_replace(Some(conn.clone()));
         self.state.set(State::Running);
         self.shared.hooks.state(State::Running);
-        (conn, rx)
+        conn
     }
 }
 
@@ -468,11 +463,10 @@ async fn supervise(
     url: String,
     mut ws: Ws,
     mut conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
     stop: CancellationToken,
 ) {
     loop {
-        driver::run(ws, conn.clone(), rx).await;
+        driver::run(ws, conn.clone()).await;
         let Some(client) = owner.upgrade() else {
             return;
         };
@@ -524,7 +518,7 @@ async fn supervise(
         if stop.is_cancelled() {
             return;
         }
-        (conn, rx) = client.install(fresh.1);
+        conn = client.install(fresh.1);
         ws = fresh.0;
         let subs: Vec<Subscription> = lock(&client.subscriptions).iter().cloned().collect();
         if !subs.is_empty() {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::frame::{self, Head, Incoming};
 use crate::handler::Outcome;
 use crate::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
+use crate::outbox::{Outbound, Outbox, Refused};
 use crate::proto::{Frame, FrameKind};
 use crate::shared::Shared;
 use crate::status::Status;
@@ -46,17 +47,6 @@ pub enum Initiator {
     Lost,
 }
 
-/// An item for the connection's writer.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// An encoded frame and the budget permits it holds.
-    Frame { bytes: Bytes, permits: u32 },
-    /// Send a close frame, then stop writing.
-    Close { code: u16, reason: String },
-    /// Send a keepalive ping.
-    Ping,
-}
-
 /// A live connection to one peer. Cheap to clone; every clone is the same connection.
 ///
 /// On the server each client is one `Connection` (see `Context::connection`,
@@ -70,12 +60,9 @@ pub(crate) struct Inner {
     id: u64,
     peer_addr: Option<SocketAddr>,
     pub(crate) shared: Arc<Shared>,
-    /// The writer's queue. Items are bounded by `budget` (in bytes), except
-    /// CANCEL frames, which are bounded by the requests this side made.
-    tx: mpsc::UnboundedSender<Outbound>,
-    /// Outbound bytes allowed in the queue; senders take, the writer gives back after flushing.
-    pub(crate) budget: Semaphore,
-    budget_size: usize,
+    /// The queue to the socket. Frames are bounded by its byte budget,
+    /// except CANCEL frames, which are bounded by the requests this side made.
+    pub(crate) outbox: Outbox,
     /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
     /// UNAVAILABLE status each) when the connection ends.
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Incoming, Status>>>>,
@@ -117,16 +104,16 @@ impl Connection {
         peer_addr: Option<SocketAddr>,
         shared: Arc<Shared>,
         state: http::Extensions,
-    ) -> (Connection, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let budget_size = shared.config.outbound_queue_bytes;
+    ) -> Connection {
+        let outbox = Outbox::new(
+            shared.config.outbound_queue_bytes,
+            Arc::clone(&shared.hooks.metrics),
+        );
         let inner = Inner {
             id,
             peer_addr,
             shared,
-            tx,
-            budget: Semaphore::new(budget_size),
-            budget_size,
+            outbox,
             pending: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -138,12 +125,9 @@ impl Connection {
             flags: Flags::default(),
             state,
         };
-        (
-            Connection {
-                inner: Arc::new(inner),
-            },
-            rx,
-        )
+        Connection {
+            inner: Arc::new(inner),
+        }
     }
 
     /// This connection's id, unique within its server (or client) for the process lifetime.
@@ -307,7 +291,9 @@ impl Connection {
             }
             let reason = truncate(reason, MAX_CLOSE_REASON).to_owned();
             *local = Some((code, reason.clone()));
-            let _ = self.inner.tx.send(Outbound::Close { code, reason });
+            self.inner
+                .outbox
+                .push_control(Outbound::Close { code, reason });
         }
         self.inner.flags.closing.store(true, Ordering::Release);
         self.inner.closing.cancel();
@@ -344,11 +330,6 @@ impl Connection {
         lock(&self.inner.local_close).clone()
     }
 
-    fn permits_for(&self, len: usize) -> u32 {
-        // At most the whole budget, so a frame larger than it still goes out (alone).
-        len.clamp(1, self.inner.budget_size) as u32
-    }
-
     fn check_sendable(&self, bytes: &Bytes) -> Result<(), Error> {
         let max = self.inner.shared.config.max_message_size;
         if bytes.len() > max {
@@ -366,20 +347,15 @@ impl Connection {
     /// Queues an encoded frame, waiting for room in the byte budget.
     pub(crate) async fn enqueue(&self, bytes: Bytes) -> Result<(), Error> {
         self.check_sendable(&bytes)?;
-        let permits = self.permits_for(bytes.len());
-        if let Ok(permit) = self.inner.budget.try_acquire_many(permits) {
-            permit.forget();
-            return self.push(Outbound::Frame { bytes, permits });
+        let permits = self.inner.outbox.permits_for(bytes.len());
+        let len = bytes.len();
+        match self.inner.outbox.push(bytes, permits).await {
+            Ok(()) => {
+                self.count_sent(len);
+                Ok(())
+            }
+            Err(_) => Err(self.closed_error()),
         }
-        tokio::select! {
-            biased;
-            _ = self.inner.closed.cancelled() => return Err(self.closed_error()),
-            acquired = self.inner.budget.acquire_many(permits) => match acquired {
-                Ok(permit) => permit.forget(),
-                Err(_) => return Err(self.closed_error()),
-            },
-        }
-        self.push(Outbound::Frame { bytes, permits })
     }
 
     pub(crate) fn try_enqueue(&self, bytes: Bytes) -> Result<(), Error> {
@@ -392,28 +368,27 @@ impl Connection {
         if let Err(err) = self.check_sendable(&bytes) {
             return Err((err, bytes));
         }
-        let permits = self.permits_for(bytes.len());
-        match self.inner.budget.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::NoPermits) => return Err((Error::QueueFull, bytes)),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err((self.closed_error(), bytes)),
+        let permits = self.inner.outbox.permits_for(bytes.len());
+        let len = bytes.len();
+        match self.inner.outbox.try_push(bytes, permits) {
+            Ok(()) => {
+                self.count_sent(len);
+                Ok(())
+            }
+            Err(Refused::Full(bytes)) => Err((Error::QueueFull, bytes)),
+            Err(Refused::Closed(bytes)) => Err((self.closed_error(), bytes)),
         }
-        self.push(Outbound::Frame { bytes, permits })
-            .map_err(|err| (err, Bytes::new()))
     }
 
-    pub(crate) fn push(&self, item: Outbound) -> Result<(), Error> {
-        if let Outbound::Frame { bytes, permits } = &item {
-            let metrics = &self.inner.shared.hooks.metrics;
-            metrics.sent_frames.fetch_add(1, Ordering::Relaxed);
-            metrics
-                .sent_bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            metrics
-                .queued_bytes
-                .fetch_add(i64::from(*permits), Ordering::Relaxed);
-        }
-        self.inner.tx.send(item).map_err(|_| self.closed_error())
+    /// Queues a keepalive ping.
+    pub(crate) fn ping(&self) {
+        self.inner.outbox.push_control(Outbound::Ping);
+    }
+
+    fn count_sent(&self, len: usize) {
+        let metrics = &self.inner.shared.hooks.metrics;
+        metrics.sent_frames.fetch_add(1, Ordering::Relaxed);
+        metrics.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn closed_error(&self) -> Error {
@@ -526,7 +501,7 @@ impl Connection {
         let _ = self.inner.close_info.set(info);
         self.inner.flags.closed.store(true, Ordering::Release);
         self.inner.closed.cancel();
-        self.inner.budget.close();
+        self.inner.outbox.close();
         let waiters: Vec<_> = lock(&self.inner.pending).drain().collect();
         if !waiters.is_empty() {
             let status: Status = self.closed_error().into();
@@ -580,10 +555,9 @@ impl Drop for PendingGuard<'_> {
                 ..Frame::default()
             });
             // Outside the byte budget: bounded by this side's own requests, and it must not be lost.
-            let _ = self.conn.push(Outbound::Frame {
-                bytes: cancel,
-                permits: 0,
-            });
+            if self.conn.inner.outbox.try_push(cancel, 0).is_ok() {
+                self.conn.count_sent(0);
+            }
         }
     }
 }

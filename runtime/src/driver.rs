@@ -1,45 +1,40 @@
 //! The per-connection driver: a reader that validates and dispatches frames, and a writer that batches.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
+use futures_util::stream::SplitStream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument as _;
 
-use crate::connection::{CloseInfo, Connection, Initiator, Outbound};
+use crate::connection::{CloseInfo, Connection, Initiator};
 use crate::dispatch::Dispatcher;
 use crate::error::Error;
 use crate::frame::{self, Incoming};
 use crate::handler::Encoded;
 use crate::hub::Hub;
+use crate::outbox::WriteHalf;
 use crate::proto::{Frame, FrameKind};
 use crate::shared::Side;
 use crate::status::Status;
 use crate::topics::{self, Subscription};
 
-/// Frames written before one flush, at most; bounds the latency of a huge backlog.
-const MAX_BATCH: usize = 512;
-
 /// Runs one connection to its end: spawns the writer, reads until the peer
 /// or this side closes, then fails what is waiting and reports the close.
-pub(crate) async fn run<S>(
-    ws: WebSocketStream<S>,
-    conn: Connection,
-    rx: mpsc::UnboundedReceiver<Outbound>,
-) where
+pub(crate) async fn run<S>(ws: WebSocketStream<S>, conn: Connection)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    let mut writer = tokio::spawn(write_loop(sink, rx, conn.clone()));
+    let write = Arc::new(Mutex::new(WriteHalf::new(Box::pin(sink))));
+    let mut writer = tokio::spawn(write_loop(Arc::clone(&write), conn.clone()));
     let shared = Arc::clone(&conn.inner.shared);
     shared.hooks.connect(&conn);
     let span = tracing::debug_span!(
@@ -50,14 +45,14 @@ pub(crate) async fn run<S>(
     );
     let info = async {
         let mut dispatcher = Dispatcher::new(&conn);
-        read_loop(stream, &conn, &mut dispatcher).await
+        read_loop(stream, &write, &conn, &mut dispatcher).await
     }
     .instrument(span)
     .await;
     conn.finish(info.clone());
-    // The writer stops on `closed` once its queue holds no more (a close frame
-    // goes out first); a writer stuck on a dead socket is cut off, at once if
-    // the connection was killed.
+    // The writer stops once the queue holds no more (a close frame goes out
+    // first); a writer stuck on a dead socket is cut off, at once if the
+    // connection was killed.
     let grace = if conn.is_killed() {
         Duration::ZERO
     } else {
@@ -70,78 +65,26 @@ pub(crate) async fn run<S>(
     shared.hooks.disconnect(&conn, &info);
 }
 
-async fn write_loop<S>(
-    mut sink: SplitSink<WebSocketStream<S>, WsMessage>,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    conn: Connection,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    loop {
-        let first = tokio::select! {
-            biased;
-            item = rx.recv() => item,
-            _ = conn.inner.closed.cancelled() => None,
-        };
-        let Some(mut item) = first else { break };
-        let mut released = 0usize;
-        let mut sent_close = false;
-        let mut count = 0;
-        let result: Result<(), tungstenite::Error> = async {
-            loop {
-                match item {
-                    Outbound::Frame { bytes, permits } => {
-                        released += permits as usize;
-                        sink.feed(WsMessage::Binary(bytes)).await?;
-                    }
-                    Outbound::Ping => sink.feed(WsMessage::Ping(Bytes::new())).await?,
-                    Outbound::Close { code, reason } => {
-                        sent_close = true;
-                        let close = CloseFrame {
-                            code: code.into(),
-                            reason: reason.into(),
-                        };
-                        sink.feed(WsMessage::Close(Some(close))).await?;
-                        break;
-                    }
-                }
-                count += 1;
-                if count >= MAX_BATCH {
-                    break;
-                }
-                match rx.try_recv() {
-                    Ok(next) => item = next,
-                    Err(_) => break,
-                }
-            }
-            sink.flush().await
-        }
-        .await;
-        conn.inner.budget.add_permits(released);
+async fn write_loop(write: Arc<Mutex<WriteHalf>>, conn: Connection) {
+    if let Err(err) = conn.inner.outbox.write_loop(&write).await {
+        write_failed(&conn, err);
+    }
+}
+
+/// A write to the socket failed: the connection is dropped.
+fn write_failed(conn: &Connection, err: tungstenite::Error) {
+    if !conn.is_closed() && !conn.is_closing() {
         conn.inner
             .shared
             .hooks
-            .metrics
-            .queued_bytes
-            .fetch_sub(released as i64, Ordering::Relaxed);
-        if let Err(err) = result {
-            if !conn.is_closed() && !conn.is_closing() {
-                conn.inner
-                    .shared
-                    .hooks
-                    .error(&Error::Transport(err), Some(&conn));
-            }
-            conn.kill();
-            break;
-        }
-        if sent_close {
-            break;
-        }
+            .error(&Error::Transport(err), Some(conn));
     }
+    conn.kill();
 }
 
 async fn read_loop<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
+    write: &Mutex<WriteHalf>,
     conn: &Connection,
     dispatcher: &mut Dispatcher,
 ) -> CloseInfo
@@ -157,6 +100,7 @@ where
     let check = tokio::time::sleep(keepalive.map_or(far, |k| k.interval));
     tokio::pin!(check);
     let mut closing = false;
+    let mut busy = 0;
     let mut remote_close: Option<(u16, String, bool)> = None;
     loop {
         // Atomic checks on every frame: the control futures below are polled
@@ -175,7 +119,7 @@ where
         }
         let next = tokio::select! {
             biased;
-            next = stream.next() => next,
+            next = next_frame(&mut stream, write, conn, &mut busy) => next,
             _ = conn.inner.kill.cancelled() => break,
             _ = conn.inner.closing.cancelled(), if !closing => continue,
             _ = &mut close_deadline, if closing => break,
@@ -189,7 +133,7 @@ where
                     break;
                 }
                 let next_check = if silent >= k.interval {
-                    let _ = conn.push(Outbound::Ping);
+                    conn.ping();
                     (now + k.interval).min(last_seen + k.interval + k.timeout)
                 } else {
                     last_seen + k.interval
@@ -253,6 +197,53 @@ where
             initiator: Initiator::Lost,
         },
     }
+}
+
+/// Frames handled before the reader writes out what they queued even though
+/// more input is waiting: bounds reply latency under a steady stream of input.
+const FLUSH_EVERY: u32 = 64;
+
+/// The next message from the socket. Before waiting for one (and every
+/// [`FLUSH_EVERY`] frames) the reader writes out what the frames it handled
+/// queued, so replies made on its poll go out without waking the writer.
+async fn next_frame<S>(
+    stream: &mut SplitStream<WebSocketStream<S>>,
+    write: &Mutex<WriteHalf>,
+    conn: &Connection,
+    busy: &mut u32,
+) -> Option<Result<WsMessage, tungstenite::Error>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let outbox = &conn.inner.outbox;
+    std::future::poll_fn(|cx| {
+        if *busy >= FLUSH_EVERY {
+            *busy = 1;
+            if let Err(err) = outbox.reader_idle(write, cx) {
+                write_failed(conn, err);
+            }
+            outbox.reader_busy();
+        }
+        match stream.poll_next_unpin(cx) {
+            Poll::Ready(next) => {
+                if *busy == 0 {
+                    outbox.reader_busy();
+                }
+                *busy += 1;
+                Poll::Ready(next)
+            }
+            Poll::Pending => {
+                if *busy > 0 {
+                    *busy = 0;
+                    if let Err(err) = outbox.reader_idle(write, cx) {
+                        write_failed(conn, err);
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {

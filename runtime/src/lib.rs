@@ -46,6 +46,7 @@ mod limit;
 mod message;
 mod metrics;
 pub mod middleware;
+mod outbox;
 mod peer;
 pub mod proto;
 mod reconnect;

@@ -739,7 +739,7 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
     let on_upgrade = hyper::upgrade::on(&mut req);
     let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(&server.shared);
-    let (conn, rx) = Connection::new(id, peer, Arc::clone(&shared), state);
+    let conn = Connection::new(id, peer, Arc::clone(&shared), state);
     server.hub.register(&conn);
     let registry = Arc::clone(&server.hub);
     shared.connections.spawn(async move {
@@ -752,7 +752,7 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
                     Some(config),
                 )
                 .await;
-                driver::run(ws, conn.clone(), rx).await;
+                driver::run(ws, conn.clone()).await;
             }
             Err(err) => tracing::debug!(conn = id, error = %err, "upgrade did not complete"),
         }

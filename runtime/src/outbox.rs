@@ -1,0 +1,364 @@
+//! `Outbox`: a connection's outbound queue and byte budget under one lock, and the batched writes that drain it.
+//!
+//! Whoever drains it writes every queued item, then flushes once. That is
+//! the writer task, or the connection's reader: a reader that handled frames
+//! writes what their handlers queued (replies, mostly) itself when it is about
+//! to wait for the socket, so a request answered on the reader's poll costs no
+//! wake-up of another task. While the reader handles frames, pushes therefore
+//! do not wake the writer.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_util::Sink;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+
+use crate::connection::lock;
+use crate::metrics::Metrics;
+
+/// Frames written before one flush, at most; bounds the latency of a huge backlog.
+const MAX_BATCH: usize = 512;
+
+/// The write half of a connection's WebSocket, whatever the transport.
+pub(crate) type WsSink = Pin<Box<dyn Sink<WsMessage, Error = tungstenite::Error> + Send>>;
+
+/// An item for the socket.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// An encoded frame and the budget bytes it holds.
+    Frame { bytes: Bytes, permits: u32 },
+    /// Send a close frame, then stop writing.
+    Close { code: u16, reason: String },
+    /// Send a keepalive ping.
+    Ping,
+}
+
+/// Why a frame was not queued; the frame comes back with it.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The budget has no room for it now.
+    Full(Bytes),
+    /// The connection has ended.
+    Closed(Bytes),
+}
+
+/// The queue between senders and the socket.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Bytes of frames allowed queued and unflushed at once.
+    budget: usize,
+    /// The writer task waits here while the queue is empty; a push that
+    /// finds it idle wakes it (unless the reader is busy, see the module doc).
+    writer: Notify,
+    /// Senders waiting for budget wait here; the writer wakes them after a flush.
+    room: Notify,
+    /// Set while the reader is handling frames: it writes what they queue.
+    reader_busy: AtomicBool,
+    /// Where the budget bytes in use are published (`goomerang_outbound_queued_bytes`).
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct State {
+    items: VecDeque<Outbound>,
+    /// Budget bytes held by queued and written-but-unflushed frames.
+    bytes: usize,
+    /// The writer found the queue empty and waits to be woken.
+    writer_idle: bool,
+    /// Senders inside `push`, waiting for room.
+    room_waiters: usize,
+    /// The connection ended: nothing more is queued.
+    closed: bool,
+}
+
+impl Outbox {
+    pub(crate) fn new(budget: usize, metrics: Arc<Metrics>) -> Outbox {
+        Outbox {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                bytes: 0,
+                writer_idle: true,
+                room_waiters: 0,
+                closed: false,
+            }),
+            budget,
+            writer: Notify::new(),
+            room: Notify::new(),
+            reader_busy: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// The budget bytes a frame of `len` bytes holds: at most the whole
+    /// budget, so a frame larger than it still goes out (alone).
+    pub(crate) fn permits_for(&self, len: usize) -> u32 {
+        len.clamp(1, self.budget) as u32
+    }
+
+    /// Queues a frame holding `permits` budget bytes (0 for frames outside
+    /// the budget) if there is room now.
+    pub(crate) fn try_push(&self, bytes: Bytes, permits: u32) -> Result<(), Refused> {
+        self.offer(bytes, permits, false)
+    }
+
+    /// Queues a frame, waiting for room in the budget. Fails only when the connection ended.
+    pub(crate) async fn push(&self, mut bytes: Bytes, permits: u32) -> Result<(), Bytes> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.offer(bytes, permits, true) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed(back)) => return Err(back),
+                Err(Refused::Full(back)) => bytes = back,
+            }
+            // `offer` counted this sender among the waiters, under the lock a
+            // release takes, so the release that makes room wakes it.
+            let _waiting = RoomWaiter(self);
+            room.await;
+        }
+    }
+
+    fn offer(&self, bytes: Bytes, permits: u32, wait: bool) -> Result<(), Refused> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Err(Refused::Closed(bytes));
+        }
+        let held = permits as usize;
+        if held != 0 && state.bytes + held > self.budget {
+            if wait {
+                state.room_waiters += 1;
+            }
+            // Make sure someone is draining, or the room never comes.
+            self.wake_writer(&mut state, true);
+            return Err(Refused::Full(bytes));
+        }
+        state.bytes += held;
+        self.metrics
+            .queued_bytes
+            .fetch_add(held as i64, Ordering::Relaxed);
+        state.items.push_back(Outbound::Frame { bytes, permits });
+        self.wake_writer(&mut state, false);
+        Ok(())
+    }
+
+    /// Queues a control item (close, ping) outside the budget; false if the connection ended.
+    pub(crate) fn push_control(&self, item: Outbound) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return false;
+        }
+        state.items.push_back(item);
+        self.wake_writer(&mut state, false);
+        true
+    }
+
+    /// Marks the connection ended: pushes fail from now on, waiting senders
+    /// give up, and the writer stops once what is queued is written.
+    pub(crate) fn close(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        self.wake_writer(&mut state, true);
+        drop(state);
+        self.room.notify_waiters();
+    }
+
+    /// Wakes the idle writer; `always` even while the reader is busy.
+    fn wake_writer(&self, state: &mut State, always: bool) {
+        if state.writer_idle && (always || !self.reader_busy.load(Ordering::Relaxed)) {
+            state.writer_idle = false;
+            self.writer.notify_one();
+        }
+    }
+
+    /// Gives back the budget bytes of flushed frames, waking senders waiting for room.
+    fn release(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        self.metrics
+            .queued_bytes
+            .fetch_sub(bytes as i64, Ordering::Relaxed);
+        let mut state = lock(&self.state);
+        state.bytes -= bytes.min(state.bytes);
+        let waiting = state.room_waiters > 0;
+        drop(state);
+        if waiting {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// The reader starts handling a read batch (see the module doc).
+    pub(crate) fn reader_busy(&self) {
+        self.reader_busy.store(true, Ordering::Relaxed);
+    }
+
+    /// The reader is about to wait for the socket: it writes and flushes what
+    /// was queued, unless the writer is at it already. What it cannot finish
+    /// (the socket is full, or the sink is taken) is left to the writer.
+    pub(crate) fn reader_idle(
+        &self,
+        write: &Mutex<WriteHalf>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), tungstenite::Error> {
+        self.reader_busy.store(false, Ordering::Relaxed);
+        {
+            let mut state = lock(&self.state);
+            if state.items.is_empty() || !state.writer_idle {
+                return Ok(());
+            }
+            // Claim the queue, so pushes from now on do not wake the writer for it.
+            state.writer_idle = false;
+        }
+        let Ok(mut half) = write.try_lock() else {
+            self.hand_to_writer();
+            return Ok(());
+        };
+        let result = self.poll_write(&mut half, cx);
+        drop(half);
+        match result {
+            Poll::Ready(Ok(())) => {
+                // Items pushed while we wrote, or a close to finish: the writer's job.
+                let mut state = lock(&self.state);
+                if state.items.is_empty() && !state.closed {
+                    state.writer_idle = true;
+                    return Ok(());
+                }
+                drop(state);
+                self.hand_to_writer();
+                Ok(())
+            }
+            Poll::Ready(Err(err)) => {
+                self.hand_to_writer();
+                Err(err)
+            }
+            Poll::Pending => {
+                self.hand_to_writer();
+                Ok(())
+            }
+        }
+    }
+
+    fn hand_to_writer(&self) {
+        let mut state = lock(&self.state);
+        state.writer_idle = false;
+        drop(state);
+        self.writer.notify_one();
+    }
+
+    /// Writes queued items and flushes, until the queue is empty and flushed
+    /// (or the close frame went out).
+    fn poll_write(
+        &self,
+        half: &mut WriteHalf,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        loop {
+            if half.done {
+                return Poll::Ready(Ok(()));
+            }
+            if half.batch.is_empty() {
+                std::mem::swap(&mut lock(&self.state).items, &mut half.batch);
+            }
+            let mut count = 0;
+            while !half.batch.is_empty() && count < MAX_BATCH {
+                ready!(half.sink.as_mut().poll_ready(cx))?;
+                let Some(item) = half.batch.pop_front() else {
+                    break;
+                };
+                let message = match item {
+                    Outbound::Frame { bytes, permits } => {
+                        half.unflushed += permits as usize;
+                        WsMessage::Binary(bytes)
+                    }
+                    Outbound::Ping => WsMessage::Ping(Bytes::new()),
+                    Outbound::Close { code, reason } => {
+                        half.done = true;
+                        half.batch.clear();
+                        WsMessage::Close(Some(CloseFrame {
+                            code: code.into(),
+                            reason: reason.into(),
+                        }))
+                    }
+                };
+                half.sink.as_mut().start_send(message)?;
+                half.dirty = true;
+                count += 1;
+            }
+            if half.dirty {
+                ready!(half.sink.as_mut().poll_flush(cx))?;
+                half.dirty = false;
+                self.release(std::mem::take(&mut half.unflushed));
+            }
+            if half.batch.is_empty() && (half.done || lock(&self.state).items.is_empty()) {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// The writer task's loop: drains the queue whenever woken, until the close
+    /// frame went out or the connection ended with nothing left to write.
+    pub(crate) async fn write_loop(
+        &self,
+        write: &Mutex<WriteHalf>,
+    ) -> Result<(), tungstenite::Error> {
+        loop {
+            self.writer.notified().await;
+            std::future::poll_fn(|cx| self.poll_write(&mut lock(write), cx)).await?;
+            if lock(write).done {
+                return Ok(());
+            }
+            let mut state = lock(&self.state);
+            if state.items.is_empty() {
+                if state.closed {
+                    return Ok(());
+                }
+                state.writer_idle = true;
+            } else {
+                // More came while the last flush was under way: go again.
+                self.writer.notify_one();
+            }
+        }
+    }
+}
+
+/// Uncounts a sender waiting for room (counted by `offer`), however its wait ends.
+struct RoomWaiter<'a>(&'a Outbox);
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).room_waiters -= 1;
+    }
+}
+
+/// The sink and the batch being written; held (briefly, never across an
+/// await) by whoever is writing: the writer task or the reader.
+pub(crate) struct WriteHalf {
+    sink: WsSink,
+    batch: VecDeque<Outbound>,
+    /// Budget bytes written since the last flush.
+    unflushed: usize,
+    /// Something was written since the last flush.
+    dirty: bool,
+    /// The close frame went out: nothing more is written.
+    done: bool,
+}
+
+impl WriteHalf {
+    pub(crate) fn new(sink: WsSink) -> WriteHalf {
+        WriteHalf {
+            sink,
+            batch: VecDeque::new(),
+            unflushed: 0,
+            dirty: false,
+            done: false,
+        }
+    }
+}

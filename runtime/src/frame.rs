@@ -1,5 +1,6 @@
 //! Frame encoding and decoding: one buffer per frame out, no copy and no type-name allocation in.
 
+use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
@@ -123,28 +124,56 @@ impl<'a> Head<'a> {
     /// The whole frame: these fields, then `payload` (encoded in place) as field 4.
     pub(crate) fn encode<P: prost::Message>(&self, payload: &P) -> Bytes {
         let payload_len = payload.encoded_len();
-        let mut buf = BytesMut::with_capacity(self.encoded_len() + payload_field_len(payload_len));
-        self.encode_raw(&mut buf);
-        if payload_len != 0 {
-            encode_key(PAYLOAD_TAG, WireType::LengthDelimited, &mut buf);
-            encode_varint(payload_len as u64, &mut buf);
-            payload.encode_raw(&mut buf);
-        }
-        buf.freeze()
+        let len = self.encoded_len() + payload_field_len(payload_len);
+        with_buffer(len, |buf| {
+            self.encode_raw(buf);
+            if payload_len != 0 {
+                encode_key(PAYLOAD_TAG, WireType::LengthDelimited, buf);
+                encode_varint(payload_len as u64, buf);
+                payload.encode_raw(buf);
+            }
+        })
     }
 
     /// The whole frame with an already encoded payload.
     pub(crate) fn encode_bytes(&self, payload: &[u8]) -> Bytes {
-        let mut buf =
-            BytesMut::with_capacity(self.encoded_len() + payload_field_len(payload.len()));
-        self.encode_raw(&mut buf);
-        if !payload.is_empty() {
-            encode_key(PAYLOAD_TAG, WireType::LengthDelimited, &mut buf);
-            encode_varint(payload.len() as u64, &mut buf);
-            buf.put_slice(payload);
-        }
-        buf.freeze()
+        let len = self.encoded_len() + payload_field_len(payload.len());
+        with_buffer(len, |buf| {
+            self.encode_raw(buf);
+            if !payload.is_empty() {
+                encode_key(PAYLOAD_TAG, WireType::LengthDelimited, buf);
+                encode_varint(payload.len() as u64, buf);
+                buf.put_slice(payload);
+            }
+        })
     }
+}
+
+/// Size of the chunks small frames are encoded into.
+const CHUNK: usize = 16 << 10;
+
+thread_local! {
+    /// Where this thread encodes small outgoing frames: each frame is split
+    /// off a shared chunk, so a send costs a reference count, not an
+    /// allocation (which, freed by the writer on another thread, is what
+    /// glibc's malloc handles worst). A chunk is freed with its last frame.
+    static CHUNKS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Encodes a frame of exactly `len` bytes with `encode`.
+fn with_buffer(len: usize, encode: impl FnOnce(&mut BytesMut)) -> Bytes {
+    if len > CHUNK / 8 {
+        let mut buf = BytesMut::with_capacity(len);
+        encode(&mut buf);
+        return buf.freeze();
+    }
+    CHUNKS.with_borrow_mut(|chunk| {
+        if chunk.capacity() < len {
+            *chunk = BytesMut::with_capacity(CHUNK);
+        }
+        encode(chunk);
+        chunk.split().freeze()
+    })
 }
 
 fn payload_field_len(len: usize) -> usize {

@@ -236,3 +236,46 @@ async fn a_saturated_connection_does_not_block_others() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_wait_for_room_in_a_tiny_outbound_queue() {
+    bounded(async {
+        // A 64-byte budget holds about one reply: most replies made on the
+        // reader's poll find the queue full and wait for room in a task that
+        // keeps the handler's slot, under a cap of 4.
+        let server = start(
+            Server::builder()
+                .config(
+                    Config::default()
+                        .outbound_queue_bytes(64)
+                        .max_concurrent_per_connection(4),
+                )
+                .request(|_ctx, p: Ping| async move {
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: "x".repeat(40),
+                    })
+                }),
+        )
+        .await;
+        let client = server.client().await;
+        let calls = (0..500).map(|n| {
+            let client = client.clone();
+            async move {
+                let pong: Pong = client
+                    .request(Ping {
+                        n,
+                        text: String::new(),
+                    })
+                    .await
+                    .expect("every request gets its reply")
+                    .into_inner();
+                assert_eq!(pong.n, n);
+            }
+        });
+        futures_util::future::join_all(calls).await;
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

@@ -63,6 +63,10 @@ impl Dispatcher {
         // Borrowed, not cloned: cloning a token takes its lock, once per message.
         let kill = &self.conn.inner.kill;
         if let Some(queue) = &self.ordered {
+            let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send(job) else {
+                return;
+            };
+            self.conn.inner.outbox.reader_waits();
             tokio::select! {
                 _ = kill.cancelled() => {}
                 _ = queue.send(job) => {}
@@ -75,11 +79,21 @@ impl Dispatcher {
             if shared.global.try_acquire() {
                 let mut run = job.start(received);
                 match futures_util::poll!(&mut run.handler) {
-                    Poll::Ready(result) => {
-                        self.per_conn.release();
-                        shared.global.release();
-                        run.finish_now(Some(result));
-                    }
+                    Poll::Ready(result) => match run.finish_now(Some(result)) {
+                        None => {
+                            self.per_conn.release();
+                            shared.global.release();
+                        }
+                        // The reply waits for room in a task that keeps the
+                        // handler's slots, so a stalled peer still meets the caps.
+                        Some(wait) => {
+                            let slots = (Slot::taken(&self.per_conn), Slot::taken(&shared.global));
+                            shared.handlers.spawn(async move {
+                                let _slots = slots;
+                                wait.await;
+                            });
+                        }
+                    },
                     Poll::Pending => {
                         let slots = (Slot::taken(&self.per_conn), Slot::taken(&shared.global));
                         shared.handlers.spawn(async move {
@@ -92,6 +106,8 @@ impl Dispatcher {
             }
             self.per_conn.release();
         }
+        // What handlers queued goes out while the reader waits for room.
+        self.conn.inner.outbox.reader_waits();
         let slots = async {
             let local = Slot::acquire(&self.per_conn).await;
             (local, Slot::acquire(&shared.global).await)
@@ -257,20 +273,21 @@ impl Run {
 
     /// [`finish`](Self::finish) for a handler that ended on the reader's
     /// poll: the reply is queued without waiting (a reader must not wait on
-    /// its own outbound queue); only a full queue gets a task to wait in.
-    fn finish_now(mut self, result: Option<Result<Outcome, Panic>>) {
-        let Some((id, outcome)) = self.finish(result) else {
-            return;
-        };
+    /// its own outbound queue). With the queue full, returns the wait for room
+    /// for the caller to run as a task.
+    fn finish_now(
+        mut self,
+        result: Option<Result<Outcome, Panic>>,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let (id, outcome) = self.finish(result)?;
         let conn = self.ctx.connection();
-        if let Some(bytes) = conn.try_reply(id, outcome) {
-            let conn = conn.clone();
-            conn.inner.shared.handlers.clone().spawn(async move {
-                if let Err(err) = conn.enqueue(bytes).await {
-                    tracing::debug!(conn = conn.id(), id, %err, "reply not sent");
-                }
-            });
-        }
+        let bytes = conn.try_reply(id, outcome)?;
+        let conn = conn.clone();
+        Some(async move {
+            if let Err(err) = conn.enqueue(bytes).await {
+                tracing::debug!(conn = conn.id(), id, %err, "reply not sent");
+            }
+        })
     }
 
     /// Records how the handler ended; returns the answer to send for a request.

@@ -226,9 +226,8 @@ where
         }
         match stream.poll_next_unpin(cx) {
             Poll::Ready(next) => {
-                if *busy == 0 {
-                    outbox.reader_busy();
-                }
+                // Set on every frame: a dispatch that waited cleared it.
+                outbox.reader_busy();
                 *busy += 1;
                 Poll::Ready(next)
             }

@@ -200,6 +200,16 @@ impl Outbox {
         self.reader_busy.store(true, Ordering::Relaxed);
     }
 
+    /// The reader is about to wait for something other than the socket (the
+    /// handler caps, the ordered queue): the writer takes over what is queued.
+    pub(crate) fn reader_waits(&self) {
+        self.reader_busy.store(false, Ordering::Relaxed);
+        let mut state = lock(&self.state);
+        if !state.items.is_empty() {
+            self.wake_writer(&mut state, false);
+        }
+    }
+
     /// The reader is about to wait for the socket: it writes and flushes what
     /// was queued, unless the writer is at it already. What it cannot finish
     /// (the socket is full, or the sink is taken) is left to the writer.
@@ -360,5 +370,119 @@ impl WriteHalf {
             dirty: false,
             done: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn outbox(budget: usize) -> Arc<Outbox> {
+        Arc::new(Outbox::new(budget, Arc::new(Metrics::new("server"))))
+    }
+
+    fn frame(len: usize) -> Bytes {
+        Bytes::from(vec![0u8; len])
+    }
+
+    /// What the writer would take, and the budget bytes it would give back.
+    fn drain(outbox: &Outbox) -> (usize, usize) {
+        let items = std::mem::take(&mut lock(&outbox.state).items);
+        let held = items
+            .iter()
+            .map(|item| match item {
+                Outbound::Frame { permits, .. } => *permits as usize,
+                _ => 0,
+            })
+            .sum();
+        outbox.release(held);
+        (items.len(), held)
+    }
+
+    #[test]
+    fn the_budget_bounds_queued_bytes() {
+        let outbox = outbox(100);
+        assert!(outbox.try_push(frame(60), outbox.permits_for(60)).is_ok());
+        let full = outbox.try_push(frame(60), outbox.permits_for(60));
+        assert!(matches!(full, Err(Refused::Full(bytes)) if bytes.len() == 60));
+        // Frames outside the budget (CANCEL) and control items always go in.
+        assert!(outbox.try_push(frame(10), 0).is_ok());
+        assert!(outbox.push_control(Outbound::Ping));
+        assert_eq!(drain(&outbox), (3, 60));
+        assert!(outbox.try_push(frame(60), outbox.permits_for(60)).is_ok());
+        assert_eq!(outbox.metrics.queued_bytes.load(Ordering::Relaxed), 60);
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_budget_goes_alone() {
+        let outbox = outbox(100);
+        assert_eq!(outbox.permits_for(500), 100);
+        assert!(outbox.try_push(frame(500), 100).is_ok());
+        assert!(matches!(
+            outbox.try_push(frame(1), 1),
+            Err(Refused::Full(_))
+        ));
+    }
+
+    #[test]
+    fn nothing_is_queued_after_close() {
+        let outbox = outbox(100);
+        outbox.close();
+        assert!(matches!(
+            outbox.try_push(frame(1), 1),
+            Err(Refused::Closed(_))
+        ));
+        assert!(!outbox.push_control(Outbound::Ping));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_sender_gets_room_after_a_flush() {
+        let outbox = outbox(100);
+        assert!(outbox.try_push(frame(100), 100).is_ok());
+        let waiting = tokio::spawn({
+            let outbox = Arc::clone(&outbox);
+            async move { outbox.push(frame(50), 50).await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(lock(&outbox.state).room_waiters, 1);
+        drain(&outbox);
+        let pushed = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(pushed.expect("woken").expect("task"));
+        assert_eq!(lock(&outbox.state).room_waiters, 0);
+        assert_eq!(lock(&outbox.state).bytes, 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_fails_waiting_senders() {
+        let outbox = outbox(10);
+        assert!(outbox.try_push(frame(10), 10).is_ok());
+        let waiting = tokio::spawn({
+            let outbox = Arc::clone(&outbox);
+            async move { outbox.push(frame(5), 5).await.is_err() }
+        });
+        tokio::task::yield_now().await;
+        outbox.close();
+        let failed = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(failed.expect("woken").expect("task"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_reader_defers_the_writer_until_it_waits() {
+        let outbox = outbox(100);
+        // The writer is idle: a push wakes it (a stored notification).
+        assert!(outbox.try_push(frame(1), 1).is_ok());
+        assert!(!lock(&outbox.state).writer_idle);
+        drain(&outbox);
+        lock(&outbox.state).writer_idle = true;
+        // While the reader handles frames, pushes leave the writer asleep...
+        outbox.reader_busy();
+        assert!(outbox.try_push(frame(1), 1).is_ok());
+        assert!(lock(&outbox.state).writer_idle);
+        // ...until the reader waits for something else: then it is woken.
+        outbox.reader_waits();
+        assert!(!lock(&outbox.state).writer_idle);
     }
 }

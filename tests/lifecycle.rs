@@ -358,3 +358,38 @@ async fn client_close_drains_its_handlers_and_the_server_keeps_running() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn clients_connect_from_a_chosen_local_address() {
+    bounded(async {
+        let server = start(Server::builder().request(|ctx, p: Ping| async move {
+            let peer = ctx.connection().peer_addr().expect("peer address");
+            Ok::<_, Status>(Pong {
+                n: p.n,
+                text: peer.ip().to_string(),
+            })
+        }))
+        .await;
+        let local = "127.0.0.2".parse().expect("an address");
+        let client = server.connect(Client::builder().local_address(local)).await;
+        let pong: Pong = client
+            .request(Ping {
+                n: 1,
+                text: String::new(),
+            })
+            .await
+            .expect("reply")
+            .into_inner();
+        assert_eq!(pong.text, "127.0.0.2");
+        // An address of the other family cannot reach an IPv4 server.
+        let v6 = Client::builder()
+            .reconnect(None)
+            .local_address("::1".parse().expect("an address"))
+            .connect(&server.url())
+            .await;
+        assert!(matches!(v6, Err(Error::Connect(_))), "{v6:?}");
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

@@ -49,6 +49,7 @@ struct Handshake {
     headers: http::HeaderMap,
     subprotocols: Vec<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    local_address: Option<std::net::IpAddr>,
 }
 
 impl ClientBuilder {
@@ -71,6 +72,15 @@ impl ClientBuilder {
     /// with your CA's certificate. Required for `wss://`.
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.handshake.tls = Some(config);
+        self
+    }
+
+    /// Connects from this local address (any port): to pick an interface,
+    /// or to open more connections to one server than one source address
+    /// has ephemeral ports (about 28,000 on Linux), e.g. from `127.0.0.2`.
+    /// The server's address must be of the same family.
+    pub fn local_address(mut self, address: std::net::IpAddr) -> Self {
+        self.handshake.local_address = Some(address);
         self
     }
 
@@ -541,6 +551,34 @@ async fn supervise(
     }
 }
 
+/// The TCP connection to `host:port`, from `local` if given (to the first
+/// resolved address of its family).
+async fn connect_tcp(
+    host: &str,
+    port: u16,
+    local: Option<std::net::IpAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(local) = local else {
+        return tokio::net::TcpStream::connect((host, port)).await;
+    };
+    let remote = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|addr| addr.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!("{host} has no address of the local address {local}'s family"),
+            )
+        })?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    socket.connect(remote).await
+}
+
 /// Opens the connection: TCP, TLS for `wss://`, then the WebSocket upgrade
 /// offering our subprotocol — all within the handshake timeout.
 async fn dial(
@@ -583,7 +621,7 @@ async fn dial(
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
     let opening = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        let tcp = connect_tcp(&host, port, handshake.local_address)
             .await
             .map_err(|err| Error::Connect(tungstenite::Error::Io(err)))?;
         let _ = tcp.set_nodelay(true);

@@ -1,12 +1,18 @@
 //! Idle connections: a server in its own process, its RSS from /proc before and after N connections, and the time to open them.
+//!
+//! Large counts need more than one source address (a loopback address has
+//! about 28,000 ephemeral ports) and a raised open-file limit, which the
+//! program sets itself ([`raise_open_files`]).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::process::Command;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::Sample;
 
@@ -39,6 +45,18 @@ pub(crate) async fn serve(kind: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A raw WebSocket client connection from `local`.
+async fn raw_connect(
+    local: IpAddr,
+    server: SocketAddr,
+    url: &str,
+) -> Result<WebSocketStream<TcpStream>, Error> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    let tcp = socket.connect(server).await?;
+    Ok(tokio_tungstenite::client_async(url, tcp).await?.0)
+}
+
 fn rss_kib(pid: u32) -> Result<f64, Error> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
@@ -53,20 +71,37 @@ fn rss_kib(pid: u32) -> Result<f64, Error> {
     Ok(kib)
 }
 
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+/// Source addresses the connections take turns on (127.0.0.1 to .8): room
+/// for some 220,000 connections at about 28,000 ephemeral ports each.
+const SOURCES: usize = 8;
+
+/// The source address of connection `i`.
+fn source(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % SOURCES) as u8))
+}
+
+/// Raises this process's open-file limit (children inherit it) to at least
+/// `want` if it can: the soft limit up to the hard one, and the hard one too
+/// when privileged. Returns the soft limit in force.
+pub(crate) fn raise_open_files(want: u64) -> u64 {
+    use rlimit::Resource;
+    let (soft, hard) = rlimit::getrlimit(Resource::NOFILE).unwrap_or((0, 0));
+    if soft >= want {
+        return soft;
+    }
+    if hard < want && rlimit::setrlimit(Resource::NOFILE, want, want).is_ok() {
+        return want;
+    }
+    rlimit::increase_nofile_limit(want).unwrap_or(soft)
 }
 
 /// Opens `n` idle connections to a fresh `kind` server process; returns
 /// (server KiB per connection, seconds to open them all).
 pub(crate) async fn measure(kind: &str, n: usize) -> Result<(Sample, Sample), Error> {
-    if let Some(limit) = open_file_limit()
-        && (limit as usize) < n + 256
-    {
+    let limit = raise_open_files((n + 1024) as u64);
+    if (limit as usize) < n + 256 {
         return Err(format!(
-            "the open-file limit is {limit}; {n} connections need {} (raise it with `ulimit -n`)",
+            "the open-file limit is {limit} and could not be raised; {n} connections need {} (run as root or raise the hard limit)",
             n + 256
         )
         .into());
@@ -90,21 +125,26 @@ pub(crate) async fn measure(kind: &str, n: usize) -> Result<(Sample, Sample), Er
     let started = Instant::now();
     let mut goomerang_clients = Vec::new();
     let mut raw_clients = Vec::new();
+    let server: SocketAddr = format!("127.0.0.1:{}", port.trim()).parse()?;
     // 64 handshakes in flight at a time.
-    let mut remaining = n;
-    while remaining > 0 {
-        let batch = remaining.min(64);
-        remaining -= batch;
+    let mut opened = 0;
+    while opened < n {
+        let batch = opened..(opened + 64).min(n);
+        opened = batch.end;
         if kind == "goomerang" {
-            let connects =
-                (0..batch).map(|_| goomerang::Client::builder().reconnect(None).connect(&url));
+            let connects = batch.map(|i| {
+                goomerang::Client::builder()
+                    .reconnect(None)
+                    .local_address(source(i))
+                    .connect(&url)
+            });
             for client in futures_util::future::join_all(connects).await {
                 goomerang_clients.push(client?);
             }
         } else {
-            let connects = (0..batch).map(|_| tokio_tungstenite::connect_async(url.as_str()));
+            let connects = batch.map(|i| raw_connect(source(i), server, &url));
             for ws in futures_util::future::join_all(connects).await {
-                raw_clients.push(ws?.0);
+                raw_clients.push(ws?);
             }
         }
     }

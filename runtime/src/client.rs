@@ -242,12 +242,13 @@ impl Client {
             .ok_or(Error::NotRunning)
     }
 
-    /// The connection to use for a call with `deadline`: the current one, or,
-    /// while reconnecting under [`WhileDisconnected::Wait`], the next one.
-    async fn connection_by(&self, deadline: Instant) -> Result<Connection, Error> {
+    /// The connection to use for a call that may wait `timeout`: the current
+    /// one, or, while reconnecting under [`WhileDisconnected::Wait`], the next one.
+    async fn connection_by(&self, timeout: Duration) -> Result<Connection, Error> {
         if let Ok(conn) = self.connection() {
             return Ok(conn);
         }
+        let deadline = Instant::now() + timeout;
         let waits = self
             .inner
             .reconnect
@@ -267,8 +268,8 @@ impl Client {
         }
     }
 
-    fn default_deadline(&self) -> Instant {
-        Instant::now() + self.inner.shared.config.request_timeout
+    fn default_timeout(&self) -> Duration {
+        self.inner.shared.config.request_timeout
     }
 
     /// Sends a one-way message to the server; see [`Connection::send`].
@@ -277,7 +278,7 @@ impl Client {
     /// [`Error::NotRunning`] when not connected (after waiting for a
     /// reconnection, if the policy says so), else as [`Connection::send`].
     pub async fn send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
-        self.connection_by(self.default_deadline())
+        self.connection_by(self.default_timeout())
             .await?
             .send(message)
             .await
@@ -308,7 +309,7 @@ impl Client {
         // Disconnected: the wait for a reconnection counts against the deadline.
         let timeout = message.timeout_or(self.inner.shared.config.request_timeout);
         let started = Instant::now();
-        let conn = self.connection_by(started + timeout).await?;
+        let conn = self.connection_by(timeout).await?;
         let remaining = timeout.saturating_sub(started.elapsed());
         conn.request(message.timeout(remaining.max(Duration::from_millis(1))))
             .await
@@ -322,7 +323,7 @@ impl Client {
     /// As [`send`](Self::send).
     pub async fn broadcast<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
         let bytes = frame::encode_message(FrameKind::Broadcast, "", message.into_message());
-        self.connection_by(self.default_deadline())
+        self.connection_by(self.default_timeout())
             .await?
             .enqueue(bytes)
             .await
@@ -340,7 +341,7 @@ impl Client {
     ) -> Result<(), Error> {
         topics::validate(topic, false).map_err(Error::InvalidTopic)?;
         let bytes = frame::encode_message(FrameKind::Publish, topic, message.into_message());
-        self.connection_by(self.default_deadline())
+        self.connection_by(self.default_timeout())
             .await?
             .enqueue(bytes)
             .await
@@ -396,7 +397,7 @@ impl Client {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
         };
-        let conn = self.connection_by(self.default_deadline()).await?;
+        let conn = self.connection_by(self.default_timeout()).await?;
         conn.control(kind, &sub).await?;
         let mut subs = lock(&self.inner.subscriptions);
         if kind == FrameKind::Subscribe {

@@ -348,12 +348,8 @@ impl Connection {
     pub(crate) async fn enqueue(&self, bytes: Bytes) -> Result<(), Error> {
         self.check_sendable(&bytes)?;
         let permits = self.inner.outbox.permits_for(bytes.len());
-        let len = bytes.len();
         match self.inner.outbox.push(bytes, permits).await {
-            Ok(()) => {
-                self.count_sent(len);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(_) => Err(self.closed_error()),
         }
     }
@@ -369,12 +365,8 @@ impl Connection {
             return Err((err, bytes));
         }
         let permits = self.inner.outbox.permits_for(bytes.len());
-        let len = bytes.len();
         match self.inner.outbox.try_push(bytes, permits) {
-            Ok(()) => {
-                self.count_sent(len);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(Refused::Full(bytes)) => Err((Error::QueueFull, bytes)),
             Err(Refused::Closed(bytes)) => Err((self.closed_error(), bytes)),
         }
@@ -383,12 +375,6 @@ impl Connection {
     /// Queues a keepalive ping.
     pub(crate) fn ping(&self) {
         self.inner.outbox.push_control(Outbound::Ping);
-    }
-
-    fn count_sent(&self, len: usize) {
-        let metrics = &self.inner.shared.hooks.metrics;
-        metrics.sent_frames.fetch_add(1, Ordering::Relaxed);
-        metrics.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn closed_error(&self) -> Error {
@@ -555,9 +541,7 @@ impl Drop for PendingGuard<'_> {
                 ..Frame::default()
             });
             // Outside the byte budget: bounded by this side's own requests, and it must not be lost.
-            if self.conn.inner.outbox.try_push(cancel, 0).is_ok() {
-                self.conn.count_sent(0);
-            }
+            let _ = self.conn.inner.outbox.try_push(cancel, 0);
         }
     }
 }

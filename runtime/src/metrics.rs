@@ -184,14 +184,14 @@ impl Metrics {
             &mut out,
             "goomerang_sent_frames_total",
             "counter",
-            "Frames queued for sending.",
+            "Frames written to the socket.",
             load(&self.sent_frames),
         );
         scalar(
             &mut out,
             "goomerang_sent_bytes_total",
             "counter",
-            "Bytes of frames queued for sending.",
+            "Bytes of frames written to the socket.",
             load(&self.sent_bytes),
         );
         scalar(

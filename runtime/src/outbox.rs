@@ -109,7 +109,13 @@ impl Outbox {
     }
 
     /// Queues a frame, waiting for room in the budget. Fails only when the connection ended.
-    pub(crate) async fn push(&self, mut bytes: Bytes, permits: u32) -> Result<(), Bytes> {
+    pub(crate) async fn push(&self, bytes: Bytes, permits: u32) -> Result<(), Bytes> {
+        // Room at once is the common case: no waiter registration for it.
+        let mut bytes = match self.offer(bytes, permits, false) {
+            Ok(()) => return Ok(()),
+            Err(Refused::Closed(back)) => return Err(back),
+            Err(Refused::Full(back)) => back,
+        };
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -286,6 +292,8 @@ impl Outbox {
                 let message = match item {
                     Outbound::Frame { bytes, permits } => {
                         half.unflushed += permits as usize;
+                        half.frames += 1;
+                        half.bytes += bytes.len() as u64;
                         WsMessage::Binary(bytes)
                     }
                     Outbound::Ping => WsMessage::Ping(Bytes::new()),
@@ -306,6 +314,13 @@ impl Outbox {
                 ready!(half.sink.as_mut().poll_flush(cx))?;
                 half.dirty = false;
                 self.release(std::mem::take(&mut half.unflushed));
+                // Counted per flush, not per frame: two atomics a batch.
+                let frames = std::mem::take(&mut half.frames);
+                self.metrics
+                    .sent_frames
+                    .fetch_add(frames, Ordering::Relaxed);
+                let bytes = std::mem::take(&mut half.bytes);
+                self.metrics.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             if half.batch.is_empty() && (half.done || lock(&self.state).items.is_empty()) {
                 return Poll::Ready(Ok(()));
@@ -357,6 +372,9 @@ pub(crate) struct WriteHalf {
     unflushed: usize,
     /// Something was written since the last flush.
     dirty: bool,
+    /// Frames and their bytes written since the last flush, for the metrics.
+    frames: u64,
+    bytes: u64,
     /// The close frame went out: nothing more is written.
     done: bool,
 }
@@ -368,6 +386,8 @@ impl WriteHalf {
             batch: VecDeque::new(),
             unflushed: 0,
             dirty: false,
+            frames: 0,
+            bytes: 0,
             done: false,
         }
     }

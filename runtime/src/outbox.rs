@@ -457,17 +457,28 @@ mod tests {
         assert!(!outbox.push_control(Outbound::Ping));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_sender_gets_room_after_a_flush() {
-        let outbox = outbox(100);
-        assert!(outbox.try_push(frame(100), 100).is_ok());
+    /// Fills `outbox`'s budget, then starts a push of `len` more that must
+    /// wait; resolves to whether that push succeeded.
+    async fn waiting_push(outbox: &Arc<Outbox>, len: u32) -> tokio::task::JoinHandle<bool> {
+        assert!(
+            outbox
+                .try_push(frame(outbox.budget), outbox.budget as u32)
+                .is_ok()
+        );
         let waiting = tokio::spawn({
-            let outbox = Arc::clone(&outbox);
-            async move { outbox.push(frame(50), 50).await.is_ok() }
+            let outbox = Arc::clone(outbox);
+            async move { outbox.push(frame(len as usize), len).await.is_ok() }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
         assert_eq!(lock(&outbox.state).room_waiters, 1);
+        waiting
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_sender_gets_room_after_a_flush() {
+        let outbox = outbox(100);
+        let waiting = waiting_push(&outbox, 50).await;
         drain(&outbox);
         let pushed = tokio::time::timeout(Duration::from_secs(1), waiting).await;
         assert!(pushed.expect("woken").expect("task"));
@@ -478,15 +489,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_fails_waiting_senders() {
         let outbox = outbox(10);
-        assert!(outbox.try_push(frame(10), 10).is_ok());
-        let waiting = tokio::spawn({
-            let outbox = Arc::clone(&outbox);
-            async move { outbox.push(frame(5), 5).await.is_err() }
-        });
-        tokio::task::yield_now().await;
+        let waiting = waiting_push(&outbox, 5).await;
         outbox.close();
-        let failed = tokio::time::timeout(Duration::from_secs(1), waiting).await;
-        assert!(failed.expect("woken").expect("task"));
+        let pushed = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(!pushed.expect("woken").expect("task"));
+        assert_eq!(lock(&outbox.state).room_waiters, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -373,3 +373,54 @@ async fn fail_fast_and_no_reconnect_policies() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_written_into_a_full_socket_all_arrive() {
+    bounded(async {
+        use futures_util::StreamExt as _;
+        use prost::Message as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (accepted, accept) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = accepted.send(accept_raw(&listener).await);
+        });
+        let client = Client::builder()
+            .reconnect(None)
+            .connect(&format!("ws://{addr}/ws"))
+            .await
+            .expect("connect");
+        let mut peer = accept.await.expect("accepted");
+        // 200 requests of 64 KiB while the peer reads nothing: far more than
+        // the socket buffers hold, so requests written by their callers meet
+        // a full socket and the writer task must finish them.
+        const COUNT: u64 = 200;
+        let calls: Vec<_> = (0..COUNT)
+            .map(|n| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let _ = client
+                        .request::<_, Pong>(Ping {
+                            n,
+                            text: "x".repeat(64 << 10),
+                        })
+                        .await;
+                })
+            })
+            .collect();
+        // Now read: every request arrives whole, each id once.
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < COUNT as usize {
+            let message = peer.next().await.expect("open").expect("frame");
+            let frame = goomerang::proto::Frame::decode(message.into_data()).expect("a frame");
+            let ping = Ping::decode(frame.payload).expect("a Ping");
+            assert_eq!(ping.text.len(), 64 << 10);
+            assert!(seen.insert(frame.id), "id {} twice", frame.id);
+        }
+        for call in calls {
+            call.abort();
+        }
+        drop(client);
+    })
+    .await;
+}

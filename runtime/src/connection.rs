@@ -252,7 +252,11 @@ impl Connection {
             FrameKind::Request => format!("request {id} ({})", head.type_name),
             kind => format!("{} {id} ({:?})", kind.as_str_name(), head.topic),
         };
-        match tokio::time::timeout_at(deadline, self.enqueue(bytes)).await {
+        let queued = match self.try_write_now(bytes) {
+            Ok(result) => Ok(result),
+            Err(bytes) => tokio::time::timeout_at(deadline, self.enqueue(bytes)).await,
+        };
+        match queued {
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(
                     "{} could not be queued within {timeout:?}: outbound queue full",
@@ -351,6 +355,25 @@ impl Connection {
         match self.inner.outbox.push(bytes, permits).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    /// Queues a frame whose sender waits for the answer anyway (a request),
+    /// writing it from the calling task when the writer is idle instead of
+    /// waking the writer. Hands the frame back when the queue is full.
+    fn try_write_now(&self, bytes: Bytes) -> Result<Result<(), Error>, Bytes> {
+        if let Err(err) = self.check_sendable(&bytes) {
+            return Ok(Err(err));
+        }
+        let permits = self.inner.outbox.permits_for(bytes.len());
+        let waker = futures_util::task::noop_waker();
+        // A no-op waker: a write that cannot finish at once is handed to the
+        // writer task, which registers its own.
+        let mut cx = std::task::Context::from_waker(&waker);
+        match self.inner.outbox.push_and_write(bytes, permits, &mut cx) {
+            Ok(()) => Ok(Ok(())),
+            Err(Refused::Closed(_)) => Ok(Err(self.closed_error())),
+            Err(Refused::Full(bytes)) => Err(bytes),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The per-connection driver: a reader that validates and dispatches frames, and a writer that batches.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -33,8 +33,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    let write = Arc::new(Mutex::new(WriteHalf::new(Box::pin(sink))));
-    let mut writer = tokio::spawn(write_loop(Arc::clone(&write), conn.clone()));
+    conn.inner.outbox.attach(WriteHalf::new(Box::pin(sink)));
+    let mut writer = tokio::spawn(write_loop(conn.clone()));
     let shared = Arc::clone(&conn.inner.shared);
     shared.hooks.connect(&conn);
     let span = tracing::debug_span!(
@@ -45,7 +45,7 @@ where
     );
     let info = async {
         let mut dispatcher = Dispatcher::new(&conn);
-        read_loop(stream, &write, &conn, &mut dispatcher).await
+        read_loop(stream, &conn, &mut dispatcher).await
     }
     .instrument(span)
     .await;
@@ -61,12 +61,13 @@ where
     if tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
     }
+    conn.inner.outbox.detach();
     tracing::debug!(conn = conn.id(), code = info.code, reason = %info.reason, initiator = ?info.initiator, "connection ended");
     shared.hooks.disconnect(&conn, &info);
 }
 
-async fn write_loop(write: Arc<Mutex<WriteHalf>>, conn: Connection) {
-    if let Err(err) = conn.inner.outbox.write_loop(&write).await {
+async fn write_loop(conn: Connection) {
+    if let Err(err) = conn.inner.outbox.write_loop().await {
         write_failed(&conn, err);
     }
 }
@@ -84,7 +85,6 @@ fn write_failed(conn: &Connection, err: tungstenite::Error) {
 
 async fn read_loop<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
-    write: &Mutex<WriteHalf>,
     conn: &Connection,
     dispatcher: &mut Dispatcher,
 ) -> CloseInfo
@@ -119,7 +119,7 @@ where
         }
         let next = tokio::select! {
             biased;
-            next = next_frame(&mut stream, write, conn, &mut busy) => next,
+            next = next_frame(&mut stream, conn, &mut busy) => next,
             _ = conn.inner.kill.cancelled() => break,
             _ = conn.inner.closing.cancelled(), if !closing => continue,
             _ = &mut close_deadline, if closing => break,
@@ -208,7 +208,6 @@ const FLUSH_EVERY: u32 = 64;
 /// queued, so replies made on its poll go out without waking the writer.
 async fn next_frame<S>(
     stream: &mut SplitStream<WebSocketStream<S>>,
-    write: &Mutex<WriteHalf>,
     conn: &Connection,
     busy: &mut u32,
 ) -> Option<Result<WsMessage, tungstenite::Error>>
@@ -219,7 +218,7 @@ where
     std::future::poll_fn(|cx| {
         if *busy >= FLUSH_EVERY {
             *busy = 1;
-            if let Err(err) = outbox.reader_idle(write, cx) {
+            if let Err(err) = outbox.reader_idle(cx) {
                 write_failed(conn, err);
             }
             outbox.reader_busy();
@@ -234,7 +233,7 @@ where
             Poll::Pending => {
                 if *busy > 0 {
                     *busy = 0;
-                    if let Err(err) = outbox.reader_idle(write, cx) {
+                    if let Err(err) = outbox.reader_idle(cx) {
                         write_failed(conn, err);
                     }
                 }

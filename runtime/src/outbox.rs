@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -63,6 +63,10 @@ pub(crate) struct Outbox {
     reader_busy: AtomicBool,
     /// Where the budget bytes in use are published (`goomerang_outbound_queued_bytes`).
     metrics: Arc<Metrics>,
+    /// The socket's write half while the connection runs; held (briefly,
+    /// never across an await) by whoever writes: the writer task, the reader,
+    /// or a requester (see [`push_and_write`](Self::push_and_write)).
+    half: Mutex<Option<WriteHalf>>,
 }
 
 #[derive(Debug)]
@@ -93,6 +97,7 @@ impl Outbox {
             room: Notify::new(),
             reader_busy: AtomicBool::new(false),
             metrics,
+            half: Mutex::new(None),
         }
     }
 
@@ -152,6 +157,68 @@ impl Outbox {
             .fetch_add(held as i64, Ordering::Relaxed);
         state.items.push_back(Outbound::Frame { bytes, permits });
         self.wake_writer(&mut state, false);
+        Ok(())
+    }
+
+    /// Gives the outbox the socket's write half when the connection starts.
+    pub(crate) fn attach(&self, half: WriteHalf) {
+        *lock(&self.half) = Some(half);
+    }
+
+    /// Drops the write half (and with it the socket) when the connection has ended.
+    pub(crate) fn detach(&self) {
+        drop(lock(&self.half).take());
+    }
+
+    /// Writes queued items from outside the writer task, if the sink is free
+    /// (`None` if it is taken, or already gone).
+    fn write_here(&self, cx: &mut Context<'_>) -> Option<Poll<Result<(), tungstenite::Error>>> {
+        let mut guard = match self.half.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let half = guard.as_mut()?;
+        Some(self.poll_write(half, cx))
+    }
+
+    /// Queues a frame and, when the writer is idle, writes and flushes it from
+    /// the calling task: for a request, whose caller waits for the answer
+    /// anyway, this saves waking the writer. Otherwise as [`try_push`](Self::try_push).
+    pub(crate) fn push_and_write(
+        &self,
+        bytes: Bytes,
+        permits: u32,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Refused> {
+        {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return Err(Refused::Closed(bytes));
+            }
+            let held = permits as usize;
+            if held != 0 && state.bytes + held > self.budget {
+                self.wake_writer(&mut state, true);
+                return Err(Refused::Full(bytes));
+            }
+            state.bytes += held;
+            self.metrics
+                .queued_bytes
+                .fetch_add(held as i64, Ordering::Relaxed);
+            state.items.push_back(Outbound::Frame { bytes, permits });
+            if !state.writer_idle || self.reader_busy.load(Ordering::Relaxed) {
+                // The writer (or the reader) is at it and will take this too.
+                self.wake_writer(&mut state, false);
+                return Ok(());
+            }
+            // Claim the queue, so pushes from now on do not wake the writer for it.
+            state.writer_idle = false;
+        }
+        match self.write_here(cx) {
+            // An error is the writer's to report: it meets it on its next write.
+            Some(result) => drop(self.after_write(result)),
+            None => self.hand_to_writer(),
+        }
         Ok(())
     }
 
@@ -219,11 +286,7 @@ impl Outbox {
     /// The reader is about to wait for the socket: it writes and flushes what
     /// was queued, unless the writer is at it already. What it cannot finish
     /// (the socket is full, or the sink is taken) is left to the writer.
-    pub(crate) fn reader_idle(
-        &self,
-        write: &Mutex<WriteHalf>,
-        cx: &mut Context<'_>,
-    ) -> Result<(), tungstenite::Error> {
+    pub(crate) fn reader_idle(&self, cx: &mut Context<'_>) -> Result<(), tungstenite::Error> {
         self.reader_busy.store(false, Ordering::Relaxed);
         {
             let mut state = lock(&self.state);
@@ -233,32 +296,33 @@ impl Outbox {
             // Claim the queue, so pushes from now on do not wake the writer for it.
             state.writer_idle = false;
         }
-        let Ok(mut half) = write.try_lock() else {
-            self.hand_to_writer();
-            return Ok(());
-        };
-        let result = self.poll_write(&mut half, cx);
-        drop(half);
+        match self.write_here(cx) {
+            Some(result) => self.after_write(result),
+            None => {
+                self.hand_to_writer();
+                Ok(())
+            }
+        }
+    }
+
+    /// After a write outside the writer task: hands over to the writer what is
+    /// left (items pushed meanwhile, a close to finish, a full socket, an error
+    /// for it to report), or marks the writer idle again.
+    fn after_write(
+        &self,
+        result: Poll<Result<(), tungstenite::Error>>,
+    ) -> Result<(), tungstenite::Error> {
+        if let Poll::Ready(Ok(())) = result {
+            let mut state = lock(&self.state);
+            if state.items.is_empty() && !state.closed {
+                state.writer_idle = true;
+                return Ok(());
+            }
+        }
+        self.hand_to_writer();
         match result {
-            Poll::Ready(Ok(())) => {
-                // Items pushed while we wrote, or a close to finish: the writer's job.
-                let mut state = lock(&self.state);
-                if state.items.is_empty() && !state.closed {
-                    state.writer_idle = true;
-                    return Ok(());
-                }
-                drop(state);
-                self.hand_to_writer();
-                Ok(())
-            }
-            Poll::Ready(Err(err)) => {
-                self.hand_to_writer();
-                Err(err)
-            }
-            Poll::Pending => {
-                self.hand_to_writer();
-                Ok(())
-            }
+            Poll::Ready(Err(err)) => Err(err),
+            _ => Ok(()),
         }
     }
 
@@ -330,14 +394,14 @@ impl Outbox {
 
     /// The writer task's loop: drains the queue whenever woken, until the close
     /// frame went out or the connection ended with nothing left to write.
-    pub(crate) async fn write_loop(
-        &self,
-        write: &Mutex<WriteHalf>,
-    ) -> Result<(), tungstenite::Error> {
+    pub(crate) async fn write_loop(&self) -> Result<(), tungstenite::Error> {
         loop {
             self.writer.notified().await;
-            std::future::poll_fn(|cx| self.poll_write(&mut lock(write), cx)).await?;
-            if lock(write).done {
+            let written = std::future::poll_fn(|cx| match lock(&self.half).as_mut() {
+                Some(half) => self.poll_write(half, cx).map_ok(|()| half.done),
+                None => Poll::Ready(Ok(true)),
+            });
+            if written.await? {
                 return Ok(());
             }
             let mut state = lock(&self.state);
@@ -377,6 +441,16 @@ pub(crate) struct WriteHalf {
     bytes: u64,
     /// The close frame went out: nothing more is written.
     done: bool,
+}
+
+impl std::fmt::Debug for WriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHalf")
+            .field("batch", &self.batch.len())
+            .field("unflushed", &self.unflushed)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WriteHalf {

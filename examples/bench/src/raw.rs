@@ -15,6 +15,8 @@ use crate::{Sample, percentiles};
 
 type Error = Box<dyn std::error::Error>;
 type ClientWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// An error that can leave a spawned task.
+type SendError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Accepts connections forever, running `serve_one` on each.
 async fn listen<F, Fut>(serve_one: F) -> Result<String, Error>
@@ -66,9 +68,19 @@ async fn echo(ws: WebSocketStream<TcpStream>) {
 }
 
 /// `n` request/reply round trips, `window` in flight on one connection.
+/// The client runs as a task on the runtime, as goomerang's callers do.
 pub(crate) async fn sync(n: usize, window: usize) -> Result<Sample, Error> {
     let url = listen(echo).await?;
-    let mut ws = connect(&url).await?;
+    let ws = connect(&url).await?;
+    let client = tokio::spawn(async move {
+        sync_client(ws, n, window)
+            .await
+            .map_err(|err| err.to_string())
+    });
+    Ok(client.await??)
+}
+
+async fn sync_client(mut ws: ClientWs, n: usize, window: usize) -> Result<Sample, SendError> {
     let payload = Bytes::from(vec![7u8; 32]);
     for _ in 0..1_000 {
         ws.send(Message::Binary(payload.clone())).await?;

@@ -50,8 +50,8 @@ impl Plan {
         if quick {
             Plan {
                 reps: 1,
-                sync_1: 5_000,
-                sync_32: 50_000,
+                sync_1: 30_000,
+                sync_32: 100_000,
                 oneway_32b: 300_000,
                 oneway_1k: 100_000,
                 broadcast_clients: 100,
@@ -62,10 +62,10 @@ impl Plan {
         } else {
             Plan {
                 reps: 3,
-                sync_1: 20_000,
-                sync_32: 200_000,
-                oneway_32b: 2_000_000,
-                oneway_1k: 500_000,
+                sync_1: 200_000,
+                sync_32: 1_000_000,
+                oneway_32b: 5_000_000,
+                oneway_1k: 2_000_000,
                 broadcast_clients: 100,
                 broadcasts: 1_000,
                 idle_conns: 10_000,

@@ -1,11 +1,12 @@
 //! `Outbox`: a connection's outbound queue and byte budget under one lock, and the batched writes that drain it.
 //!
 //! Whoever drains it writes every queued item, then flushes once. That is
-//! the writer task, or the connection's reader: a reader that handled frames
-//! writes what their handlers queued (replies, mostly) itself when it is about
-//! to wait for the socket, so a request answered on the reader's poll costs no
-//! wake-up of another task. While the reader handles frames, pushes therefore
-//! do not wake the writer.
+//! the writer task, or another task that finds the writer idle: the
+//! connection's reader, which writes what the frames it handled queued
+//! (replies, mostly) when it is about to wait for the socket, and a requester,
+//! which writes its request itself since it waits for the answer anyway. So a
+//! round trip on a quiet connection wakes no writer task. While the reader
+//! handles frames, pushes do not wake the writer: the reader will write them.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -139,6 +140,20 @@ impl Outbox {
 
     fn offer(&self, bytes: Bytes, permits: u32, wait: bool) -> Result<(), Refused> {
         let mut state = lock(&self.state);
+        self.queue(&mut state, bytes, permits, wait)?;
+        self.wake_writer(&mut state, false);
+        Ok(())
+    }
+
+    /// Queues a frame under the state lock if the budget has room; counts a
+    /// sender that will `wait` for room among the waiters.
+    fn queue(
+        &self,
+        state: &mut State,
+        bytes: Bytes,
+        permits: u32,
+        wait: bool,
+    ) -> Result<(), Refused> {
         if state.closed {
             return Err(Refused::Closed(bytes));
         }
@@ -148,7 +163,7 @@ impl Outbox {
                 state.room_waiters += 1;
             }
             // Make sure someone is draining, or the room never comes.
-            self.wake_writer(&mut state, true);
+            self.wake_writer(state, true);
             return Err(Refused::Full(bytes));
         }
         state.bytes += held;
@@ -156,7 +171,6 @@ impl Outbox {
             .queued_bytes
             .fetch_add(held as i64, Ordering::Relaxed);
         state.items.push_back(Outbound::Frame { bytes, permits });
-        self.wake_writer(&mut state, false);
         Ok(())
     }
 
@@ -193,19 +207,7 @@ impl Outbox {
     ) -> Result<(), Refused> {
         {
             let mut state = lock(&self.state);
-            if state.closed {
-                return Err(Refused::Closed(bytes));
-            }
-            let held = permits as usize;
-            if held != 0 && state.bytes + held > self.budget {
-                self.wake_writer(&mut state, true);
-                return Err(Refused::Full(bytes));
-            }
-            state.bytes += held;
-            self.metrics
-                .queued_bytes
-                .fetch_add(held as i64, Ordering::Relaxed);
-            state.items.push_back(Outbound::Frame { bytes, permits });
+            self.queue(&mut state, bytes, permits, false)?;
             if !state.writer_idle || self.reader_busy.load(Ordering::Relaxed) {
                 // The writer (or the reader) is at it and will take this too.
                 self.wake_writer(&mut state, false);

@@ -86,21 +86,9 @@ impl Dispatcher {
                         }
                         // The reply waits for room in a task that keeps the
                         // handler's slots, so a stalled peer still meets the caps.
-                        Some(wait) => {
-                            let slots = (Slot::taken(&self.per_conn), Slot::taken(&shared.global));
-                            shared.handlers.spawn(async move {
-                                let _slots = slots;
-                                wait.await;
-                            });
-                        }
+                        Some(wait) => self.spawn_holding_slots(wait),
                     },
-                    Poll::Pending => {
-                        let slots = (Slot::taken(&self.per_conn), Slot::taken(&shared.global));
-                        shared.handlers.spawn(async move {
-                            let _slots = slots;
-                            run.complete().await;
-                        });
-                    }
+                    Poll::Pending => self.spawn_holding_slots(run.complete()),
                 }
                 return;
             }
@@ -119,6 +107,16 @@ impl Dispatcher {
         shared.handlers.spawn(async move {
             let _slots = slots;
             job.start(Instant::now()).complete().await;
+        });
+    }
+
+    /// Runs `work` as a task that holds the slots of both caps the caller took.
+    fn spawn_holding_slots(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let shared = &self.conn.inner.shared;
+        let slots = (Slot::taken(&self.per_conn), Slot::taken(&shared.global));
+        shared.handlers.spawn(async move {
+            let _slots = slots;
+            work.await;
         });
     }
 

@@ -230,3 +230,48 @@ impl<T> Response<T> {
         &self.metadata
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TypeName;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Packaged {}
+    impl prost::Name for Packaged {
+        const NAME: &'static str = "Outer.Inner";
+        const PACKAGE: &'static str = "chat.v1";
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Bare {}
+    impl prost::Name for Bare {
+        const NAME: &'static str = "Hello";
+        const PACKAGE: &'static str = "";
+    }
+
+    #[test]
+    fn type_names_read_as_prost_full_names() {
+        for (name, full) in [
+            (TypeName::of::<Packaged>(), "chat.v1.Outer.Inner"),
+            (TypeName::of::<Bare>(), "Hello"),
+        ] {
+            assert_eq!(name.to_string(), full);
+            assert_eq!(name.len(), full.len());
+            let mut written = Vec::new();
+            name.put(&mut written);
+            assert_eq!(written, full.as_bytes());
+            assert!(name.is(full));
+        }
+        let packaged = TypeName::of::<Packaged>();
+        for other in [
+            "chat.v1xOuter.Inner",
+            "chat.v1.Outer.Inne",
+            "Outer.Inner",
+            "",
+        ] {
+            assert!(!packaged.is(other), "{other:?}");
+        }
+        assert!(!TypeName::of::<Bare>().is("x.Hello"));
+        assert_eq!(TypeName::NONE.len(), 0);
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::SinkExt as _;
 use goomerang::proto::{Frame, FrameKind, Status as WireStatus};
-use goomerang::{Client, Code, Config, Error, Initiator, Server, Status};
+use goomerang::{Client, Code, Config, Error, Initiator, Server};
 use goomerang_tests::*;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
@@ -22,7 +22,7 @@ async fn observed_server(
 ) {
     let (err_tx, errors) = mpsc::unbounded_channel();
     let (close_tx, closes) = mpsc::unbounded_channel();
-    let server = start(
+    let server = start(echo(
         Server::builder()
             .config(config)
             .on_error(move |err, _| {
@@ -30,14 +30,8 @@ async fn observed_server(
             })
             .on_disconnect(move |_, info| {
                 let _ = close_tx.send(info.clone());
-            })
-            .request(|_ctx, p: Ping| async move {
-                Ok::<_, Status>(Pong {
-                    n: p.n,
-                    text: p.text,
-                })
             }),
-    )
+    ))
     .await;
     (server, errors, closes)
 }
@@ -51,21 +45,6 @@ async fn assert_still_answers(peer: &mut RawPeer, id: u64) {
     send_frame(peer, &frame_for(FrameKind::Request, id, &ping)).await;
     let reply = recv_frame(peer).await;
     assert_eq!((reply.kind, reply.id), (FrameKind::Reply as i32, id));
-}
-
-/// The server still answers a normal client.
-async fn still_serving(server: &TestServer) {
-    let client = server.client().await;
-    let pong: Pong = client
-        .request(Ping {
-            n: 5,
-            text: String::new(),
-        })
-        .await
-        .expect("served")
-        .into_inner();
-    assert_eq!(pong.n, 5);
-    client.close().await.expect("close");
 }
 
 async fn expect_close(server: TestServer, message: WsMessage, code: u16, error_part: &str) {

@@ -7,15 +7,6 @@ use goomerang::{Accept, Client, Config, Error, Reject, Server, Status};
 use goomerang_tests::*;
 use tokio::net::TcpListener;
 
-fn echo() -> goomerang::ServerBuilder {
-    Server::builder().request(|_ctx, p: Ping| async move {
-        Ok::<_, Status>(Pong {
-            n: p.n,
-            text: p.text,
-        })
-    })
-}
-
 async fn ping(client: &Client) -> u64 {
     client
         .request::<_, Pong>(Ping {
@@ -32,7 +23,7 @@ async fn ping(client: &Client) -> u64 {
 async fn custom_routes_share_the_port_with_the_websocket() {
     bounded(async {
         let health = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
-        let server = start(echo().routes(health)).await;
+        let server = start(echo(Server::builder()).routes(health)).await;
         let response = http_get(server.addr, "/health").await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.ends_with("ok"), "{response}");
@@ -52,7 +43,7 @@ async fn custom_routes_share_the_port_with_the_websocket() {
 #[tokio::test]
 async fn goomerang_mounts_inside_an_outside_axum_app() {
     bounded(async {
-        let server = echo().path("/rpc").build();
+        let server = echo(Server::builder()).path("/rpc").build();
         let app = axum::Router::new()
             .route("/outer", axum::routing::get(|| async { "outer app" }))
             .merge(server.mount().expect("mount"));
@@ -195,9 +186,11 @@ async fn accepted_handshakes_attach_typed_state_for_handlers() {
 #[tokio::test]
 async fn origins_outside_the_allow_list_get_403() {
     bounded(async {
-        let server =
-            start(echo().allowed_origins(["https://app.example.com", "https://*.example.org"]))
-                .await;
+        let server = start(
+            echo(Server::builder())
+                .allowed_origins(["https://app.example.com", "https://*.example.org"]),
+        )
+        .await;
         let evil = Client::builder()
             .header("origin", "https://evil.com")
             .connect(&server.url())
@@ -232,7 +225,8 @@ async fn origins_outside_the_allow_list_get_403() {
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503() {
     bounded(async {
-        let server = start(echo().config(Config::default().max_connections(2))).await;
+        let server =
+            start(echo(Server::builder()).config(Config::default().max_connections(2))).await;
         let (a, b) = (server.client().await, server.client().await);
         let third = Client::builder().connect(&server.url()).await;
         assert!(

@@ -73,13 +73,7 @@ async fn server_states_and_misuse_errors() {
 #[tokio::test]
 async fn client_states_reconnect_and_misuse_errors() {
     bounded(async {
-        let server = start(Server::builder().request(|_ctx, p: Ping| async move {
-            Ok::<_, Status>(Pong {
-                n: p.n,
-                text: p.text,
-            })
-        }))
-        .await;
+        let server = start(echo(Server::builder())).await;
         let states = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&states);
         let client = Client::builder()
@@ -294,13 +288,7 @@ async fn shutdown_drains_in_flight_handlers_and_refuses_new_work() {
 #[tokio::test]
 async fn client_close_drains_its_handlers_and_the_server_keeps_running() {
     bounded(async {
-        let server = start(Server::builder().request(|_ctx, p: Ping| async move {
-            Ok::<_, Status>(Pong {
-                n: p.n,
-                text: p.text,
-            })
-        }))
-        .await;
+        let server = start(echo(Server::builder())).await;
         let release = Arc::new(tokio::sync::Notify::new());
         let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
         let gate = Arc::clone(&release);
@@ -343,17 +331,7 @@ async fn client_close_drains_its_handlers_and_the_server_keeps_running() {
         );
         // The server is unaffected and serves a new client.
         assert_eq!(server.server.state(), State::Running);
-        let other = server.client().await;
-        let pong: Pong = other
-            .request(Ping {
-                n: 5,
-                text: String::new(),
-            })
-            .await
-            .expect("served")
-            .into_inner();
-        assert_eq!(pong.n, 5);
-        other.close().await.expect("close");
+        still_serving(&server).await;
         server.stop().await;
     })
     .await;

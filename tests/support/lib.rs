@@ -151,6 +151,31 @@ impl TestServer {
     }
 }
 
+/// `builder` with a request handler answering each `Ping` with a `Pong` echoing it.
+pub fn echo(builder: ServerBuilder) -> ServerBuilder {
+    builder.request(|_ctx, p: Ping| async move {
+        Ok::<_, goomerang::Status>(Pong {
+            n: p.n,
+            text: p.text,
+        })
+    })
+}
+
+/// Asserts that `server` (serving [`echo`]) still answers a new client.
+pub async fn still_serving(server: &TestServer) {
+    let client = server.client().await;
+    let pong: Pong = client
+        .request(Ping {
+            n: 5,
+            text: String::new(),
+        })
+        .await
+        .expect("served")
+        .into_inner();
+    assert_eq!(pong.n, 5);
+    client.close().await.expect("close");
+}
+
 /// A plain HTTP/1.1 GET over TCP (`Connection: close`); returns the whole response.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

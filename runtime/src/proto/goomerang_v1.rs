@@ -32,7 +32,8 @@ pub struct Frame {
     #[prost(uint64, tag = "2")]
     pub id: u64,
     /// Full protobuf name of the payload message, e.g. "chat.v1.Hello" (no
-    /// "type.googleapis.com/" prefix). Empty when there is no payload.
+    /// "type.googleapis.com/" prefix). Empty when there is no payload. In an
+    /// ERROR with id 0: the type of the one-way message being reported.
     #[prost(string, tag = "3")]
     pub r#type: ::prost::alloc::string::String,
     /// The payload message, protobuf-encoded. Relays forward these bytes as-is.
@@ -62,6 +63,12 @@ pub struct Frame {
     /// (sender's clock). 0 when unknown.
     #[prost(int64, tag = "10")]
     pub created_unix_us: i64,
+    /// REQUEST/MESSAGE: the method called, "package.Service/Method" (the
+    /// service's full protobuf name, a slash, the method name as declared), e.g.
+    /// "acme.inventory.v2.Stock/Adjust". Empty: the frame is routed by `type`.
+    /// In an ERROR with id 0: the method of the one-way message being reported.
+    #[prost(string, tag = "11")]
+    pub method: ::prost::alloc::string::String,
 }
 impl ::prost::Name for Frame {
     const NAME: &'static str = "Frame";
@@ -79,15 +86,18 @@ impl ::prost::Name for Frame {
 #[repr(i32)]
 pub enum FrameKind {
     Unspecified = 0,
-    /// A one-way message. `id` is 0. Dispatched to the handler for `type`.
+    /// A one-way message. `id` is 0. Dispatched to the handler for `method`, or
+    /// for `type` when `method` is empty.
     Message = 1,
     /// A request. `id` is a nonzero correlation id unique among the sender's
-    /// requests still in flight; the peer answers with REPLY or ERROR.
+    /// requests still in flight; the peer answers with exactly one REPLY or
+    /// ERROR. Dispatched like MESSAGE.
     Request = 2,
     /// The successful answer to REQUEST `id`; `type`/`payload` are the reply.
     Reply = 3,
     /// The failed answer to REQUEST `id` (`status` says why). With `id` 0 it
-    /// reports that a one-way frame the receiver sent could not be handled.
+    /// reports that a one-way frame the receiver sent could not be handled; its
+    /// `type` and `method` are then those of that frame.
     Error = 4,
     /// The sender of REQUEST `id` no longer waits for it; the peer should stop
     /// its handler. No answer is sent for a cancelled request.

@@ -6,10 +6,7 @@ use quote::{format_ident, quote};
 
 use crate::docs;
 use crate::model::{Service, Side};
-use crate::names::{ident, snake, type_path};
-
-/// Stub method names that would clash with the stub's own methods get a `_` suffix.
-const RESERVED: &[&str] = &["new", "peer", "into_peer"];
+use crate::names::{ident, type_path};
 
 pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
     let module = format_ident!("{}_client", service.name.to_snake_case());
@@ -29,41 +26,56 @@ pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
     );
     let service_docs = docs::attrs(&service.docs);
     let methods = service.methods.iter().map(|m| {
-        let mut name = snake(&m.name);
-        if RESERVED.contains(&name.as_str()) {
-            name.push('_');
-        }
-        let name = ident(&name);
+        let name = ident(&m.rust_name);
+        let path = &m.path;
         let input = type_path(&service.package, &m.input.full_name, m.input.nesting);
         let docs = docs::attrs(&m.docs);
         let deprecated = m.deprecated.then(|| quote!(#[deprecated]));
         if m.one_way {
+            let calls = format!(" Sends `{path}`; one-way: returns once the message is queued.");
             quote! {
                 #docs
-                ///
-                /// One-way: returns once the message is queued.
+                #[doc = ""]
+                #[doc = #calls]
                 #deprecated
                 pub async fn #name(
                     &self,
                     message: impl #rt::codegen::IntoMessage<#input>,
                 ) -> ::core::result::Result<(), #rt::codegen::Status> {
-                    #rt::codegen::Peer::send(&self.peer, message)
+                    #rt::codegen::Peer::send_method(&self.peer, #path, message)
                         .await
                         .map_err(::core::convert::From::from)
                 }
             }
         } else {
             let output = type_path(&service.package, &m.output.full_name, m.output.nesting);
+            let full = ident(&m.rust_full_name);
+            let calls = format!(" Calls `{path}` and returns the reply's payload.");
+            let full_doc = format!(
+                " Calls `{path}` and returns the whole reply: payload, headers and metadata. Takes a bare request or a `Message` (headers, timeout)."
+            );
             quote! {
                 #docs
+                #[doc = ""]
+                #[doc = #calls]
                 #deprecated
                 pub async fn #name(
                     &self,
                     request: impl #rt::codegen::IntoMessage<#input>,
                 ) -> ::core::result::Result<#output, #rt::codegen::Status> {
-                    #rt::codegen::Peer::request::<#input, #output>(&self.peer, request)
+                    #rt::codegen::Peer::request_method::<#input, #output>(&self.peer, #path, request)
                         .await
                         .map(#rt::codegen::Response::into_inner)
+                }
+
+                #[doc = #full_doc]
+                #deprecated
+                pub async fn #full(
+                    &self,
+                    request: impl #rt::codegen::IntoMessage<#input>,
+                ) -> ::core::result::Result<#rt::codegen::Response<#output>, #rt::codegen::Status> {
+                    #rt::codegen::Peer::request_method::<#input, #output>(&self.peer, #path, request)
+                        .await
                 }
             }
         }

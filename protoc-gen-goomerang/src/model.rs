@@ -2,9 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use prost_reflect::{
-    DescriptorPool, MessageDescriptor, MethodDescriptor, ServiceDescriptor, Value,
-};
+use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor, Value};
 
 use crate::Error;
 use crate::docs;
@@ -32,6 +30,12 @@ pub(crate) struct Service {
 pub(crate) struct Method {
     /// The protobuf name, e.g. `SayHello`.
     pub(crate) name: String,
+    /// What the wire calls it: `package.Service/Method`.
+    pub(crate) path: String,
+    /// The Rust name of the trait and stub methods (see [`crate::names::method`]).
+    pub(crate) rust_name: String,
+    /// The Rust name of the stub's form returning the whole `Response`.
+    pub(crate) rust_full_name: String,
     pub(crate) input: TypeRef,
     pub(crate) output: TypeRef,
     pub(crate) one_way: bool,
@@ -62,7 +66,8 @@ impl TypeRef {
 }
 
 /// The services of `files` grouped by protobuf package (in name order), as
-/// prost-build groups messages: one output file per package.
+/// prost-build groups messages: one output file per package, including the
+/// packages that have no services. Every rule broken anywhere is reported at once.
 pub(crate) fn services_by_package(
     pool: &DescriptorPool,
     files: &[String],
@@ -70,10 +75,12 @@ pub(crate) fn services_by_package(
     let side_ext = pool.get_extension_by_name("goomerang.v1.side");
     let one_way_ext = pool.get_extension_by_name("goomerang.v1.one_way");
     let mut out: BTreeMap<String, Vec<Service>> = BTreeMap::new();
+    let mut problems = Vec::new();
     for file_name in files {
         let file = pool
             .get_file_by_name(file_name)
             .ok_or_else(|| Error::Input(format!("file {file_name} is not in the request")))?;
+        out.entry(file.package_name().to_owned()).or_default();
         let comments = docs::Comments::new(file.file_descriptor_proto());
         for service in file.services() {
             let side = match side_ext
@@ -83,11 +90,15 @@ pub(crate) fn services_by_package(
                 Some(Value::EnumNumber(2)) => Side::Client,
                 _ => Side::Server,
             };
-            let methods = service
+            let methods: Vec<Method> = service
                 .methods()
-                .map(|m| method(&m, one_way_ext.as_ref(), &comments))
-                .collect::<Result<Vec<_>, _>>()?;
-            check_unique_routes(&service, &methods)?;
+                .filter_map(|m| {
+                    method(&m, one_way_ext.as_ref(), &comments)
+                        .map_err(|problem| problems.push(problem))
+                        .ok()
+                })
+                .collect();
+            problems.extend(rust_name_clashes(service.full_name(), &methods));
             out.entry(service.package_name().to_owned())
                 .or_default()
                 .push(Service {
@@ -100,19 +111,24 @@ pub(crate) fn services_by_package(
                 });
         }
     }
-    Ok(out)
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Services(problems))
+    }
 }
 
+/// The method's model, or the rule it breaks.
 fn method(
     m: &MethodDescriptor,
     one_way_ext: Option<&prost_reflect::ExtensionDescriptor>,
     comments: &docs::Comments,
-) -> Result<Method, Error> {
+) -> Result<Method, String> {
     if m.is_client_streaming() || m.is_server_streaming() {
-        return Err(Error::Unsupported(format!(
+        return Err(format!(
             "{}: streaming methods are not supported; use one-way messages or pub/sub",
             m.full_name()
-        )));
+        ));
     }
     let options = m.options();
     let one_way = one_way_ext
@@ -121,8 +137,12 @@ fn method(
     let deprecated = options
         .get_field_by_name("deprecated")
         .is_some_and(|v| matches!(v.as_ref(), Value::Bool(true)));
+    let (rust_name, rust_full_name) = crate::names::method(m.name());
     Ok(Method {
         name: m.name().to_owned(),
+        path: format!("{}/{}", m.parent_service().full_name(), m.name()),
+        rust_name,
+        rust_full_name,
         input: TypeRef::new(&m.input()),
         output: TypeRef::new(&m.output()),
         one_way,
@@ -131,29 +151,24 @@ fn method(
     })
 }
 
-/// goomerang routes by message type, so within one service each input type
-/// may belong to one method only; and two methods must not map to one Rust name.
-fn check_unique_routes(service: &ServiceDescriptor, methods: &[Method]) -> Result<(), Error> {
-    let mut by_input: HashMap<&str, &str> = HashMap::new();
-    let mut by_ident: HashMap<String, &str> = HashMap::new();
+/// Two methods of one service must not get one Rust name (the plain form or
+/// the `_full` form of either). Any number of them may share message types:
+/// calls are routed by method.
+fn rust_name_clashes(service: &str, methods: &[Method]) -> Vec<String> {
+    let mut by_ident: HashMap<&str, &str> = HashMap::new();
+    let mut problems = Vec::new();
     for m in methods {
-        if let Some(other) = by_input.insert(&m.input.full_name, &m.name) {
-            return Err(Error::Input(format!(
-                "{}: methods {other} and {} both take {}; goomerang routes messages by type, \
-                 so give each method its own input message",
-                service.full_name(),
-                m.name,
-                m.input.full_name
-            )));
-        }
-        if let Some(other) = by_ident.insert(crate::names::snake(&m.name), &m.name) {
-            return Err(Error::Input(format!(
-                "{}: methods {other} and {} both become `{}` in Rust",
-                service.full_name(),
-                m.name,
-                crate::names::snake(&m.name)
-            )));
+        let names = [m.rust_name.as_str()]
+            .into_iter()
+            .chain((!m.one_way).then_some(m.rust_full_name.as_str()));
+        for name in names {
+            if let Some(other) = by_ident.insert(name, &m.name) {
+                problems.push(format!(
+                    "{service}: methods {other} and {} both become `{name}` in Rust; rename one",
+                    m.name
+                ));
+            }
         }
     }
-    Ok(())
+    problems
 }

@@ -25,6 +25,37 @@ pub(crate) fn snake(name: &str) -> String {
     sanitize(&name.to_snake_case())
 }
 
+/// Method names of traits every type may implement (the prelude's, `Debug`,
+/// `Hash`, `Borrow`, `Any`) plus the stub's own methods. An RPC named like one
+/// of them would shadow it on a stub (`stock.clone()` calling the RPC) or make
+/// calls ambiguous on a server type that also implements the trait (E0034),
+/// so its Rust name gets a `_` suffix: RPC `Clone` is `clone_`.
+const TAKEN: &[&str] = &[
+    "as_mut", "as_ref", "borrow", "borrow_mut", "clamp", "clone", "clone_from", "clone_into", "cmp",
+    "default", "drop", "eq", "extend", "fmt", "from", "from_iter", "ge", "gt", "hash", "into",
+    "into_future", "into_iter", "into_peer", "le", "lt", "max", "min", "ne", "new", "next",
+    "partial_cmp", "peer", "poll", "to_owned", "to_string", "try_from", "try_into", "type_id",
+];
+
+/// The Rust names of an RPC: the trait/stub method, and the stub's form that
+/// returns the whole `Response` (`<name>_full`). Keywords become raw
+/// identifiers (`r#type`), names in [`TAKEN`] get a `_` suffix (`clone_`).
+pub(crate) fn method(name: &str) -> (String, String) {
+    let snake = name.to_snake_case();
+    let plain = if TAKEN.contains(&snake.as_str()) {
+        format!("{snake}_")
+    } else {
+        sanitize(&snake)
+    };
+    let base = snake.trim_start_matches('_');
+    let full = if base.is_empty() || base.starts_with(|c: char| c.is_numeric()) {
+        format!("_{base}_full")
+    } else {
+        format!("{base}_full")
+    };
+    (plain, full)
+}
+
 /// `UpperCamel` identifier text (prost-build's `to_upper_camel`).
 pub(crate) fn upper_camel(name: &str) -> String {
     sanitize(&name.to_upper_camel_case())
@@ -109,6 +140,16 @@ mod tests {
             path("chat.v1", "google.protobuf.Timestamp", 1),
             "::prost_types::Timestamp"
         );
+    }
+
+    #[test]
+    fn method_names_keep_trait_methods_usable() {
+        assert_eq!(method("Clone"), ("clone_".into(), "clone_full".into()));
+        assert_eq!(method("Drop"), ("drop_".into(), "drop_full".into()));
+        assert_eq!(method("Type"), ("r#type".into(), "type_full".into()));
+        assert_eq!(method("Self"), ("self_".into(), "self_full".into()));
+        assert_eq!(method("New"), ("new_".into(), "new_full".into()));
+        assert_eq!(method("SayHello"), ("say_hello".into(), "say_hello_full".into()));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use quote::{format_ident, quote};
 
 use crate::docs;
 use crate::model::{Service, Side};
-use crate::names::{ident, snake, type_path, upper_camel};
+use crate::names::{ident, type_path, upper_camel};
 
 pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
     let module = format_ident!("{}_server", service.name.to_snake_case());
@@ -24,7 +24,7 @@ pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
     let wrapper_doc =
         format!(" Registers a [`{trait_name}`] implementation with a goomerang builder.");
     let trait_methods = service.methods.iter().map(|m| {
-        let name = ident(&snake(&m.name));
+        let name = ident(&m.rust_name);
         let input = type_path(&service.package, &m.input.full_name, m.input.nesting);
         let docs = docs::attrs(&m.docs);
         let deprecated = m.deprecated.then(|| quote!(#[deprecated]));
@@ -47,26 +47,33 @@ pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
         }
     });
     let registrations = service.methods.iter().map(|m| {
-        let name = ident(&snake(&m.name));
+        let name = ident(&m.rust_name);
         let input = type_path(&service.package, &m.input.full_name, m.input.nesting);
+        let path = &m.path;
         let register = if m.one_way {
-            format_ident!("message")
+            format_ident!("one_way_method")
         } else {
-            format_ident!("request")
+            format_ident!("method")
         };
         quote! {
             let router = {
                 let inner = ::std::sync::Arc::clone(&inner);
-                router.#register(move |ctx: #rt::codegen::Context, message: #input| {
+                router.#register(#path, move |ctx: #rt::codegen::Context, message: #input| {
                     let inner = ::std::sync::Arc::clone(&inner);
                     async move { <T as #trait_name>::#name(&inner, ctx, message).await }
                 })
             };
         }
     });
+    let service_doc = format!(
+        " `{full_name}`: the scope that `middleware_for` takes to wrap every method of this service."
+    );
     quote! {
         #[doc = #module_doc]
         pub mod #module {
+            #[doc = #service_doc]
+            pub const SERVICE: &str = #full_name;
+
             #trait_docs
             pub trait #trait_name: ::core::marker::Send + ::core::marker::Sync + 'static {
                 #(#trait_methods)*

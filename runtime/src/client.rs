@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::connection::{Connection, lock};
 use crate::driver;
-use crate::error::Error;
+use crate::error::{BuildError, Error};
 use crate::frame::{self, SUBPROTOCOL};
 use crate::hooks::{Hooks, hook_methods};
 use crate::message::{IntoMessage, Payload, Response};
@@ -41,6 +41,8 @@ pub struct ClientBuilder {
     hooks: Hooks,
     reconnect: Option<Reconnect>,
     handshake: Handshake,
+    /// The first invalid setting, reported by `build`.
+    error: Option<BuildError>,
 }
 
 /// Extra headers and subprotocols the client sends with every (re)connect, and its TLS setup.
@@ -57,14 +59,23 @@ impl ClientBuilder {
     hook_methods!();
 
     /// Sends a header with the WebSocket handshake (e.g. `authorization`), on
-    /// every connect and reconnect.
-    ///
-    /// # Panics
-    /// If `name` or `value` is not a valid HTTP header name or value.
+    /// every connect and reconnect. An invalid name or value makes `build`
+    /// (and `connect`) fail with [`BuildError::InvalidHeader`].
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        let name = http::HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
-        let value = HeaderValue::from_str(value).expect("a valid header value");
-        self.handshake.headers.insert(name, value);
+        let parsed = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(http::Error::from)
+            .and_then(|n| Ok((n, HeaderValue::from_str(value)?)));
+        match parsed {
+            Ok((name, value)) => {
+                self.handshake.headers.insert(name, value);
+            }
+            Err(source) => {
+                self.error.get_or_insert(BuildError::InvalidHeader {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        }
         self
     }
 
@@ -99,20 +110,22 @@ impl ClientBuilder {
     }
 
     /// Finishes the client (state NEW); connect it with [`Client::connect`].
-    pub fn build(self) -> Client {
+    ///
+    /// # Errors
+    /// A [`BuildError`] for a route registered twice, a malformed method name,
+    /// middleware scoped to nothing, or an invalid handshake header.
+    pub fn build(self) -> Result<Client, BuildError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        let routes = self.router.finish(&self.hooks.metrics)?;
         let (current, _) = watch::channel(None);
         // No supervisor yet: `connect` starts one with a fresh token.
         let stop = CancellationToken::new();
         stop.cancel();
-        Client {
+        Ok(Client {
             inner: Arc::new(ClientInner {
-                shared: Shared::new(
-                    Side::Client,
-                    self.router.finish(&self.hooks.metrics),
-                    self.config,
-                    self.hooks,
-                    None,
-                ),
+                shared: Shared::new(Side::Client, routes, self.config, self.hooks, None),
                 state: StateCell::new(),
                 current,
                 connecting: tokio::sync::Mutex::new(()),
@@ -122,15 +135,15 @@ impl ClientBuilder {
                 subscriptions: Mutex::new(BTreeSet::new()),
                 stop: Mutex::new(stop),
             }),
-        }
+        })
     }
 
     /// Builds the client and connects it to `url` (e.g. `ws://127.0.0.1:8080/ws`).
     ///
     /// # Errors
-    /// As [`Client::connect`].
+    /// [`Error::Build`] as [`build`](Self::build), else as [`Client::connect`].
     pub async fn connect(self, url: &str) -> Result<Client, Error> {
-        let client = self.build();
+        let client = self.build()?;
         client.connect(url).await?;
         Ok(client)
     }
@@ -177,6 +190,7 @@ impl Client {
             hooks: Hooks::new("client"),
             reconnect: Some(Reconnect::default()),
             handshake: Handshake::default(),
+            error: None,
         }
     }
 
@@ -278,9 +292,22 @@ impl Client {
     /// [`Error::NotRunning`] when not connected (after waiting for a
     /// reconnection, if the policy says so), else as [`Connection::send`].
     pub async fn send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
+        self.send_method("", message).await
+    }
+
+    /// Sends a one-way message to method `method` of the server; see
+    /// [`Connection::send_method`].
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_method<T: Payload>(
+        &self,
+        method: &str,
+        message: impl IntoMessage<T>,
+    ) -> Result<(), Error> {
         self.connection_by(self.default_timeout())
             .await?
-            .send(message)
+            .send_method(method, message)
             .await
     }
 
@@ -302,17 +329,33 @@ impl Client {
         &self,
         message: impl IntoMessage<Req>,
     ) -> Result<Response<Resp>, Status> {
+        self.request_method("", message).await
+    }
+
+    /// Sends a request to method `method` of the server and awaits the reply;
+    /// see [`Connection::request_method`].
+    ///
+    /// # Errors
+    /// As [`request`](Self::request) and [`Connection::request_method`].
+    pub async fn request_method<Req: Payload, Resp: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<Req>,
+    ) -> Result<Response<Resp>, Status> {
         let message = message.into_message();
         if let Ok(conn) = self.connection() {
-            return conn.request(message).await;
+            return conn.request_method(method, message).await;
         }
         // Disconnected: the wait for a reconnection counts against the deadline.
         let timeout = message.timeout_or(self.inner.shared.config.request_timeout);
         let started = Instant::now();
         let conn = self.connection_by(timeout).await?;
         let remaining = timeout.saturating_sub(started.elapsed());
-        conn.request(message.timeout(remaining.max(Duration::from_millis(1))))
-            .await
+        conn.request_method(
+            method,
+            message.timeout(remaining.max(Duration::from_millis(1))),
+        )
+        .await
     }
 
     /// Asks the server to deliver a one-way message to every connection
@@ -322,7 +365,7 @@ impl Client {
     /// # Errors
     /// As [`send`](Self::send).
     pub async fn broadcast<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
-        let bytes = frame::encode_message(FrameKind::Broadcast, "", message.into_message());
+        let bytes = frame::encode_message(FrameKind::Broadcast, "", "", message.into_message());
         self.connection_by(self.default_timeout())
             .await?
             .enqueue(bytes)
@@ -340,7 +383,7 @@ impl Client {
         message: impl IntoMessage<T>,
     ) -> Result<(), Error> {
         topics::validate(topic, false).map_err(Error::InvalidTopic)?;
-        let bytes = frame::encode_message(FrameKind::Publish, topic, message.into_message());
+        let bytes = frame::encode_message(FrameKind::Publish, topic, "", message.into_message());
         self.connection_by(self.default_timeout())
             .await?
             .enqueue(bytes)

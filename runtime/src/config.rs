@@ -22,6 +22,7 @@ pub struct Config {
     pub(crate) ordered: bool,
     pub(crate) request_timeout: Duration,
     pub(crate) close_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     pub(crate) read_buffer_size: usize,
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) max_subscriptions_per_connection: usize,
@@ -57,6 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_message_size: 4 << 20,
+            shutdown_timeout: Duration::from_secs(30),
             outbound_queue_bytes: 4 << 20,
             max_concurrent_per_connection: 128,
             max_concurrent_handlers: 8192,
@@ -127,6 +129,13 @@ impl Config {
     /// How long a close handshake may take before the connection is dropped. Default 5 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// The drain deadline of a shutdown started by the signal given to
+    /// `Server::serve_with_shutdown`. Default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 

@@ -66,9 +66,13 @@ pub(crate) struct Inner {
     /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
     /// UNAVAILABLE status each) when the connection ends.
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Incoming, Status>>>>,
-    /// Requests the peer sent whose handlers are running; CANCEL looks here.
-    inflight: Mutex<HashMap<u64, CancellationToken>>,
+    /// Requests the peer sent whose handlers are running, each with the
+    /// sequence number of its registration; CANCEL looks here.
+    inflight: Mutex<HashMap<u64, (u64, CancellationToken)>>,
     next_id: AtomicU64,
+    /// Numbers registrations in `inflight`, so a finishing handler removes
+    /// its own entry and not a later request that reused the id after a CANCEL.
+    next_seq: AtomicU64,
     /// Cancelled once, when the connection has ended; request handlers and waiters watch it.
     pub(crate) closed: CancellationToken,
     /// Cancelled when this side started a close handshake.
@@ -79,6 +83,8 @@ pub(crate) struct Inner {
     close_info: OnceLock<CloseInfo>,
     /// What the server's `on_open` hook attached (empty on clients).
     state: http::Extensions,
+    /// What handlers store on the connection as the session goes on.
+    data: Mutex<http::Extensions>,
     /// Mirrors of `closed`, `closing` and `kill` for hot-path checks (a
     /// token's `is_cancelled` takes a lock; these are one atomic load).
     flags: Flags,
@@ -117,6 +123,7 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            next_seq: AtomicU64::new(1),
             closed: CancellationToken::new(),
             closing: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -124,6 +131,7 @@ impl Connection {
             close_info: OnceLock::new(),
             flags: Flags::default(),
             state,
+            data: Mutex::new(http::Extensions::new()),
         };
         Connection {
             inner: Arc::new(inner),
@@ -145,6 +153,35 @@ impl Connection {
     /// authenticated identity. `None` if nothing of type `T` was attached.
     pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.inner.state.get::<T>()
+    }
+
+    /// Stores a value on the connection for later messages to read with
+    /// [`data`](Self::data) (the room a client joined, a negotiated
+    /// preference): state that changes after the handshake, unlike
+    /// [`state`](Self::state). One value per type; replaces and returns the
+    /// previous one. Dropped with the connection.
+    pub fn set_data<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        lock(&self.inner.data).insert(value)
+    }
+
+    /// A copy of the value of type `T` stored with [`set_data`](Self::set_data).
+    pub fn data<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.inner.data).get::<T>().cloned()
+    }
+
+    /// Changes the value of type `T` in place (inserting `T::default()`
+    /// first if there is none) and returns what `change` returns; atomic with
+    /// respect to other calls on this connection.
+    pub fn update_data<T, R>(&self, change: impl FnOnce(&mut T) -> R) -> R
+    where
+        T: Clone + Default + Send + Sync + 'static,
+    {
+        change(lock(&self.inner.data).get_or_insert_default::<T>())
+    }
+
+    /// Removes and returns the value of type `T`.
+    pub fn remove_data<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.inner.data).remove::<T>()
     }
 
     /// Whether the connection has ended.
@@ -169,14 +206,28 @@ impl Connection {
     /// [`Error::ConnectionClosed`] if the connection ended or is closing,
     /// [`Error::MessageTooLarge`] if the frame exceeds the size limit.
     pub async fn send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
-        let bytes = frame::encode_message(FrameKind::Message, "", message.into_message());
+        self.send_method("", message).await
+    }
+
+    /// Sends a one-way message to method `method` (`package.Service/Method`,
+    /// routed by method on the peer), as generated stubs do; `""` routes by type
+    /// like [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_method<T: Payload>(
+        &self,
+        method: &str,
+        message: impl IntoMessage<T>,
+    ) -> Result<(), Error> {
+        let bytes = frame::encode_message(FrameKind::Message, "", method, message.into_message());
         self.enqueue(bytes).await
     }
 
     /// Like [`send`](Self::send) but fails with [`Error::QueueFull`] instead of
     /// waiting when the outbound queue is full.
     pub fn try_send<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
-        let bytes = frame::encode_message(FrameKind::Message, "", message.into_message());
+        let bytes = frame::encode_message(FrameKind::Message, "", "", message.into_message());
         self.try_enqueue(bytes)
     }
 
@@ -195,17 +246,35 @@ impl Connection {
         &self,
         message: impl IntoMessage<Req>,
     ) -> Result<Response<Resp>, Status> {
+        self.request_method("", message).await
+    }
+
+    /// Sends a request to method `method` (`package.Service/Method`, routed
+    /// by method on the peer) and awaits the reply, as generated stubs do;
+    /// `""` routes by type like [`request`](Self::request).
+    ///
+    /// # Errors
+    /// As [`request`](Self::request); UNIMPLEMENTED if the peer has no
+    /// handler for `method`, INVALID_ARGUMENT if `Req` is not its input type.
+    pub async fn request_method<Req: Payload, Resp: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<Req>,
+    ) -> Result<Response<Resp>, Status> {
         let (payload, headers, timeout) = message.into_message().into_parts();
         let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
         let type_name = TypeName::of::<Req>();
-        let head = Head::new(FrameKind::Request, type_name, &headers);
+        let head = Head {
+            method,
+            ..Head::new(FrameKind::Request, type_name, &headers)
+        };
         let started = Instant::now();
         let reply = self.call(head, &payload, timeout).await;
         self.inner
             .shared
             .hooks
             .metrics
-            .observe_request(type_name, started.elapsed());
+            .observe_request(type_name, method, started.elapsed());
         decode_reply(reply?)
     }
 
@@ -249,6 +318,9 @@ impl Connection {
         head.timeout_ms = frame::timeout_ms(timeout);
         let bytes = head.encode(payload);
         let what = || match head.kind {
+            FrameKind::Request if !head.method.is_empty() => {
+                format!("request {id} ({})", head.method)
+            }
             FrameKind::Request => format!("request {id} ({})", head.type_name),
             kind => format!("{} {id} ({:?})", kind.as_str_name(), head.topic),
         };
@@ -283,6 +355,24 @@ impl Connection {
     pub async fn close(&self) {
         self.start_close(1000, "normal closure");
         self.closed().await;
+    }
+
+    /// Closes the connection with `code` and `reason` (truncated to the 123
+    /// bytes RFC 6455 allows) and waits until it has ended: how a handler ends
+    /// its own connection (`ctx.connection().close_with(4001, "kicked")`). The
+    /// peer sees the code and reason; requests still running on this
+    /// connection, the caller's own included, are cancelled as it ends.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCloseCode`] for a code an endpoint may not send: only
+    /// 1000–1003, 1007–1014 and 3000–4999 may be sent.
+    pub async fn close_with(&self, code: u16, reason: &str) -> Result<(), Error> {
+        if !sendable_close_code(code) {
+            return Err(Error::InvalidCloseCode(code));
+        }
+        self.start_close(code, reason);
+        self.closed().await;
+        Ok(())
     }
 
     /// Starts a close handshake with `code` and `reason` (truncated to the
@@ -460,16 +550,29 @@ impl Connection {
         bytes
     }
 
-    /// Tells the peer a one-way frame it sent could not be handled (ERROR, id 0).
-    pub(crate) async fn report_to_peer(&self, status: &Status) {
-        let _ = self.enqueue(error_frame(0, status)).await;
+    /// Tells the peer a one-way frame it sent (of `type_name`, to `method`)
+    /// could not be handled: ERROR with id 0, naming the frame.
+    pub(crate) async fn report_to_peer(&self, status: &Status, type_name: &str, method: &str) {
+        let _ = self.enqueue(report_frame(status, type_name, method)).await;
+    }
+
+    /// [`report_to_peer`](Self::report_to_peer) without waiting: a report
+    /// that finds the queue full is dropped (and logged).
+    pub(crate) fn queue_report(&self, status: &Status, type_name: &str, method: &str) {
+        if let Err(err) = self.try_enqueue(report_frame(status, type_name, method)) {
+            tracing::debug!(conn = self.id(), %err, "one-way failure not reported to the peer");
+        }
     }
 
     /// Routes a REPLY or ERROR frame to the request waiting for it.
     pub(crate) fn complete(&self, frame: Incoming) -> Result<(), Error> {
         let is_error = frame.kind == FrameKind::Error as i32;
         if is_error && frame.id == 0 {
-            return Err(Error::Remote(Status::from_wire(frame.status)));
+            return Err(Error::Remote {
+                type_name: frame.type_name.to_string(),
+                method: frame.method.to_string(),
+                status: Status::from_wire(frame.status),
+            });
         }
         let waiter = lock(&self.inner.pending).remove(&frame.id);
         let Some(waiter) = waiter else {
@@ -484,23 +587,34 @@ impl Connection {
         Ok(())
     }
 
-    /// Records a running request handler; false if the id is already running.
-    pub(crate) fn register_inflight(&self, id: u64, token: CancellationToken) -> bool {
+    /// Records a running request handler and returns its registration's
+    /// number; `None` if a request with this id is already in flight.
+    pub(crate) fn register_inflight(&self, id: u64, token: CancellationToken) -> Option<u64> {
         let mut inflight = lock(&self.inner.inflight);
         if inflight.contains_key(&id) {
-            return false;
+            return None;
         }
-        inflight.insert(id, token);
-        true
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        inflight.insert(id, (seq, token));
+        Some(seq)
     }
 
-    pub(crate) fn remove_inflight(&self, id: u64) {
-        lock(&self.inner.inflight).remove(&id);
+    /// Takes request `id` (registration `seq`) off the in-flight table; false
+    /// if it is no longer there (the peer cancelled it, or the connection ended).
+    pub(crate) fn remove_inflight(&self, id: u64, seq: u64) -> bool {
+        let mut inflight = lock(&self.inner.inflight);
+        match inflight.get(&id) {
+            Some((found, _)) if *found == seq => {
+                inflight.remove(&id);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Handles CANCEL: cancels the handler for the peer's request `id`, if still running.
     pub(crate) fn cancel_inflight(&self, id: u64) {
-        if let Some(token) = lock(&self.inner.inflight).remove(&id) {
+        if let Some((_, token)) = lock(&self.inner.inflight).remove(&id) {
             token.cancel();
         }
     }
@@ -522,7 +636,7 @@ impl Connection {
             }
         }
         let running: Vec<_> = lock(&self.inner.inflight).drain().collect();
-        for (_, token) in running {
+        for (_, (_, token)) in running {
             token.cancel();
         }
     }
@@ -569,6 +683,22 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// ERROR with id 0 reporting a one-way frame of `type_name` sent to `method`.
+fn report_frame(status: &Status, type_name: &str, method: &str) -> Bytes {
+    frame::encode(&Frame {
+        kind: FrameKind::Error as i32,
+        r#type: type_name.to_owned(),
+        method: method.to_owned(),
+        status: Some(status.to_wire()),
+        ..Frame::default()
+    })
+}
+
+/// Whether an endpoint may send `code` in a close frame (RFC 6455 §7.4).
+fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 fn error_frame(id: u64, status: &Status) -> Bytes {
     frame::encode(&Frame {
         kind: FrameKind::Error as i32,
@@ -598,6 +728,7 @@ fn decode_reply<Resp: Payload>(reply: Incoming) -> Result<Response<Resp>, Status
             id: reply.id,
             created: frame::created(reply.created_unix_us),
             topic: None,
+            method: Default::default(),
         },
     })
 }

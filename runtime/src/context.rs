@@ -1,18 +1,20 @@
 //! `Context`: what a handler knows about the message it is handling and the connection it came on.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, lock};
 use crate::message::{Headers, Metadata};
 
 /// Handed to every handler and middleware: the connection (to send or request
-/// back), the message's headers and metadata, and its cancellation.
+/// back), the message's headers and metadata, its cancellation, typed
+/// extensions middleware passes to the handler, and the reply's headers.
 ///
-/// Cheap to clone.
+/// Cheap to clone; clones share the extensions and reply headers.
 #[derive(Clone)]
 pub struct Context {
     conn: Connection,
@@ -24,7 +26,22 @@ struct Inner {
     headers: Headers,
     cancel: Cancel,
     deadline: Option<Instant>,
+    /// Which parts of `local` were touched ([`TOUCHED_REPLY`], ...), so the
+    /// runtime takes the lock only when a handler or middleware used them.
+    touched: AtomicU8,
+    local: Mutex<Local>,
 }
+
+/// What handlers and middleware write while the message is handled.
+#[derive(Default)]
+struct Local {
+    reply_headers: Headers,
+    extensions: http::Extensions,
+    decode_error: Option<prost::DecodeError>,
+}
+
+const TOUCHED_REPLY: u8 = 1;
+const TOUCHED_DECODE: u8 = 2;
 
 /// What cancels a handler.
 pub(crate) enum Cancel {
@@ -73,6 +90,8 @@ impl Context {
                 headers,
                 cancel,
                 deadline,
+                touched: AtomicU8::new(0),
+                local: Mutex::new(Local::default()),
             }),
         }
     }
@@ -116,8 +135,73 @@ impl Context {
         self.inner.cancel.cancelled().await;
     }
 
+    /// Sets a header on the reply to this request (like tonic's
+    /// `Response::metadata_mut`); the caller reads it from
+    /// [`Response::headers`](crate::Response::headers). Replaces an earlier
+    /// value for `key`. Ignored for one-way messages and failed requests.
+    pub fn set_reply_header(&self, key: impl Into<String>, value: impl Into<String>) {
+        lock(&self.inner.local)
+            .reply_headers
+            .insert(key.into(), value.into());
+        self.inner.touched.fetch_or(TOUCHED_REPLY, Ordering::Release);
+    }
+
+    /// Stores a typed value for the rest of this message's handling: what
+    /// middleware uses to hand the handler something it worked out (the
+    /// authenticated user, a trace span, a database transaction). Replaces and
+    /// returns an earlier value of the same type. Like `http::Extensions`.
+    ///
+    /// ```
+    /// use goomerang::{Status, middleware};
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// let auth = middleware::from_fn(|ctx, payload, next| async move {
+    ///     let Some(token) = ctx.header("token") else {
+    ///         return Err(Status::unauthenticated("no token"));
+    ///     };
+    ///     ctx.insert_extension(User(token.to_owned()));
+    ///     next.run(ctx, payload).await
+    /// });
+    /// // ... and in the handler: `let user = ctx.extension::<User>();`
+    /// # let _ = auth;
+    /// ```
+    pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        lock(&self.inner.local).extensions.insert(value)
+    }
+
+    /// A copy of the value of type `T` stored with
+    /// [`insert_extension`](Self::insert_extension), if any.
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.inner.local).extensions.get::<T>().cloned()
+    }
+
+    /// Removes and returns the value of type `T`, if any.
+    pub fn remove_extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.inner.local).extensions.remove::<T>()
+    }
+
     pub(crate) fn cancel(&self) -> &Cancel {
         &self.inner.cancel
+    }
+
+    /// The reply headers handlers set, if any (taken: called once, when replying).
+    pub(crate) fn take_reply_headers(&self) -> Option<Headers> {
+        (self.inner.touched.load(Ordering::Acquire) & TOUCHED_REPLY != 0)
+            .then(|| std::mem::take(&mut lock(&self.inner.local).reply_headers))
+    }
+
+    /// Records that the payload did not decode.
+    pub(crate) fn decode_failed(&self, err: prost::DecodeError) {
+        lock(&self.inner.local).decode_error = Some(err);
+        self.inner.touched.fetch_or(TOUCHED_DECODE, Ordering::Release);
+    }
+
+    /// Why the payload did not decode, if it did not (taken).
+    pub(crate) fn take_decode_error(&self) -> Option<prost::DecodeError> {
+        if self.inner.touched.load(Ordering::Acquire) & TOUCHED_DECODE == 0 {
+            return None;
+        }
+        lock(&self.inner.local).decode_error.take()
     }
 }
 

@@ -55,10 +55,22 @@ impl Dispatcher {
 
     /// Starts the handler for `frame`, received at `received`. Returns once the
     /// handler finished or became a task of its own; waits only for the caps.
-    pub(crate) async fn dispatch(&mut self, frame: Incoming, is_request: bool, received: Instant) {
-        let Some(job) = self.job(frame, is_request).await else {
-            return;
+    /// An `Err` is a protocol violation (a request id already in flight): the
+    /// close code and what the peer did.
+    pub(crate) async fn dispatch(
+        &mut self,
+        frame: Incoming,
+        is_request: bool,
+        received: Instant,
+    ) -> Result<(), (u16, String)> {
+        let Some(job) = self.job(frame, is_request).await? else {
+            return Ok(());
         };
+        self.start(job, received).await;
+        Ok(())
+    }
+
+    async fn start(&mut self, job: Job, received: Instant) {
         let shared = &self.conn.inner.shared;
         // Borrowed, not cloned: cloning a token takes its lock, once per message.
         let kill = &self.conn.inner.kill;
@@ -122,7 +134,7 @@ impl Dispatcher {
 
     /// Finds the route and builds the handler's context; answers the peer
     /// itself (and returns `None`) when the frame cannot be handled.
-    async fn job(&self, frame: Incoming, is_request: bool) -> Option<Job> {
+    async fn job(&self, frame: Incoming, is_request: bool) -> Result<Option<Job>, (u16, String)> {
         let conn = &self.conn;
         let shared = &conn.inner.shared;
         let id = frame.id;
@@ -130,40 +142,60 @@ impl Dispatcher {
             if is_request {
                 conn.reply(id, Err(status)).await;
             } else {
-                conn.report_to_peer(&status).await;
+                conn.report_to_peer(&status, &frame.type_name, &frame.method)
+                    .await;
             }
         };
         if shared.is_shutting_down() {
             // New work is refused so the drain ends; the peer is told either way.
             refuse(Error::ShuttingDown.into()).await;
-            return None;
+            return Ok(None);
         }
-        let Some(route) = shared.routes.get(&frame.type_name).cloned() else {
+        let found = if frame.method.is_empty() {
+            shared.routes.by_type(&frame.type_name)
+        } else {
+            shared.routes.by_method(&frame.method)
+        };
+        let Some(route) = found else {
             let unknown = shared.hooks.metrics.unknown_type();
             unknown.received.fetch_add(1, Ordering::Relaxed);
-            let type_name = frame.type_name.as_str();
-            let status =
-                Status::unimplemented(format!("no handler for message type {type_name:?}"));
-            let err = Error::UnknownType(type_name.to_owned());
+            let err = Error::UnknownRoute {
+                type_name: frame.type_name.to_string(),
+                method: frame.method.to_string(),
+            };
             shared.hooks.error(&err, Some(conn));
-            refuse(status).await;
-            return None;
+            refuse(Status::unimplemented(err.to_string())).await;
+            return Ok(None);
         };
+        if !frame.method.is_empty() && !route.input.is(&frame.type_name) {
+            let status = Status::invalid_argument(format!(
+                "method {:?} takes {}, not {:?}",
+                frame.method.as_str(),
+                route.input,
+                frame.type_name.as_str()
+            ));
+            refuse(status).await;
+            return Ok(None);
+        }
+        let route = route.clone();
         route.stats.received.fetch_add(1, Ordering::Relaxed);
-        let cancel = if is_request {
+        let (cancel, seq) = if is_request {
             // Cancelled by CANCEL, or by `finish` when the connection ends.
             let token = CancellationToken::new();
-            if conn.is_closed() || !conn.register_inflight(id, token.clone()) {
-                let status =
-                    Status::invalid_argument(format!("request id {id} is already in flight"));
-                conn.reply(id, Err(status)).await;
-                return None;
+            if conn.is_closed() {
+                return Ok(None);
             }
-            Cancel::Own(token)
+            let Some(seq) = conn.register_inflight(id, token.clone()) else {
+                return Err((
+                    1002,
+                    format!("REQUEST id {id} reuses the id of a request still in flight"),
+                ));
+            };
+            (Cancel::Own(token), seq)
         } else {
             // One-way work outlives its connection (nothing is lost when the
             // peer closes right after sending); only a shutdown deadline stops it.
-            Cancel::Owner(Arc::clone(shared))
+            (Cancel::Owner(Arc::clone(shared)), 0)
         };
         let deadline = (is_request && frame.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(u64::from(frame.timeout_ms)));
@@ -173,13 +205,15 @@ impl Dispatcher {
             id,
             created: frame::created(frame.created_unix_us),
             topic: (!frame.topic.is_empty()).then_some(frame.topic),
+            method: frame.method,
         };
-        Some(Job {
+        Ok(Some(Job {
             route,
             ctx: Context::new(conn.clone(), metadata, frame.headers, cancel, deadline),
             payload: frame.payload,
             is_request,
-        })
+            seq,
+        }))
     }
 }
 
@@ -196,6 +230,8 @@ pub(crate) struct Job {
     ctx: Context,
     payload: Bytes,
     is_request: bool,
+    /// A request's entry among the connection's requests in flight.
+    seq: u64,
 }
 
 type Panic = Box<dyn Any + Send>;
@@ -211,6 +247,7 @@ impl Job {
             ctx,
             payload,
             is_request,
+            seq,
         } = self;
         let observed = ctx.clone();
         let conn = observed.connection();
@@ -222,6 +259,7 @@ impl Job {
         let span = tracing::debug_span!(
             "goomerang.handle",
             r#type = %observed.metadata().type_name(),
+            method = observed.metadata().method(),
             id = observed.metadata().correlation_id(),
             conn = conn.id(),
             traceparent = observed.header("traceparent"),
@@ -235,6 +273,7 @@ impl Job {
             handler,
             started,
             is_request,
+            seq,
         }
     }
 }
@@ -246,6 +285,7 @@ struct Run {
     handler: Handler,
     started: Instant,
     is_request: bool,
+    seq: u64,
 }
 
 impl Run {
@@ -294,11 +334,15 @@ impl Run {
         let conn = self.ctx.connection();
         let hooks = &conn.inner.shared.hooks;
         let id = self.ctx.metadata().correlation_id();
-        if self.is_request {
-            conn.remove_inflight(id);
-        }
+        // A request the peer cancelled (CANCEL took it off the in-flight
+        // table) gets no answer, even if its handler finished meanwhile.
+        let answer = self.is_request && conn.remove_inflight(id, self.seq);
         let type_name = || self.ctx.metadata().type_name().to_owned();
-        let outcome = match result {
+        let outcome = match (result, answer || !self.is_request) {
+            (_, false) => None,
+            (result, true) => result,
+        };
+        let outcome = match outcome {
             None => {
                 // Whatever stopped it, make sure everything watching the context learns of it.
                 self.ctx.cancel().cancel();
@@ -319,6 +363,23 @@ impl Run {
             }
             Some(Ok(outcome)) => outcome,
         };
+        let decode_error = self.ctx.take_decode_error();
+        let decode_failed = decode_error.is_some();
+        if let Some(source) = decode_error {
+            // Reported as a decode error, not as the handler's failure; the
+            // sender of a one-way message is told (a request's answer tells it).
+            let err = Error::Decode {
+                type_name: type_name(),
+                source,
+            };
+            hooks.error(&err, Some(conn));
+            if !self.is_request
+                && let Err(status) = &outcome
+            {
+                let metadata = self.ctx.metadata();
+                conn.queue_report(status, &metadata.type_name, &metadata.method);
+            }
+        }
         let took = self.started.elapsed();
         self.route.stats.handler.observe(took);
         if hooks.has_handler_hooks() {
@@ -330,11 +391,22 @@ impl Run {
                     "the handler for {} is one-way and sends no reply",
                     type_name()
                 ))),
+                Ok(Some(mut reply)) => {
+                    if let Some(headers) = self.ctx.take_reply_headers() {
+                        // Headers middleware put on the reply win over the handler's.
+                        for (key, value) in headers {
+                            reply.headers.entry(key).or_insert(value);
+                        }
+                    }
+                    Ok(Some(reply))
+                }
                 other => other,
             };
             return Some((id, outcome));
         }
-        if let Err(status) = outcome {
+        if let Err(status) = outcome
+            && !decode_failed
+        {
             let err = Error::Handler {
                 type_name: type_name(),
                 status,

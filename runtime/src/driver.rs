@@ -246,6 +246,7 @@ where
 
 fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
     use tungstenite::Error as E;
+    use tungstenite::error::ProtocolError as P;
     match err {
         E::ConnectionClosed | E::AlreadyClosed => {}
         E::Capacity(detail) => {
@@ -256,6 +257,25 @@ fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
                 format!("message exceeds the {max} byte limit ({detail})"),
             );
         }
+        // RFC 6455 violations get a close frame (§7.1.7), never a silent drop.
+        E::Utf8(detail) if !closing => violation(
+            conn,
+            1007,
+            format!("WebSocket text or close reason is not valid UTF-8: {detail}"),
+        ),
+        E::Protocol(
+            detail @ (P::UnmaskedFrameFromClient
+            | P::MaskedFrameFromServer
+            | P::NonZeroReservedBits
+            | P::UnknownDataFrameType(_)
+            | P::UnknownControlFrameType(_)
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::FragmentedControlFrame
+            | P::ControlFrameTooBig
+            | P::InvalidCloseSequence
+            | P::InvalidOpcode(_)),
+        ) if !closing => violation(conn, 1002, format!("WebSocket protocol violation: {detail}")),
         other if closing => {
             tracing::debug!(conn = conn.id(), error = %other, "read error while closing")
         }
@@ -299,12 +319,20 @@ async fn handle_binary(
         .ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
     let hooks = &conn.inner.shared.hooks;
     match kind {
-        FrameKind::Message => dispatcher.dispatch(frame, false, received).await,
+        FrameKind::Message => {
+            if frame.id != 0 {
+                return Err((
+                    1002,
+                    format!("MESSAGE frame with id {}; one-way messages carry id 0", frame.id),
+                ));
+            }
+            dispatcher.dispatch(frame, false, received).await?;
+        }
         FrameKind::Request => {
             if frame.id == 0 {
                 return Err((1002, "REQUEST frame with id 0".into()));
             }
-            dispatcher.dispatch(frame, true, received).await;
+            dispatcher.dispatch(frame, true, received).await?;
         }
         FrameKind::Reply | FrameKind::Error => {
             if let Err(err) = conn.complete(frame) {
@@ -329,10 +357,11 @@ async fn handle_binary(
                 }
             };
             let id = frame.id;
+            let (type_name, method) = (frame.type_name.clone(), frame.method.clone());
             let result = fanout(conn, &hub, kind, frame);
             match (id, result) {
                 (0, Ok(())) => {}
-                (0, Err(status)) => conn.report_to_peer(&status).await,
+                (0, Err(status)) => conn.report_to_peer(&status, &type_name, &method).await,
                 (id, Ok(())) => conn.reply(id, Ok(Some(Encoded::ack()))).await,
                 (id, Err(status)) => conn.reply(id, Err(status)).await,
             }

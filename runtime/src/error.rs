@@ -79,10 +79,16 @@ pub enum Error {
         #[source]
         source: prost::DecodeError,
     },
-    /// A message arrived for a type with no handler. A request gets an
-    /// UNIMPLEMENTED reply, a one-way message an ERROR frame; the connection stays open.
-    #[error("no handler for message type {0:?}")]
-    UnknownType(String),
+    /// A message arrived for a method (or, sent without one, a type) with no
+    /// handler. A request gets an UNIMPLEMENTED reply, a one-way message an
+    /// ERROR frame; the connection stays open.
+    #[error("{}", unknown_route(type_name, method))]
+    UnknownRoute {
+        /// The payload's type.
+        type_name: String,
+        /// The method called; empty when the message was routed by type.
+        method: String,
+    },
     /// A REPLY or ERROR arrived for a request id that is not waiting (it timed
     /// out, was cancelled, or was answered already). It was dropped; the connection stays open.
     #[error("reply to unknown request id {0} dropped (late or duplicate)")]
@@ -106,8 +112,15 @@ pub enum Error {
     },
     /// The peer reported (with an ERROR frame of id 0) that a one-way message
     /// we sent could not be handled; the connection stays open.
-    #[error("peer could not handle a one-way message: {0}")]
-    Remote(Status),
+    #[error("peer could not handle a one-way message ({}): {status}", describe(type_name, method))]
+    Remote {
+        /// The type of the message it could not handle (may be empty).
+        type_name: String,
+        /// The method it was sent to; empty when it was sent by type.
+        method: String,
+        /// What the peer said.
+        status: Status,
+    },
     /// Reading from or writing to the socket failed; the connection is gone.
     #[error("transport error: {0}")]
     Transport(#[source] tokio_tungstenite::tungstenite::Error),
@@ -156,6 +169,12 @@ pub enum Error {
     /// failed; no connection exists.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A close code that an endpoint may not send (RFC 6455 §7.4); nothing was sent.
+    #[error("close code {0} may not be sent (use 1000, or 3000-4999 for applications)")]
+    InvalidCloseCode(u16),
+    /// The builder was given something it cannot build; nothing was started.
+    #[error(transparent)]
+    Build(#[from] BuildError),
     /// The URL given to `connect` is not a usable `ws://` URL; nothing was attempted.
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl {
@@ -183,11 +202,11 @@ impl Error {
             Error::QueueFull => "queue_full",
             Error::Protocol { .. } => "protocol",
             Error::Decode { .. } => "decode",
-            Error::UnknownType(_) => "unknown_type",
+            Error::UnknownRoute { .. } => "unknown_route",
             Error::UnknownReply(_) => "unknown_reply",
             Error::Handler { .. } => "handler",
             Error::HandlerPanicked { .. } => "handler_panicked",
-            Error::Remote(_) => "remote",
+            Error::Remote { .. } => "remote",
             Error::Transport(_) => "transport",
             Error::ShutdownTimedOut { .. } => "shutdown_timed_out",
             Error::SlowConsumer { .. } => "slow_consumer",
@@ -197,6 +216,8 @@ impl Error {
             Error::Resubscribe { .. } => "resubscribe",
             Error::InvalidUrl { .. } => "invalid_url",
             Error::Tls(_) => "tls",
+            Error::InvalidCloseCode(_) => "invalid_close_code",
+            Error::Build(_) => "build",
         }
     }
 }
@@ -219,15 +240,71 @@ impl From<Error> for Status {
             Error::AlreadyRunning => Code::FailedPrecondition,
             Error::MessageTooLarge { .. } | Error::QueueFull => Code::ResourceExhausted,
             Error::Decode { .. } => Code::InvalidArgument,
-            Error::UnknownType(_) => Code::Unimplemented,
+            Error::UnknownRoute { .. } => Code::Unimplemented,
             Error::Handler { status, .. }
-            | Error::Remote(status)
+            | Error::Remote { status, .. }
             | Error::Resubscribe { status, .. } => status.code(),
             Error::HandlerPanicked { .. } | Error::UnknownReply(_) => Code::Internal,
             Error::ShutdownTimedOut { .. } => Code::DeadlineExceeded,
-            Error::InvalidUrl { .. } | Error::InvalidTopic(_) => Code::InvalidArgument,
+            Error::InvalidUrl { .. }
+            | Error::InvalidTopic(_)
+            | Error::InvalidCloseCode(_)
+            | Error::Build(_) => Code::InvalidArgument,
             Error::SubscriptionLimit { .. } => Code::ResourceExhausted,
         };
         Status::new(code, err.to_string())
+    }
+}
+
+/// What a builder's `build` (or `ClientBuilder::connect`) reports about the
+/// routes, middleware and settings it was given; nothing was started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two handlers were registered for one method, or for one message type
+    /// routed by type.
+    #[error("a handler for {route} is already registered")]
+    DuplicateRoute {
+        /// What the handlers are found by, e.g. `method "acme.Stock/Adjust"`.
+        route: String,
+    },
+    /// A method name is not `package.Service/Method`.
+    #[error("{method:?} is not a method name: {reason}")]
+    InvalidMethod {
+        /// The name as given.
+        method: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Middleware was scoped to a method, service or type with no handler.
+    #[error("middleware is scoped to {scope:?}, which names no registered method, service or message type")]
+    UnknownScope {
+        /// The scope as given.
+        scope: String,
+    },
+    /// A handshake header name or value is not valid HTTP.
+    #[error("invalid handshake header {name:?}: {source}")]
+    InvalidHeader {
+        /// The header name as given.
+        name: String,
+        /// What HTTP says is wrong.
+        #[source]
+        source: http::Error,
+    },
+}
+
+fn describe(type_name: &str, method: &str) -> String {
+    match (type_name, method) {
+        ("", "") => "unnamed".to_owned(),
+        (type_name, "") => format!("type {type_name:?}"),
+        (type_name, method) => format!("method {method:?}, type {type_name:?}"),
+    }
+}
+
+fn unknown_route(type_name: &str, method: &str) -> String {
+    if method.is_empty() {
+        format!("no handler for message type {type_name:?}")
+    } else {
+        format!("no handler for method {method:?}")
     }
 }

@@ -32,6 +32,8 @@ pub(crate) struct Head<'a> {
     pub(crate) topic: &'a str,
     pub(crate) queue_group: &'a str,
     pub(crate) created_unix_us: i64,
+    /// The method called (`package.Service/Method`); empty to route by type.
+    pub(crate) method: &'a str,
 }
 
 impl<'a> Head<'a> {
@@ -46,6 +48,7 @@ impl<'a> Head<'a> {
             topic: "",
             queue_group: "",
             created_unix_us: now_us(),
+            method: "",
         }
     }
 
@@ -81,6 +84,7 @@ impl<'a> Head<'a> {
             } else {
                 0
             })
+            + str_len(11, self.method.len())
     }
 
     fn encode_raw(&self, buf: &mut BytesMut) {
@@ -118,6 +122,11 @@ impl<'a> Head<'a> {
         }
         if self.created_unix_us != 0 {
             int64::encode(10, &self.created_unix_us, buf);
+        }
+        if !self.method.is_empty() {
+            encode_key(11, WireType::LengthDelimited, buf);
+            encode_varint(self.method.len() as u64, buf);
+            buf.put_slice(self.method.as_bytes());
         }
     }
 
@@ -185,15 +194,17 @@ fn payload_field_len(len: usize) -> usize {
 }
 
 /// Encodes a payload-carrying frame of `kind` (MESSAGE, BROADCAST, PUBLISH)
-/// with `topic` (empty for none).
+/// with `topic` and `method` (empty for none).
 pub(crate) fn encode_message<T: Payload>(
     kind: FrameKind,
     topic: &str,
+    method: &str,
     message: Message<T>,
 ) -> Bytes {
     let (payload, headers, _) = message.into_parts();
     let head = Head {
         topic,
+        method,
         ..Head::new(kind, TypeName::of::<T>(), &headers)
     };
     head.encode(&payload)
@@ -206,9 +217,9 @@ pub(crate) fn encode(frame: &Frame) -> Bytes {
     buf.freeze()
 }
 
-/// A received frame: `proto::Frame` with its `type` borrowed from the
-/// received bytes instead of copied into a `String` (the one allocation
-/// prost's decode makes for a header-less frame).
+/// A received frame: `proto::Frame` with its `type` and `method` borrowed
+/// from the received bytes instead of copied into `String`s (the
+/// allocations prost's decode makes for a header-less frame).
 #[derive(Debug, Default)]
 pub(crate) struct Incoming {
     pub(crate) kind: i32,
@@ -221,22 +232,26 @@ pub(crate) struct Incoming {
     pub(crate) topic: String,
     pub(crate) queue_group: String,
     pub(crate) created_unix_us: i64,
+    pub(crate) method: Utf8Bytes,
 }
 
 /// Decodes a `goomerang.v1.Frame` as prost would (unknown fields skipped,
 /// the last value of a repeated scalar wins), field numbers as in frame.proto.
 /// The error says what is wrong with the bytes.
 pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
-    let (mut frame, type_name) = decode_fields(buf).map_err(|err| err.to_string())?;
+    let (mut frame, type_name, method) = decode_fields(buf).map_err(|err| err.to_string())?;
     frame.type_name = Utf8Bytes::try_from(type_name)
         .map_err(|err| format!("the type name is not UTF-8: {err}"))?;
+    frame.method =
+        Utf8Bytes::try_from(method).map_err(|err| format!("the method is not UTF-8: {err}"))?;
     Ok(frame)
 }
 
-fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes), prost::DecodeError> {
+fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), prost::DecodeError> {
     use prost::encoding::{bytes, hash_map, int32, int64, message, string, uint32, uint64};
     let mut frame = Incoming::default();
     let mut type_name = Bytes::new();
+    let mut method = Bytes::new();
     while buf.has_remaining() {
         let (tag, wire) = decode_key(&mut buf)?;
         let ctx = DecodeContext::default();
@@ -262,10 +277,11 @@ fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes), prost::DecodeError
             8 => string::merge(wire, &mut frame.topic, &mut buf, ctx)?,
             9 => string::merge(wire, &mut frame.queue_group, &mut buf, ctx)?,
             10 => int64::merge(wire, &mut frame.created_unix_us, &mut buf, ctx)?,
+            11 => bytes::merge(wire, &mut method, &mut buf, ctx)?,
             _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
         }
     }
-    Ok((frame, type_name))
+    Ok((frame, type_name, method))
 }
 
 /// Now, in microseconds since the Unix epoch (0 if the clock is before it).
@@ -307,6 +323,7 @@ mod tests {
             timeout_ms: 250,
             topic: "orders.eu",
             queue_group: "workers",
+            method: "acme.inventory.v2.Stock/Adjust",
             ..Head::new(FrameKind::Request, TypeName::of::<Status>(), &headers)
         };
         let expected = Frame {
@@ -319,6 +336,7 @@ mod tests {
             topic: "orders.eu".into(),
             queue_group: "workers".into(),
             created_unix_us: head.created_unix_us,
+            method: "acme.inventory.v2.Stock/Adjust".into(),
             ..Frame::default()
         };
         let in_place = head.encode(&status);
@@ -354,6 +372,7 @@ mod tests {
             topic: "orders.eu".into(),
             queue_group: "workers".into(),
             created_unix_us: 1_700_000_000_000_000,
+            method: "chat.v1.Greeter/SayHello".into(),
         };
         for frame in [full, Frame::default()] {
             let mut bytes = BytesMut::new();
@@ -373,6 +392,7 @@ mod tests {
             assert_eq!(ours.topic, theirs.topic);
             assert_eq!(ours.queue_group, theirs.queue_group);
             assert_eq!(ours.created_unix_us, theirs.created_unix_us);
+            assert_eq!(ours.method.as_str(), theirs.method);
         }
     }
 
@@ -382,8 +402,12 @@ mod tests {
         encode_key(3, WireType::LengthDelimited, &mut bad_utf8);
         encode_varint(2, &mut bad_utf8);
         bad_utf8.extend_from_slice(&[0xc3, 0x28]);
+        let mut bad_method = BytesMut::new();
+        encode_key(11, WireType::LengthDelimited, &mut bad_method);
+        encode_varint(1, &mut bad_method);
+        bad_method.extend_from_slice(&[0xff]);
         let truncated = Bytes::from_static(&[0x22, 0x05, 0x01]);
-        for bytes in [bad_utf8.freeze(), truncated] {
+        for bytes in [bad_utf8.freeze(), bad_method.freeze(), truncated] {
             assert!(decode(bytes.clone()).is_err());
             assert!(Frame::decode(bytes).is_err());
         }

@@ -78,6 +78,8 @@ pub(crate) enum Kind {
 #[derive(Clone)]
 pub(crate) struct Route {
     pub(crate) kind: Kind,
+    /// The payload type it takes; a method call carrying another type is refused.
+    pub(crate) input: TypeName,
     pub(crate) handler: BoxHandler,
     /// This type's counters, looked up once at start-up.
     pub(crate) stats: std::sync::Arc<crate::metrics::TypeStats>,
@@ -108,12 +110,17 @@ impl IntoOneWay for Result<(), Status> {
     }
 }
 
-fn decode<M: Payload>(payload: Bytes) -> Result<M, Status> {
+/// Decodes the payload; a failure is recorded on the context (the runtime
+/// reports it as a decode error, to the sender of a one-way message too) and
+/// becomes the INVALID_ARGUMENT the middleware sees.
+fn decode<M: Payload>(ctx: &Context, payload: Bytes) -> Result<M, Status> {
     M::decode(payload).map_err(|err| {
-        Status::invalid_argument(format!(
+        let status = Status::invalid_argument(format!(
             "payload does not decode as {}: {err}",
             TypeName::of::<M>()
-        ))
+        ));
+        ctx.decode_failed(err);
+        status
     })
 }
 
@@ -128,7 +135,7 @@ where
     Arc::new(move |ctx, payload| {
         let f = Arc::clone(&f);
         Box::pin(async move {
-            let msg = decode::<M>(payload)?;
+            let msg = decode::<M>(&ctx, payload)?;
             f(ctx, msg).await.into_result().map(|()| None)
         })
     })
@@ -145,7 +152,7 @@ where
     Arc::new(move |ctx, payload| {
         let f = Arc::clone(&f);
         Box::pin(async move {
-            let msg = decode::<M>(payload)?;
+            let msg = decode::<M>(&ctx, payload)?;
             let reply = f(ctx, msg).await?;
             Ok(Some(Encoded::new(&reply)))
         })

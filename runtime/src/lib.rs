@@ -63,7 +63,7 @@ pub use client::{Client, ClientBuilder};
 pub use config::{Config, Keepalive, SlowConsumer};
 pub use connection::{CloseInfo, Connection, Initiator};
 pub use context::Context;
-pub use error::Error;
+pub use error::{BuildError, Error};
 pub use frame::SUBPROTOCOL;
 pub use handler::{BoxFuture, Encoded, IntoOneWay, Outcome};
 pub use handshake::{Accept, Handshake, Reject};

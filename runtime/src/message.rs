@@ -167,9 +167,17 @@ pub struct Metadata {
     pub(crate) id: u64,
     pub(crate) created: Option<SystemTime>,
     pub(crate) topic: Option<String>,
+    /// Borrowed from the received frame's bytes; empty when routed by type.
+    pub(crate) method: tokio_tungstenite::tungstenite::Utf8Bytes,
 }
 
 impl Metadata {
+    /// The method called (`package.Service/Method`), for a message sent
+    /// through a generated stub; `None` when it was routed by type.
+    pub fn method(&self) -> Option<&str> {
+        Some(self.method.as_str()).filter(|m| !m.is_empty())
+    }
+
     /// The payload's full protobuf name, e.g. `chat.v1.Hello`.
     pub fn type_name(&self) -> &str {
         self.type_name.as_str()

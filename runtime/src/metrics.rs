@@ -61,7 +61,8 @@ pub(crate) struct TypeStats {
 ///
 /// Labels are bounded: `side` (server/client), `type` (message types with a
 /// registered handler, `unknown` for the rest; for requests, the types this
-/// side's code sends), `kind` (error kinds), `status`, `action`. Topic names,
+/// side's code sends), `method` (beside `type`, for handlers and requests
+/// routed by method), `kind` (error kinds), `status`, `action`. Topic names,
 /// which clients choose, are never labels.
 #[derive(Debug)]
 pub struct Metrics {
@@ -80,7 +81,8 @@ pub struct Metrics {
     pub(crate) publishes: AtomicU64,
     unknown: Arc<TypeStats>,
     types: RwLock<BTreeMap<String, Arc<TypeStats>>>,
-    requests: RwLock<BTreeMap<TypeName, Arc<Histogram>>>,
+    /// Requests this side made, by payload type and method ("" by type).
+    requests: RwLock<BTreeMap<(TypeName, &'static str), Arc<Histogram>>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     slow_consumers: Mutex<BTreeMap<&'static str, u64>>,
     rejected_handshakes: Mutex<BTreeMap<u16, u64>>,
@@ -111,32 +113,39 @@ impl Metrics {
         }
     }
 
-    /// The stats cell for a handled type (created once, at routing time).
-    pub(crate) fn type_stats(&self, type_name: &str) -> Arc<TypeStats> {
+    /// The stats cell for a route (created once, at routing time), by its
+    /// labels: `type="…"`, plus `method="…"` for a method route.
+    pub(crate) fn type_stats(&self, labels: String) -> Arc<TypeStats> {
         let mut types = self
             .types
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(types.entry(type_name.to_owned()).or_default())
+        Arc::clone(types.entry(labels).or_default())
     }
 
     pub(crate) fn unknown_type(&self) -> &TypeStats {
         &self.unknown
     }
 
-    pub(crate) fn observe_request(&self, type_name: TypeName, took: Duration) {
+    pub(crate) fn observe_request(
+        &self,
+        type_name: TypeName,
+        method: &'static str,
+        took: Duration,
+    ) {
+        let key = (type_name, method);
         let found = self
             .requests
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&type_name)
+            .get(&key)
             .cloned();
         let histogram = found.unwrap_or_else(|| {
             let mut requests = self
                 .requests
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(requests.entry(type_name).or_default())
+            Arc::clone(requests.entry(key).or_default())
         });
         histogram.observe(took);
     }
@@ -254,12 +263,12 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let all_types = types
             .iter()
-            .map(|(name, s)| (name.as_str(), s.as_ref()))
-            .chain([("unknown", self.unknown.as_ref())]);
-        for (name, stats) in all_types.clone() {
+            .map(|(labels, s)| (labels.as_str(), s.as_ref()))
+            .chain([("type=\"unknown\"", self.unknown.as_ref())]);
+        for (labels, stats) in all_types.clone() {
             let _ = writeln!(
                 out,
-                "goomerang_received_messages_total{{side=\"{side}\",type=\"{name}\"}} {}",
+                "goomerang_received_messages_total{{side=\"{side}\",{labels}}} {}",
                 load(&stats.received)
             );
         }
@@ -267,27 +276,32 @@ impl Metrics {
             out,
             "# HELP goomerang_handler_duration_seconds Handler run time, by type.\n# TYPE goomerang_handler_duration_seconds histogram"
         );
-        for (name, stats) in all_types {
+        for (labels, stats) in all_types {
             stats.handler.render(
                 &mut out,
                 "goomerang_handler_duration_seconds",
-                &format!("side=\"{side}\",type=\"{name}\""),
+                &format!("side=\"{side}\",{labels}"),
             );
         }
         let _ = writeln!(
             out,
             "# HELP goomerang_request_duration_seconds Requests this side made, until the answer, by type.\n# TYPE goomerang_request_duration_seconds histogram"
         );
-        for (name, histogram) in self
+        for ((name, method), histogram) in self
             .requests
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
         {
+            let method = if method.is_empty() {
+                String::new()
+            } else {
+                format!(",method=\"{method}\"")
+            };
             histogram.render(
                 &mut out,
                 "goomerang_request_duration_seconds",
-                &format!("side=\"{side}\",type=\"{name}\""),
+                &format!("side=\"{side}\",type=\"{name}\"{method}"),
             );
         }
         let _ = writeln!(

@@ -23,6 +23,20 @@ pub trait Peer: Clone + Send + Sync + 'static {
         &self,
         message: impl IntoMessage<Req>,
     ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send;
+
+    /// Sends a one-way message to a method; see [`Connection::send_method`].
+    fn send_method<T: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<T>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Calls a method and awaits the reply; see [`Connection::request_method`].
+    fn request_method<Req: Payload, Resp: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send;
 }
 
 impl Peer for Client {
@@ -39,6 +53,22 @@ impl Peer for Client {
     ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
         Client::request(self, message)
     }
+
+    fn send_method<T: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<T>,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        Client::send_method(self, method, message)
+    }
+
+    fn request_method<Req: Payload, Resp: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
+        Client::request_method(self, method, message)
+    }
 }
 
 impl Peer for Connection {
@@ -54,5 +84,21 @@ impl Peer for Connection {
         message: impl IntoMessage<Req>,
     ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
         Connection::request(self, message)
+    }
+
+    fn send_method<T: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<T>,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        Connection::send_method(self, method, message)
+    }
+
+    fn request_method<Req: Payload, Resp: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
+        Connection::request_method(self, method, message)
     }
 }

@@ -1,4 +1,4 @@
-//! `Router`: handlers keyed by message type plus the middleware around them, as the builders collect them.
+//! `Router`: handlers keyed by method or by message type, plus the middleware around them, as the builders collect them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::context::Context;
+use crate::error::BuildError;
 use crate::handler::{self, BoxHandler, IntoOneWay, Kind, Route};
 use crate::message::{Payload, TypeName};
 use crate::middleware::{self, Middleware};
@@ -13,18 +14,46 @@ use crate::status::Status;
 
 /// Handlers and middleware for one server or client.
 ///
+/// A handler is found by the frame's method when it names one (what generated
+/// stubs send: `package.Service/Method`), otherwise by its payload type (the
+/// untyped API). So any number of methods may share input and output types,
+/// while each payload type has at most one type-routed handler.
+///
 /// Usually used through the same-named methods on
 /// [`ServerBuilder`](crate::ServerBuilder) and [`ClientBuilder`](crate::ClientBuilder);
 /// generated service wrappers implement [`Service`] to add their methods here.
+/// Mistakes (a route registered twice, a malformed method name, middleware
+/// scoped to nothing) are reported by the builder's `build`, as a [`BuildError`].
 #[derive(Default)]
 pub struct Router {
-    routes: HashMap<String, Pending>,
+    routes: Vec<Pending>,
     middleware: Vec<Arc<dyn Middleware>>,
+    scoped: Vec<(String, Arc<dyn Middleware>)>,
+    /// The first mistake made while registering, reported by `finish`.
+    error: Option<BuildError>,
+}
+
+/// What a route is found by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Type(String),
+    Method(String),
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Type(name) => write!(f, "message type {name:?}"),
+            Key::Method(name) => write!(f, "method {name:?}"),
+        }
+    }
 }
 
 /// A handler as registered, before middleware and metrics are attached.
 struct Pending {
+    key: Key,
     kind: Kind,
+    input: TypeName,
     handler: BoxHandler,
 }
 
@@ -41,10 +70,11 @@ impl Router {
         Router::default()
     }
 
-    /// Registers a handler for one-way messages of type `M`.
+    /// Registers a handler for one-way messages of type `M` sent without a
+    /// method (`send`, `broadcast`, `publish`).
     ///
-    /// # Panics
-    /// If a handler for `M` is already registered (a start-up programming error).
+    /// Registering a second handler for `M` makes `build` fail with
+    /// [`BuildError::DuplicateRoute`].
     pub fn message<M, F, Fut>(self, handler: F) -> Router
     where
         M: Payload,
@@ -52,17 +82,16 @@ impl Router {
         Fut: Future + Send + 'static,
         Fut::Output: IntoOneWay,
     {
-        self.route(
-            TypeName::of::<M>().to_string(),
-            Kind::OneWay,
-            handler::one_way(handler),
-        )
+        let key = Key::Type(TypeName::of::<M>().to_string());
+        self.route(key, Kind::OneWay, TypeName::of::<M>(), handler::one_way(handler))
     }
 
-    /// Registers a handler answering requests of type `M` with `R`.
+    /// Registers a handler answering requests of type `M` sent without a
+    /// method (`request`). It returns the reply `R`; headers for the reply are
+    /// set with [`Context::set_reply_header`].
     ///
-    /// # Panics
-    /// If a handler for `M` is already registered (a start-up programming error).
+    /// Registering a second handler for `M` makes `build` fail with
+    /// [`BuildError::DuplicateRoute`].
     pub fn request<M, R, F, Fut>(self, handler: F) -> Router
     where
         M: Payload,
@@ -70,11 +99,53 @@ impl Router {
         F: Fn(Context, M) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
     {
-        self.route(
-            TypeName::of::<M>().to_string(),
-            Kind::Request,
-            handler::request(handler),
-        )
+        let key = Key::Type(TypeName::of::<M>().to_string());
+        self.route(key, Kind::Request, TypeName::of::<M>(), handler::request(handler))
+    }
+
+    /// Registers the request/reply handler of method `method`, written
+    /// `package.Service/Method` (e.g. `acme.inventory.v2.Stock/Adjust`): what
+    /// generated service wrappers call. Requests naming this method must carry
+    /// an `M`; others are answered INVALID_ARGUMENT.
+    ///
+    /// A malformed name or a second handler for `method` makes `build` fail.
+    pub fn method<M, R, F, Fut>(self, method: &str, handler: F) -> Router
+    where
+        M: Payload,
+        R: Payload,
+        F: Fn(Context, M) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    {
+        match check_method(method) {
+            Ok(()) => self.route(
+                Key::Method(method.to_owned()),
+                Kind::Request,
+                TypeName::of::<M>(),
+                handler::request(handler),
+            ),
+            Err(err) => self.fail(err),
+        }
+    }
+
+    /// Registers the handler of one-way method `method` (see [`method`](Self::method)).
+    ///
+    /// A malformed name or a second handler for `method` makes `build` fail.
+    pub fn one_way_method<M, F, Fut>(self, method: &str, handler: F) -> Router
+    where
+        M: Payload,
+        F: Fn(Context, M) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoOneWay,
+    {
+        match check_method(method) {
+            Ok(()) => self.route(
+                Key::Method(method.to_owned()),
+                Kind::OneWay,
+                TypeName::of::<M>(),
+                handler::one_way(handler),
+            ),
+            Err(err) => self.fail(err),
+        }
     }
 
     /// Adds a middleware around every handler (registered before or after it).
@@ -84,55 +155,159 @@ impl Router {
         self
     }
 
+    /// Adds a middleware around some handlers only: those of one method
+    /// (`scope` = `package.Service/Method`), of every method of one service
+    /// (`scope` = `package.Service`), or of one message type routed by type
+    /// (`scope` = its full name). It runs inside the global middleware; scoped
+    /// middleware runs in the order added.
+    ///
+    /// A scope that matches no registered handler makes `build` fail with
+    /// [`BuildError::UnknownScope`] (a typo would otherwise go unnoticed).
+    pub fn middleware_for(mut self, scope: &str, middleware: impl Middleware) -> Router {
+        self.scoped.push((scope.to_owned(), Arc::new(middleware)));
+        self
+    }
+
     /// Adds a group of handlers, e.g. a generated service wrapper.
     pub fn service(self, service: impl Service) -> Router {
         service.register(self)
     }
 
-    fn route(mut self, type_name: String, kind: Kind, handler: BoxHandler) -> Router {
-        assert!(
-            !self.routes.contains_key(&type_name),
-            "goomerang: a handler for message type {type_name:?} is already registered"
-        );
-        self.routes.insert(type_name, Pending { kind, handler });
+    fn route(mut self, key: Key, kind: Kind, input: TypeName, handler: BoxHandler) -> Router {
+        if self.routes.iter().any(|p| p.key == key) {
+            return self.fail(BuildError::DuplicateRoute {
+                route: key.to_string(),
+            });
+        }
+        self.routes.push(Pending {
+            key,
+            kind,
+            input,
+            handler,
+        });
         self
     }
 
-    /// Wraps every handler in the middleware chain; the result is immutable.
-    pub(crate) fn finish(self, metrics: &crate::metrics::Metrics) -> Routes {
-        let stack: Arc<[Arc<dyn Middleware>]> = self.middleware.into();
-        let routes = self
-            .routes
-            .into_iter()
-            .map(|(name, pending)| {
-                let route = Route {
-                    kind: pending.kind,
-                    handler: middleware::compose(&stack, pending.handler),
-                    stats: metrics.type_stats(&name),
-                };
-                (name, route)
-            })
-            .collect();
-        Routes(routes)
+    fn fail(mut self, err: BuildError) -> Router {
+        self.error.get_or_insert(err);
+        self
     }
+
+    /// Wraps every handler in its middleware chain; the result is immutable.
+    pub(crate) fn finish(self, metrics: &crate::metrics::Metrics) -> Result<Routes, BuildError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        if let Some((scope, _)) = self
+            .scoped
+            .iter()
+            .find(|(scope, _)| !self.routes.iter().any(|p| in_scope(&p.key, scope)))
+        {
+            return Err(BuildError::UnknownScope {
+                scope: scope.clone(),
+            });
+        }
+        let global: Arc<[Arc<dyn Middleware>]> = self.middleware.clone().into();
+        let mut routes = Routes::default();
+        for pending in self.routes {
+            let scoped: Vec<_> = self
+                .scoped
+                .iter()
+                .filter(|(scope, _)| in_scope(&pending.key, scope))
+                .map(|(_, mw)| Arc::clone(mw))
+                .collect();
+            let stack = if scoped.is_empty() {
+                Arc::clone(&global)
+            } else {
+                global.iter().cloned().chain(scoped).collect()
+            };
+            let (labels, table) = match &pending.key {
+                Key::Type(name) => (format!("type=\"{name}\""), &mut routes.by_type),
+                Key::Method(name) => (
+                    format!("type=\"{}\",method=\"{name}\"", pending.input),
+                    &mut routes.by_method,
+                ),
+            };
+            let route = Route {
+                kind: pending.kind,
+                input: pending.input,
+                handler: middleware::compose(&stack, pending.handler),
+                stats: metrics.type_stats(labels),
+            };
+            let name = match pending.key {
+                Key::Type(name) | Key::Method(name) => name,
+            };
+            table.insert(name.into_boxed_str(), route);
+        }
+        Ok(routes)
+    }
+}
+
+/// Whether middleware scoped to `scope` wraps the route found by `key`.
+fn in_scope(key: &Key, scope: &str) -> bool {
+    match key {
+        Key::Type(name) => name == scope,
+        Key::Method(name) => {
+            name == scope || name.split_once('/').is_some_and(|(svc, _)| svc == scope)
+        }
+    }
+}
+
+/// A method name is `package.Service/Method`: one slash, a non-empty service
+/// and method name, no whitespace.
+fn check_method(method: &str) -> Result<(), BuildError> {
+    let invalid = |reason: &'static str| BuildError::InvalidMethod {
+        method: method.to_owned(),
+        reason,
+    };
+    let (service, name) = method
+        .split_once('/')
+        .ok_or_else(|| invalid("it has no '/' between the service and the method"))?;
+    if service.is_empty() || name.is_empty() {
+        return Err(invalid("the service and the method must not be empty"));
+    }
+    if name.contains('/') {
+        return Err(invalid("it has more than one '/'"));
+    }
+    if method.chars().any(char::is_whitespace) || service.starts_with('.') {
+        return Err(invalid(
+            "it must be the service's full name without a leading dot, a '/', and the method name",
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
-            .field("types", &self.routes.keys().collect::<Vec<_>>())
+            .field(
+                "routes",
+                &self.routes.iter().map(|p| p.key.to_string()).collect::<Vec<_>>(),
+            )
             .field("middleware", &self.middleware.len())
+            .field(
+                "scoped_middleware",
+                &self.scoped.iter().map(|(s, _)| s).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
-/// The finished, read-only routing table.
+/// The finished, read-only routing tables. Lookups borrow the name from the
+/// received frame: no allocation per message.
 #[derive(Debug, Default)]
-pub(crate) struct Routes(HashMap<String, Route>);
+pub(crate) struct Routes {
+    by_type: HashMap<Box<str>, Route>,
+    by_method: HashMap<Box<str>, Route>,
+}
 
 impl Routes {
-    pub(crate) fn get(&self, type_name: &str) -> Option<&Route> {
-        self.0.get(type_name)
+    pub(crate) fn by_type(&self, type_name: &str) -> Option<&Route> {
+        self.by_type.get(type_name)
+    }
+
+    pub(crate) fn by_method(&self, method: &str) -> Option<&Route> {
+        self.by_method.get(method)
     }
 }
 
@@ -140,9 +315,6 @@ impl Routes {
 macro_rules! routing_methods {
     () => {
         /// Registers a handler for one-way messages of type `M`; see [`Router::message`](crate::Router::message).
-        ///
-        /// # Panics
-        /// If a handler for `M` is already registered.
         pub fn message<M, F, Fut>(mut self, handler: F) -> Self
         where
             M: $crate::Payload,
@@ -155,9 +327,6 @@ macro_rules! routing_methods {
         }
 
         /// Registers a handler answering requests of type `M`; see [`Router::request`](crate::Router::request).
-        ///
-        /// # Panics
-        /// If a handler for `M` is already registered.
         pub fn request<M, R, F, Fut>(mut self, handler: F) -> Self
         where
             M: $crate::Payload,
@@ -169,9 +338,41 @@ macro_rules! routing_methods {
             self
         }
 
+        /// Registers the request/reply handler of a method (`package.Service/Method`);
+        /// see [`Router::method`](crate::Router::method).
+        pub fn method<M, R, F, Fut>(mut self, method: &str, handler: F) -> Self
+        where
+            M: $crate::Payload,
+            R: $crate::Payload,
+            F: Fn($crate::Context, M) -> Fut + Send + Sync + 'static,
+            Fut: std::future::Future<Output = Result<R, $crate::Status>> + Send + 'static,
+        {
+            self.router = self.router.method(method, handler);
+            self
+        }
+
+        /// Registers the handler of a one-way method; see [`Router::one_way_method`](crate::Router::one_way_method).
+        pub fn one_way_method<M, F, Fut>(mut self, method: &str, handler: F) -> Self
+        where
+            M: $crate::Payload,
+            F: Fn($crate::Context, M) -> Fut + Send + Sync + 'static,
+            Fut: std::future::Future + Send + 'static,
+            Fut::Output: $crate::IntoOneWay,
+        {
+            self.router = self.router.one_way_method(method, handler);
+            self
+        }
+
         /// Adds a middleware around every handler; the first added runs outermost.
         pub fn middleware(mut self, middleware: impl $crate::Middleware) -> Self {
             self.router = self.router.middleware(middleware);
+            self
+        }
+
+        /// Adds a middleware around the handlers of one method, one service or
+        /// one message type; see [`Router::middleware_for`](crate::Router::middleware_for).
+        pub fn middleware_for(mut self, scope: &str, middleware: impl $crate::Middleware) -> Self {
+            self.router = self.router.middleware_for(scope, middleware);
             self
         }
 
@@ -189,3 +390,33 @@ macro_rules! routing_methods {
     };
 }
 pub(crate) use routing_methods;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_are_checked() {
+        for bad in ["Adjust", "/Adjust", "acme.Stock/", "a/b/c", "a.B /C", ".a.B/C"] {
+            assert!(
+                matches!(check_method(bad), Err(BuildError::InvalidMethod { .. })),
+                "{bad:?}"
+            );
+        }
+        for good in ["acme.inventory.v2.Stock/Adjust", "Stock/Clone"] {
+            assert!(check_method(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn scopes_match_methods_services_and_types() {
+        let method = Key::Method("acme.Stock/Adjust".into());
+        assert!(in_scope(&method, "acme.Stock/Adjust"));
+        assert!(in_scope(&method, "acme.Stock"));
+        assert!(!in_scope(&method, "acme.Stoc"));
+        assert!(!in_scope(&method, "acme"));
+        let by_type = Key::Type("acme.Item".into());
+        assert!(in_scope(&by_type, "acme.Item"));
+        assert!(!in_scope(&by_type, "acme"));
+    }
+}

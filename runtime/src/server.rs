@@ -22,7 +22,7 @@ use crate::backplane::{Backplane, Inbound, LocalOnly, SharedBackplane};
 use crate::config::Config;
 use crate::connection::{Connection, lock};
 use crate::driver;
-use crate::error::Error;
+use crate::error::{BuildError, Error};
 use crate::frame::{self, SUBPROTOCOL};
 use crate::handshake::{self, Accept, Handshake, OnOpen, Origins, Reject};
 use crate::hooks::{Hooks, hook_methods};
@@ -175,7 +175,12 @@ impl ServerBuilder {
     }
 
     /// Finishes the server (state NEW); start it with [`Server::serve`] or [`Server::run`].
-    pub fn build(self) -> Server {
+    ///
+    /// # Errors
+    /// A [`BuildError`] for a route registered twice, a malformed method name,
+    /// or middleware scoped to nothing.
+    pub fn build(self) -> Result<Server, BuildError> {
+        let routes = self.router.finish(&self.hooks.metrics)?;
         let hub = Arc::new(Hub::new(
             self.backplane,
             self.config.slow_consumer,
@@ -185,12 +190,12 @@ impl ServerBuilder {
         let metrics = Arc::clone(&self.hooks.metrics);
         let shared = Shared::new(
             Side::Server,
-            self.router.finish(&self.hooks.metrics),
+            routes,
             self.config,
             self.hooks,
             Some(Arc::clone(&hub)),
         );
-        Server {
+        Ok(Server {
             inner: Arc::new(ServerInner {
                 shared,
                 hub,
@@ -211,7 +216,7 @@ impl ServerBuilder {
                 origins: self.origins,
                 tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
             }),
-        }
+        })
     }
 }
 
@@ -333,6 +338,44 @@ impl Server {
         Ok(())
     }
 
+    /// Serves on `listener` until `signal` resolves (Ctrl-C, a deploy hook),
+    /// then shuts down gracefully as [`shutdown`](Self::shutdown) does, with
+    /// [`Config::shutdown_timeout`](crate::Config::shutdown_timeout) as the
+    /// drain deadline. Returns once the server is CLOSED.
+    ///
+    /// ```no_run
+    /// # async fn demo(server: goomerang::Server) -> Result<(), goomerang::Error> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.map_err(goomerang::Error::Listen)?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(stop);
+    /// server.serve_with_shutdown(listener, async { let _ = stopped.await; }).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve), then as [`shutdown`](Self::shutdown). If the
+    /// server was shut down some other way first, returns as `serve` does.
+    pub async fn serve_with_shutdown(
+        &self,
+        listener: TcpListener,
+        signal: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let serving = self.serve(listener);
+        tokio::pin!(serving, signal);
+        tokio::select! {
+            served = &mut serving => return served,
+            () = &mut signal => {}
+        }
+        let timeout = self.inner.shared.config.shutdown_timeout;
+        let (served, shut) = tokio::join!(serving, self.shutdown(timeout));
+        served?;
+        match shut {
+            // Someone else started the shutdown meanwhile: it is theirs to report.
+            Err(Error::ShuttingDown | Error::Closed) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Starts the server (NEW → RUNNING) without a listener of its own and
     /// returns its routes — the WebSocket endpoint plus [`routes`](ServerBuilder::routes) —
     /// to mount inside an axum (tower) application you serve yourself. Serve
@@ -444,6 +487,7 @@ impl Server {
         let frame = frame::encode_message(
             FrameKind::Message,
             topic.unwrap_or(""),
+            "",
             message.into_message(),
         );
         let max = self.inner.shared.config.max_message_size;

@@ -43,7 +43,10 @@ async fn custom_routes_share_the_port_with_the_websocket() {
 #[tokio::test]
 async fn goomerang_mounts_inside_an_outside_axum_app() {
     bounded(async {
-        let server = echo(Server::builder()).path("/rpc").build();
+        let server = echo(Server::builder())
+            .path("/rpc")
+            .build()
+            .expect("valid routes");
         let app = axum::Router::new()
             .route("/outer", axum::routing::get(|| async { "outer app" }))
             .merge(server.mount().expect("mount"));

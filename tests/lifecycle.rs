@@ -14,7 +14,8 @@ async fn server_states_and_misuse_errors() {
         let seen = Arc::clone(&states);
         let server = Server::builder()
             .on_state_change(move |s| seen.lock().expect("lock").push(s))
-            .build();
+            .build()
+            .expect("valid routes");
         assert_eq!(server.state(), State::New);
         assert!(server.addr().is_none());
         assert!(matches!(
@@ -78,7 +79,8 @@ async fn client_states_reconnect_and_misuse_errors() {
         let seen = Arc::clone(&states);
         let client = Client::builder()
             .on_state_change(move |s| seen.lock().expect("lock").push(s))
-            .build();
+            .build()
+            .expect("valid routes");
         assert_eq!(client.state(), State::New);
         assert!(matches!(
             client.send(Note::default()).await,
@@ -134,7 +136,11 @@ async fn client_states_reconnect_and_misuse_errors() {
 #[tokio::test]
 async fn connect_errors_are_typed() {
     bounded(async {
-        let bad = Client::builder().build().connect("not a url").await;
+        let bad = Client::builder()
+            .build()
+            .expect("valid routes")
+            .connect("not a url")
+            .await;
         assert!(matches!(bad, Err(Error::InvalidUrl { .. })), "{bad:?}");
 
         // A port nobody listens on: bind, learn the port, drop the listener.
@@ -146,6 +152,7 @@ async fn connect_errors_are_typed() {
             .port();
         let refused = Client::builder()
             .build()
+            .expect("valid routes")
             .connect(&format!("ws://127.0.0.1:{port}/ws"))
             .await;
         assert!(matches!(refused, Err(Error::Connect(_))), "{refused:?}");
@@ -153,6 +160,7 @@ async fn connect_errors_are_typed() {
         let server = start(Server::builder()).await;
         let wrong_path = Client::builder()
             .build()
+            .expect("valid routes")
             .connect(&format!("ws://{}/nope", server.addr))
             .await;
         assert!(
@@ -258,7 +266,11 @@ async fn shutdown_drains_in_flight_handlers_and_refuses_new_work() {
         assert_eq!(refused.code(), Code::Unavailable);
         assert!(refused.message().contains("shutting down"), "{refused}");
         // New upgrades get 503.
-        let late = Client::builder().build().connect(&server.url()).await;
+        let late = Client::builder()
+            .build()
+            .expect("valid routes")
+            .connect(&server.url())
+            .await;
         assert!(
             matches!(late, Err(Error::Refused { status: 503, .. })),
             "{late:?}"

@@ -196,14 +196,24 @@ async fn one_way_to_unknown_type_is_reported_to_the_sender() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let client = server
             .connect(Client::builder().on_error(move |err, _| {
-                if let Error::Remote(status) = err {
-                    tx.send(status.clone()).expect("test alive");
+                if let Error::Remote {
+                    type_name,
+                    method,
+                    status,
+                    ..
+                } = err
+                {
+                    tx.send((type_name.clone(), method.clone(), status.clone()))
+                        .expect("test alive");
                 }
             }))
             .await;
         client.send(Note::default()).await.expect("send");
-        let status = rx.recv().await.expect("reported");
+        let (type_name, method, status) = rx.recv().await.expect("reported");
         assert_eq!(status.code(), Code::Unimplemented);
+        // The report names the message it answers.
+        assert_eq!(type_name, "test.v1.Note");
+        assert_eq!(method, "");
         client.close().await.expect("close");
         server.stop().await;
     })

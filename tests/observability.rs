@@ -201,7 +201,7 @@ async fn a_scrape_after_traffic_shows_the_counters() {
         assert!(
             sample(
                 &text,
-                r#"goomerang_errors_total{side="server",kind="unknown_type"}"#
+                r#"goomerang_errors_total{side="server",kind="unknown_route"}"#
             ) >= 1.0
         );
         // The client side measures its requests.
@@ -228,6 +228,7 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
         std::fs::read_to_string(root.join("examples/grafana/goomerang.json")).expect("dashboard");
     let exported: std::collections::BTreeSet<String> = Server::builder()
         .build()
+        .expect("valid routes")
         .metrics()
         .render()
         .lines()

@@ -292,7 +292,7 @@ async fn clients_reconnect_after_a_restart_on_the_same_port_and_resubscribe() {
             }
         });
         let listener = TcpListener::bind(addr).await.expect("rebind the same port");
-        let second_server = builder(sub_tx).build();
+        let second_server = builder(sub_tx).build().expect("valid routes");
         let serving = tokio::spawn({
             let server = second_server.clone();
             async move { server.serve(listener).await }

@@ -19,7 +19,7 @@ use proc_macro::TokenStream;
 ///     println!("{}", post.text);
 /// }
 ///
-/// let server = goomerang::Server::builder().service(greet).service(log_post).build();
+/// let server = goomerang::Server::builder().service(greet).service(log_post).build().expect("valid routes");
 /// ```
 ///
 /// The return type picks the kind: `Result<Reply, Status>` answers requests;

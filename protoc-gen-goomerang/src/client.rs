@@ -30,12 +30,17 @@ pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
         let path = &m.path;
         let input = type_path(&service.package, &m.input.full_name, m.input.nesting);
         let docs = docs::attrs(&m.docs);
+        // A blank line between the proto's comment and ours, when there is one.
+        let docs = if m.docs.is_empty() {
+            docs
+        } else {
+            quote!(#docs #[doc = ""])
+        };
         let deprecated = m.deprecated.then(|| quote!(#[deprecated]));
         if m.one_way {
             let calls = format!(" Sends `{path}`; one-way: returns once the message is queued.");
             quote! {
                 #docs
-                #[doc = ""]
                 #[doc = #calls]
                 #deprecated
                 pub async fn #name(
@@ -56,7 +61,6 @@ pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
             );
             quote! {
                 #docs
-                #[doc = ""]
                 #[doc = #calls]
                 #deprecated
                 pub async fn #name(

@@ -161,8 +161,12 @@ fn rust_name_clashes(service: &str, methods: &[Method]) -> Vec<String> {
         let names = [m.rust_name.as_str()]
             .into_iter()
             .chain((!m.one_way).then_some(m.rust_full_name.as_str()));
+        let mut clashed_with = Vec::new();
         for name in names {
-            if let Some(other) = by_ident.insert(name, &m.name) {
+            if let Some(other) = by_ident.insert(name, &m.name)
+                && !clashed_with.contains(&other)
+            {
+                clashed_with.push(other);
                 problems.push(format!(
                     "{service}: methods {other} and {} both become `{name}` in Rust; rename one",
                     m.name

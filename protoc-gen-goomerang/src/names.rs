@@ -31,10 +31,44 @@ pub(crate) fn snake(name: &str) -> String {
 /// calls ambiguous on a server type that also implements the trait (E0034),
 /// so its Rust name gets a `_` suffix: RPC `Clone` is `clone_`.
 const TAKEN: &[&str] = &[
-    "as_mut", "as_ref", "borrow", "borrow_mut", "clamp", "clone", "clone_from", "clone_into", "cmp",
-    "default", "drop", "eq", "extend", "fmt", "from", "from_iter", "ge", "gt", "hash", "into",
-    "into_future", "into_iter", "into_peer", "le", "lt", "max", "min", "ne", "new", "next",
-    "partial_cmp", "peer", "poll", "to_owned", "to_string", "try_from", "try_into", "type_id",
+    "as_mut",
+    "as_ref",
+    "borrow",
+    "borrow_mut",
+    "clamp",
+    "clone",
+    "clone_from",
+    "clone_into",
+    "cmp",
+    "default",
+    "drop",
+    "eq",
+    "extend",
+    "fmt",
+    "from",
+    "from_iter",
+    "ge",
+    "gt",
+    "hash",
+    "into",
+    "into_future",
+    "into_iter",
+    "into_peer",
+    "le",
+    "lt",
+    "max",
+    "min",
+    "ne",
+    "new",
+    "next",
+    "partial_cmp",
+    "peer",
+    "poll",
+    "to_owned",
+    "to_string",
+    "try_from",
+    "try_into",
+    "type_id",
 ];
 
 /// The Rust names of an RPC: the trait/stub method, and the stub's form that
@@ -149,7 +183,10 @@ mod tests {
         assert_eq!(method("Type"), ("r#type".into(), "type_full".into()));
         assert_eq!(method("Self"), ("self_".into(), "self_full".into()));
         assert_eq!(method("New"), ("new_".into(), "new_full".into()));
-        assert_eq!(method("SayHello"), ("say_hello".into(), "say_hello_full".into()));
+        assert_eq!(
+            method("SayHello"),
+            ("say_hello".into(), "say_hello_full".into())
+        );
     }
 
     #[test]

@@ -14,9 +14,13 @@ fn generated_code_snapshots() {
             "_.goomerang.rs",
             "fixtures.features.v1.goomerang.rs",
             "fixtures.hazards.goomerang.rs",
+            "fixtures.hazards.greeting.goomerang.rs",
+            "fixtures.other.v1.goomerang.rs",
+            "fixtures.shared.v1.goomerang.rs",
             "outer.inner.deep.goomerang.rs",
+            "outer.other.goomerang.rs",
         ],
-        "one file per package with services"
+        "one file per package, services or not"
     );
     for (name, content) in &files {
         assert!(
@@ -54,13 +58,41 @@ fn streaming_methods_are_refused() {
 }
 
 #[test]
-fn two_methods_with_one_input_type_are_refused() {
+fn every_problem_of_a_run_is_reported() {
     let err = generation_error(
-        "dup",
-        "syntax = \"proto3\"; package d; message M {} message R {} \
-         service S { rpc A(M) returns (R); rpc B(M) returns (R); }",
+        "many",
+        "syntax = \"proto3\"; package m; message M {} message R {} \
+         service S { rpc Watch(M) returns (stream M); rpc GetThing(M) returns (R); \
+                     rpc get_thing(M) returns (R); } \
+         service T { rpc Go(M) returns (R); rpc GoFull(M) returns (R); }",
     );
-    assert!(err.contains("methods A and B both take d.M"), "{err}");
+    assert!(err.starts_with("3 problems in the protos:"), "{err}");
+    assert!(
+        err.contains("m.S.Watch: streaming methods are not supported"),
+        "{err}"
+    );
+    assert!(
+        err.contains("m.S: methods GetThing and get_thing both become `get_thing`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("m.T: methods Go and GoFull both become `go_full`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_read_as_sentences_from_build_rs() {
+    // A build.rs whose main returns this error prints it with `{:?}`.
+    let dir = support::temp_dir("err-debug");
+    let err = protoc_gen_goomerang::Builder::new()
+        .out_dir(&dir)
+        .compile(&[Path::new("missing.proto")], &[&dir])
+        .expect_err("no such file");
+    let debug = format!("{err:?}");
+    assert_eq!(debug, err.to_string());
+    assert!(debug.starts_with("could not compile protos: "), "{debug}");
+    assert!(!debug.contains("Protox("), "{debug}");
 }
 
 #[test]

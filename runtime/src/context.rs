@@ -143,7 +143,9 @@ impl Context {
         lock(&self.inner.local)
             .reply_headers
             .insert(key.into(), value.into());
-        self.inner.touched.fetch_or(TOUCHED_REPLY, Ordering::Release);
+        self.inner
+            .touched
+            .fetch_or(TOUCHED_REPLY, Ordering::Release);
     }
 
     /// Stores a typed value for the rest of this message's handling: what
@@ -193,7 +195,9 @@ impl Context {
     /// Records that the payload did not decode.
     pub(crate) fn decode_failed(&self, err: prost::DecodeError) {
         lock(&self.inner.local).decode_error = Some(err);
-        self.inner.touched.fetch_or(TOUCHED_DECODE, Ordering::Release);
+        self.inner
+            .touched
+            .fetch_or(TOUCHED_DECODE, Ordering::Release);
     }
 
     /// Why the payload did not decode, if it did not (taken).

@@ -275,7 +275,11 @@ fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
             | P::ControlFrameTooBig
             | P::InvalidCloseSequence
             | P::InvalidOpcode(_)),
-        ) if !closing => violation(conn, 1002, format!("WebSocket protocol violation: {detail}")),
+        ) if !closing => violation(
+            conn,
+            1002,
+            format!("WebSocket protocol violation: {detail}"),
+        ),
         other if closing => {
             tracing::debug!(conn = conn.id(), error = %other, "read error while closing")
         }
@@ -323,7 +327,10 @@ async fn handle_binary(
             if frame.id != 0 {
                 return Err((
                     1002,
-                    format!("MESSAGE frame with id {}; one-way messages carry id 0", frame.id),
+                    format!(
+                        "MESSAGE frame with id {}; one-way messages carry id 0",
+                        frame.id
+                    ),
                 ));
             }
             dispatcher.dispatch(frame, false, received).await?;

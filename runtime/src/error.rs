@@ -112,7 +112,10 @@ pub enum Error {
     },
     /// The peer reported (with an ERROR frame of id 0) that a one-way message
     /// we sent could not be handled; the connection stays open.
-    #[error("peer could not handle a one-way message ({}): {status}", describe(type_name, method))]
+    #[error(
+        "peer could not handle a one-way message ({}): {status}",
+        describe(type_name, method)
+    )]
     Remote {
         /// The type of the message it could not handle (may be empty).
         type_name: String,
@@ -277,7 +280,9 @@ pub enum BuildError {
         reason: &'static str,
     },
     /// Middleware was scoped to a method, service or type with no handler.
-    #[error("middleware is scoped to {scope:?}, which names no registered method, service or message type")]
+    #[error(
+        "middleware is scoped to {scope:?}, which names no registered method, service or message type"
+    )]
     UnknownScope {
         /// The scope as given.
         scope: String,

@@ -18,7 +18,7 @@
 //!
 //! let server = Server::builder()
 //!     .request(|_ctx, ping: Ping| async move { Ok::<_, Status>(Pong { n: ping.n + 1 }) })
-//!     .build();
+//!     .build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
 //! tokio::spawn({ let server = server.clone(); async move { server.serve(listener).await } });

@@ -83,7 +83,12 @@ impl Router {
         Fut::Output: IntoOneWay,
     {
         let key = Key::Type(TypeName::of::<M>().to_string());
-        self.route(key, Kind::OneWay, TypeName::of::<M>(), handler::one_way(handler))
+        self.route(
+            key,
+            Kind::OneWay,
+            TypeName::of::<M>(),
+            handler::one_way(handler),
+        )
     }
 
     /// Registers a handler answering requests of type `M` sent without a
@@ -100,7 +105,12 @@ impl Router {
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
     {
         let key = Key::Type(TypeName::of::<M>().to_string());
-        self.route(key, Kind::Request, TypeName::of::<M>(), handler::request(handler))
+        self.route(
+            key,
+            Kind::Request,
+            TypeName::of::<M>(),
+            handler::request(handler),
+        )
     }
 
     /// Registers the request/reply handler of method `method`, written
@@ -282,7 +292,11 @@ impl fmt::Debug for Router {
         f.debug_struct("Router")
             .field(
                 "routes",
-                &self.routes.iter().map(|p| p.key.to_string()).collect::<Vec<_>>(),
+                &self
+                    .routes
+                    .iter()
+                    .map(|p| p.key.to_string())
+                    .collect::<Vec<_>>(),
             )
             .field("middleware", &self.middleware.len())
             .field(
@@ -397,7 +411,14 @@ mod tests {
 
     #[test]
     fn method_names_are_checked() {
-        for bad in ["Adjust", "/Adjust", "acme.Stock/", "a/b/c", "a.B /C", ".a.B/C"] {
+        for bad in [
+            "Adjust",
+            "/Adjust",
+            "acme.Stock/",
+            "a/b/c",
+            "a.B /C",
+            ".a.B/C",
+        ] {
             assert!(
                 matches!(check_method(bad), Err(BuildError::InvalidMethod { .. })),
                 "{bad:?}"

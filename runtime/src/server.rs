@@ -96,7 +96,7 @@ impl ServerBuilder {
     ///             _ => Err(Reject::unauthorized("missing or wrong token")),
     ///         }
     ///     })
-    ///     .build();
+    ///     .build().expect("valid routes");
     /// # let _ = server;
     /// ```
     pub fn on_open<F, Fut>(mut self, hook: F) -> Self
@@ -224,7 +224,7 @@ impl ServerBuilder {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), goomerang::Error> {
-/// let server = goomerang::Server::builder().build();
+/// let server = goomerang::Server::builder().build()?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(goomerang::Error::Listen)?;
 /// let running = tokio::spawn({
 ///     let server = server.clone();

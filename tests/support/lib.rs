@@ -114,7 +114,7 @@ pub struct TestServer {
 pub async fn start(builder: ServerBuilder) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let server = builder.build();
+    let server = builder.build().expect("valid routes");
     let task = tokio::spawn({
         let server = server.clone();
         async move { server.serve(listener).await }

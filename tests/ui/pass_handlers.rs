@@ -30,8 +30,8 @@ pub async fn checked(_ctx: Context, _ping: Ping) -> Result<(), Status> {
 }
 
 fn main() {
-    let _server = goomerang::Server::builder().service(answer).build();
-    let _client = goomerang::Client::builder().service(swallow).build();
-    let _other = goomerang::Server::builder().service(checked).build();
+    let _server = goomerang::Server::builder().service(answer).build().expect("valid routes");
+    let _client = goomerang::Client::builder().service(swallow).build().expect("valid routes");
+    let _other = goomerang::Server::builder().service(checked).build().expect("valid routes");
     let _future = answer::call;
 }

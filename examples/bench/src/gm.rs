@@ -70,7 +70,8 @@ pub(crate) async fn sync(n: usize, concurrency: usize) -> Result<Sample, Error> 
                 data: Bytes::from_static(b"ok"),
             })
         })
-        .build();
+        .build()
+        .expect("valid routes");
     let url = serve(&server).await?;
     let client = client(&url).await?;
     let payload = Bytes::from(vec![7u8; 32]);
@@ -133,7 +134,8 @@ pub(crate) async fn oneway(n: usize, size: usize) -> Result<Sample, Error> {
                 }
             }
         })
-        .build();
+        .build()
+        .expect("valid routes");
     let url = serve(&server).await?;
     let client = client(&url).await?;
     let payload = Bytes::from(vec![7u8; size]);
@@ -165,7 +167,7 @@ pub(crate) async fn oneway(n: usize, size: usize) -> Result<Sample, Error> {
 /// `clients` connected clients; the server broadcasts `count` 32-byte messages;
 /// seconds until every client received every one.
 pub(crate) async fn broadcast(clients: usize, count: usize) -> Result<Sample, Error> {
-    let server = Server::builder().build();
+    let server = Server::builder().build().expect("valid routes");
     let url = serve(&server).await?;
     let received = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(Notify::new());

@@ -24,7 +24,7 @@ pub(crate) async fn serve(kind: &str) -> Result<(), Error> {
     println!("{}", listener.local_addr()?.port());
     match kind {
         "goomerang" => {
-            let server = goomerang::Server::builder().build();
+            let server = goomerang::Server::builder().build().expect("valid routes");
             tokio::spawn(async move { server.serve(listener).await });
         }
         "raw" => {

@@ -127,7 +127,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 info.initiator
             )
         })
-        .build();
+        .build()
+        .expect("valid routes");
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}{}", listener.local_addr()?, goomerang::DEFAULT_PATH);
     let serving = tokio::spawn({

@@ -12,15 +12,21 @@ pub mod fixtures {
             goomerang::include_proto!("fixtures.features.v1");
         }
     }
+    // A package with messages and no service: `include_proto!` works for it too.
     pub mod other {
         pub mod v1 {
-            include!(concat!(env!("OUT_DIR"), "/fixtures.other.v1.rs"));
+            goomerang::include_proto!("fixtures.other.v1");
         }
     }
     pub mod hazards {
         goomerang::include_proto!("fixtures.hazards");
         pub mod greeting {
-            include!(concat!(env!("OUT_DIR"), "/fixtures.hazards.greeting.rs"));
+            goomerang::include_proto!("fixtures.hazards.greeting");
+        }
+    }
+    pub mod shared {
+        pub mod v1 {
+            goomerang::include_proto!("fixtures.shared.v1");
         }
     }
 }
@@ -37,6 +43,6 @@ pub mod outer {
         }
     }
     pub mod other {
-        include!(concat!(env!("OUT_DIR"), "/outer.other.rs"));
+        goomerang::include_proto!("outer.other");
     }
 }

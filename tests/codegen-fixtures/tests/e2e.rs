@@ -156,6 +156,9 @@ async fn features_service_in_both_directions() {
     .await;
 }
 
+/// Derives `Clone` and `Default` beside implementing RPCs named `Clone` and
+/// `New`: both stay usable (`hazards.clone()` copies, `clone_` is the RPC).
+#[derive(Clone, Debug, Default)]
 struct Hazards;
 
 fn reply(method: &str) -> Result<h::Reply, Status> {
@@ -165,10 +168,10 @@ fn reply(method: &str) -> Result<h::Reply, Status> {
 }
 
 impl h::result_server::Result for Hazards {
-    async fn clone(&self, _ctx: Context, _r: h::CloneRequest) -> Result<h::Reply, Status> {
+    async fn clone_(&self, _ctx: Context, _r: h::CloneRequest) -> Result<h::Reply, Status> {
         reply("clone")
     }
-    async fn drop(&self, _ctx: Context, _r: h::DropRequest) -> Result<h::Reply, Status> {
+    async fn drop_(&self, _ctx: Context, _r: h::DropRequest) -> Result<h::Reply, Status> {
         reply("drop")
     }
     async fn r#type(&self, _ctx: Context, _r: h::TypeRequest) -> Result<h::Reply, Status> {
@@ -177,7 +180,7 @@ impl h::result_server::Result for Hazards {
     async fn self_(&self, _ctx: Context, _r: h::SelfRequest) -> Result<h::Reply, Status> {
         reply("self")
     }
-    async fn new(&self, _ctx: Context, _r: h::NewRequest) -> Result<h::Reply, Status> {
+    async fn new_(&self, _ctx: Context, _r: h::NewRequest) -> Result<h::Reply, Status> {
         reply("new")
     }
 }
@@ -231,17 +234,20 @@ async fn naming_hazards_work_at_run_time() {
         )
         .await;
         let client = server.client().await;
-        let result = h::result_client::ResultClient::new(client.clone());
+        let stub = h::result_client::ResultClient::new(client.clone());
+        // `clone()` still copies the stub (the RPC is `clone_`), on the server type too.
+        let result = stub.clone();
+        let _copy: Hazards = Hazards.clone();
         assert_eq!(
             result
-                .clone(h::CloneRequest {})
+                .clone_(h::CloneRequest {})
                 .await
                 .expect("clone")
                 .method,
             "clone"
         );
         assert_eq!(
-            result.drop(h::DropRequest {}).await.expect("drop").method,
+            result.drop_(h::DropRequest {}).await.expect("drop").method,
             "drop"
         );
         assert_eq!(

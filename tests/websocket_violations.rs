@@ -141,7 +141,7 @@ async fn reserved_bits_without_an_extension_get_1002() {
     violation(
         frame(true, 0b100, BINARY, true, b"x"),
         1002,
-        "reserved bits",
+        "Reserved bits",
     )
     .await;
 }

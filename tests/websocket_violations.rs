@@ -148,22 +148,12 @@ async fn reserved_bits_without_an_extension_get_1002() {
 
 #[tokio::test]
 async fn a_reserved_data_opcode_gets_1002() {
-    violation(
-        frame(true, 0, 0x3, true, b"x"),
-        1002,
-        "invalid opcode: 3",
-    )
-    .await;
+    violation(frame(true, 0, 0x3, true, b"x"), 1002, "invalid opcode: 3").await;
 }
 
 #[tokio::test]
 async fn a_reserved_control_opcode_gets_1002() {
-    violation(
-        frame(true, 0, 0xb, true, b""),
-        1002,
-        "invalid opcode: 11",
-    )
-    .await;
+    violation(frame(true, 0, 0xb, true, b""), 1002, "invalid opcode: 11").await;
 }
 
 #[tokio::test]

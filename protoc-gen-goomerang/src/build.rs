@@ -130,5 +130,6 @@ impl FileResolver for BundledOptions {
 /// Where protos import the options from.
 pub(crate) const OPTIONS_PROTO_NAME: &str = "goomerang/v1/options.proto";
 
-/// The options.proto shipped with this version.
-pub(crate) const OPTIONS_PROTO: &str = include_str!("../../proto/goomerang/v1/options.proto");
+/// The `goomerang/v1/options.proto` this version understands (what
+/// `protoc-gen-goomerang --print-options` prints).
+pub const OPTIONS_PROTO: &str = include_str!("../../proto/goomerang/v1/options.proto");

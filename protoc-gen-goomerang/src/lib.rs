@@ -22,7 +22,7 @@ use proc_macro2::TokenStream;
 use prost_reflect::DescriptorPool;
 use quote::quote;
 
-pub use build::{Builder, compile_protos};
+pub use build::{Builder, OPTIONS_PROTO, compile_protos};
 
 /// What can go wrong while generating. Nothing is written when generation fails.
 ///

@@ -171,3 +171,78 @@ fn buf_generate_with_the_readme_config_matches_build_rs_output() {
         "enable_type_names is on"
     );
 }
+
+#[test]
+fn print_options_writes_the_bundled_options_proto() {
+    let output = Command::new(PLUGIN)
+        .arg("--print-options")
+        .output()
+        .expect("spawn");
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).expect("utf-8");
+    let in_repo = std::fs::read_to_string(support::root().join("proto/goomerang/v1/options.proto"))
+        .expect("options.proto");
+    assert_eq!(printed, in_repo);
+    let unknown = Command::new(PLUGIN).arg("--bogus").output().expect("spawn");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown argument \"--bogus\""));
+}
+
+#[test]
+fn buf_generate_in_a_users_own_project_as_the_readme_says() {
+    let Some(buf) = buf() else {
+        tool_missing("buf (npm install)");
+        return;
+    };
+    if !which("protoc-gen-prost")
+        && tool_missing("protoc-gen-prost (cargo install protoc-gen-prost)")
+    {
+        return;
+    }
+    // The README's steps: one module `proto/`, the options written there by
+    // `protoc-gen-goomerang --print-options`, the README's buf.gen.yaml.
+    let work = support::temp_dir("buf-user");
+    let proto = work.join("proto");
+    std::fs::create_dir_all(proto.join("goomerang/v1")).expect("mkdir");
+    std::fs::create_dir_all(proto.join("shop/v1")).expect("mkdir");
+    let options = Command::new(PLUGIN)
+        .arg("--print-options")
+        .output()
+        .expect("spawn");
+    std::fs::write(proto.join("goomerang/v1/options.proto"), options.stdout).expect("write");
+    std::fs::copy(
+        support::fixtures_dir().join("shared.proto"),
+        proto.join("shop/v1/shared.proto"),
+    )
+    .expect("copy");
+    std::fs::write(
+        work.join("buf.yaml"),
+        "version: v2\nmodules:\n  - path: proto\n",
+    )
+    .expect("buf.yaml");
+    std::fs::copy(
+        support::root().join("examples/buf/buf.gen.yaml"),
+        work.join("buf.gen.yaml"),
+    )
+    .expect("buf.gen.yaml");
+    let plugin_dir = Path::new(PLUGIN).parent().expect("plugin dir");
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(Command::new(&buf)
+        .current_dir(&work)
+        .env("PATH", path)
+        .arg("generate"));
+    let generated = support::goomerang_files(&work.join("src/gen"));
+    assert_eq!(
+        generated
+            .get("fixtures.shared.v1.goomerang.rs")
+            .map(String::as_str),
+        support::build_rs_output()
+            .get("fixtures.shared.v1.goomerang.rs")
+            .map(String::as_str),
+        "the same code as the build.rs path"
+    );
+}

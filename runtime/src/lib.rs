@@ -92,11 +92,22 @@ pub mod codegen {
 
 /// Includes the code generated for protobuf package `$package` by the build.rs
 /// path (`protoc_gen_goomerang::compile_protos`): prost's messages and the
-/// goomerang services, from `$OUT_DIR`.
+/// goomerang services, from `$OUT_DIR`. Every package has both files, services
+/// or not.
+///
+/// Generated code names other packages' messages with `super::` paths, as
+/// prost's code does, so include each package in modules nested like its name:
 ///
 /// ```ignore
 /// pub mod chat {
-///     goomerang::include_proto!("chat.v1");
+///     pub mod v1 {
+///         goomerang::include_proto!("chat.v1");
+///     }
+/// }
+/// pub mod common {
+///     pub mod v1 {
+///         goomerang::include_proto!("common.v1"); // chat.v1 uses its messages
+///     }
 /// }
 /// ```
 #[macro_export]

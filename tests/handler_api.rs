@@ -291,3 +291,76 @@ async fn a_server_with_nothing_to_drain_shuts_down_within_its_timeout() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn frames_without_a_method_reach_the_only_method_taking_their_type() {
+    bounded(async {
+        let (heard_tx, mut heard) = mpsc::unbounded_channel();
+        let server = start(
+            Server::builder()
+                .method("test.v1.Echo/Twice", |_ctx, p: Ping| async move {
+                    Ok::<_, Status>(Pong {
+                        n: p.n * 2,
+                        text: p.text,
+                    })
+                })
+                .method("test.v1.Jobs/Start", |_ctx, w: Work| async move {
+                    Ok::<_, Status>(Done { id: w.id })
+                })
+                .method("test.v1.Jobs/Retry", |_ctx, w: Work| async move {
+                    Ok::<_, Status>(Done { id: w.id })
+                }),
+        )
+        .await;
+        let client = server
+            .connect(Client::builder().one_way_method(
+                "test.v1.Room/Announce",
+                move |ctx: goomerang::Context, note: Note| {
+                    let heard_tx = heard_tx.clone();
+                    async move {
+                        let method = ctx.metadata().method().map(str::to_owned);
+                        let _ = heard_tx.send((note.text, method));
+                    }
+                },
+            ))
+            .await;
+        // An untyped request finds the one method taking Ping.
+        let pong: Pong = client
+            .request(Ping {
+                n: 3,
+                text: String::new(),
+            })
+            .await
+            .expect("by type, to the only method")
+            .into_inner();
+        assert_eq!(pong.n, 6);
+        // A broadcast (never a method) reaches the client's one-way method for Note.
+        assert_eq!(
+            server
+                .server
+                .broadcast(Note {
+                    text: "hello all".into()
+                })
+                .expect("broadcast"),
+            1
+        );
+        assert_eq!(
+            heard.recv().await.expect("heard"),
+            ("hello all".to_owned(), None)
+        );
+        // Two methods take Work: without a method the server cannot choose.
+        let err = client
+            .request::<_, Done>(Work::default())
+            .await
+            .expect_err("ambiguous");
+        assert_eq!(err.code(), goomerang::Code::Unimplemented);
+        assert!(
+            err.message()
+                .contains("methods test.v1.Jobs/Retry, test.v1.Jobs/Start all take it"),
+            "{err}"
+        );
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

@@ -164,7 +164,19 @@ impl Dispatcher {
                 method: frame.method.to_string(),
             };
             shared.hooks.error(&err, Some(conn));
-            refuse(Status::unimplemented(err.to_string())).await;
+            let ambiguous = frame
+                .method
+                .is_empty()
+                .then(|| shared.routes.ambiguous(&frame.type_name))
+                .flatten();
+            let status = match ambiguous {
+                Some(methods) => Status::unimplemented(format!(
+                    "{err}: methods {} all take it; name the method",
+                    methods.join(", ")
+                )),
+                None => Status::unimplemented(err.to_string()),
+            };
+            refuse(status).await;
             return Ok(None);
         };
         if !frame.method.is_empty() && !route.input.is(&frame.type_name) {

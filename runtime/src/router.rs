@@ -16,8 +16,10 @@ use crate::status::Status;
 ///
 /// A handler is found by the frame's method when it names one (what generated
 /// stubs send: `package.Service/Method`), otherwise by its payload type (the
-/// untyped API). So any number of methods may share input and output types,
-/// while each payload type has at most one type-routed handler.
+/// untyped API, broadcasts and publishes). So any number of methods may share
+/// input and output types, while each payload type has at most one
+/// type-routed handler. A frame without a method whose type has no handler
+/// of its own reaches the one method taking that type, if there is exactly one.
 ///
 /// Usually used through the same-named methods on
 /// [`ServerBuilder`](crate::ServerBuilder) and [`ClientBuilder`](crate::ClientBuilder);
@@ -249,6 +251,7 @@ impl Router {
             };
             table.insert(name.into_boxed_str(), route);
         }
+        routes.add_type_fallbacks();
         Ok(routes)
     }
 }
@@ -311,13 +314,51 @@ impl fmt::Debug for Router {
 /// received frame: no allocation per message.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
+    /// Type routes, plus for each type without one the single method taking it.
     by_type: HashMap<Box<str>, Route>,
     by_method: HashMap<Box<str>, Route>,
+    /// Types with no type route that several methods take: a frame of such a
+    /// type without a method cannot be routed, and the answer names them.
+    ambiguous: HashMap<Box<str>, Vec<Box<str>>>,
 }
 
 impl Routes {
+    /// The route for a frame without a method: the type's own handler, else
+    /// the one method taking that type.
     pub(crate) fn by_type(&self, type_name: &str) -> Option<&Route> {
         self.by_type.get(type_name)
+    }
+
+    /// The methods taking `type_name` when more than one does (and no
+    /// handler is registered for the type itself).
+    pub(crate) fn ambiguous(&self, type_name: &str) -> Option<&[Box<str>]> {
+        self.ambiguous.get(type_name).map(Vec::as_slice)
+    }
+
+    /// Lets frames without a method reach a method's handler when exactly
+    /// one method takes their type (a broadcast to a generated one-way
+    /// method, an untyped request to the only RPC taking its input).
+    fn add_type_fallbacks(&mut self) {
+        let mut taking: HashMap<String, Vec<&str>> = HashMap::new();
+        for (method, route) in &self.by_method {
+            taking
+                .entry(route.input.to_string())
+                .or_default()
+                .push(method);
+        }
+        for (type_name, mut methods) in taking {
+            if self.by_type.contains_key(type_name.as_str()) {
+                continue;
+            }
+            if let [method] = methods[..] {
+                let route = self.by_method[method].clone();
+                self.by_type.insert(type_name.into_boxed_str(), route);
+            } else {
+                methods.sort_unstable();
+                let methods = methods.into_iter().map(Box::from).collect();
+                self.ambiguous.insert(type_name.into_boxed_str(), methods);
+            }
+        }
     }
 
     pub(crate) fn by_method(&self, method: &str) -> Option<&Route> {

@@ -296,12 +296,17 @@ async fn a_method_call_with_the_wrong_input_type_is_refused() {
             "{}",
             status.message
         );
-        // By type, the same payload finds no handler: methods are not type routes.
+        // By type, the payload cannot be routed: every Stock method takes an Item.
         send_frame(&mut peer, &frame(3, "", "fixtures.shared.v1.Item")).await;
         let answer = recv_frame(&mut peer).await;
-        assert_eq!(
-            answer.status.expect("status").code,
-            Code::Unimplemented as u32
+        let status = answer.status.expect("status");
+        assert_eq!(status.code, Code::Unimplemented as u32);
+        assert!(
+            status.message.contains("fixtures.shared.v1.Stock/Adjust")
+                && status.message.contains("fixtures.shared.v1.Stock/Forget")
+                && status.message.contains("name the method"),
+            "{}",
+            status.message
         );
         // The right call still works on the same connection.
         send_frame(

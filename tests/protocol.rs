@@ -294,3 +294,80 @@ async fn a_client_offering_only_a_newer_version_is_told_which_one_the_server_spe
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_message_to_a_request_handler_runs_it_and_sends_nothing_back() {
+    bounded(async {
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&runs);
+        let server = start(echo(Server::builder()).request(move |_ctx, work: Work| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Ok::<_, Status>(Done { id: work.id }) }
+        }))
+        .await;
+        let mut peer = raw_peer(&server).await;
+        send_frame(
+            &mut peer,
+            &frame_for(FrameKind::Message, 0, &Work::default()),
+        )
+        .await;
+        // The sentinel's reply is the next frame: the MESSAGE got no answer.
+        send_frame(&mut peer, &ping(1)).await;
+        expect_reply(&mut peer, 1).await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        drop(peer);
+        server.stop().await;
+    })
+    .await;
+}
+
+/// A hand-written server that answers the upgrade with `selected` as the
+/// subprotocol (or none), for the client's side of the negotiation.
+async fn client_against(selected: Option<&'static str>) -> goomerang::Error {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serving = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        #[allow(clippy::result_large_err)] // the callback signature is tungstenite's
+        let answer =
+            move |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                  mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                if let Some(selected) = selected {
+                    response.headers_mut().insert(
+                        "sec-websocket-protocol",
+                        selected.parse().expect("header"),
+                    );
+                }
+                Ok(response)
+            };
+        let _ = tokio_tungstenite::accept_hdr_async(tcp, answer).await;
+    });
+    let err = goomerang::Client::builder()
+        .reconnect(None)
+        .connect(&format!("ws://{addr}/ws"))
+        .await
+        .expect_err("refused by the client");
+    serving.abort();
+    err
+}
+
+#[tokio::test]
+async fn the_client_refuses_a_server_that_selects_no_version_or_one_it_did_not_offer() {
+    bounded(async {
+        for selected in [None, Some("goomerang.v2")] {
+            let err = client_against(selected).await;
+            assert!(
+                matches!(
+                    &err,
+                    goomerang::Error::Connect(tokio_tungstenite::tungstenite::Error::Protocol(
+                        tokio_tungstenite::tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_)
+                    ))
+                ),
+                "{selected:?}: {err:?}"
+            );
+        }
+    })
+    .await;
+}

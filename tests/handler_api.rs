@@ -364,3 +364,38 @@ async fn frames_without_a_method_reach_the_only_method_taking_their_type() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_handler_sets_headers_on_its_reply_to_the_server() {
+    bounded(async {
+        let server = start(Server::builder()).await;
+        let client = server
+            .connect(Client::builder().method(
+                "test.v1.Member/Ask",
+                |ctx: goomerang::Context, p: Ping| async move {
+                    ctx.set_reply_header("x-member", "ada");
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: p.text,
+                    })
+                },
+            ))
+            .await;
+        let conn = server.server.connections().pop().expect("one connection");
+        let response = conn
+            .request_method::<_, Pong>(
+                "test.v1.Member/Ask",
+                goomerang::Message::new(Ping::default()),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(
+            response.headers().get("x-member").map(String::as_str),
+            Some("ada")
+        );
+        assert_eq!(response.metadata().type_name(), "test.v1.Pong");
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

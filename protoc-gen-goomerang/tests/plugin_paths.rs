@@ -115,6 +115,32 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Runs `buf generate` in `work`: a buf.yaml listing `modules`, the README's
+/// buf.gen.yaml (examples/buf), and the plugin under test on PATH.
+fn buf_generate(buf: &Path, work: &Path, modules: &[&str]) {
+    let listed: String = modules.iter().map(|m| format!("  - path: {m}\n")).collect();
+    std::fs::write(
+        work.join("buf.yaml"),
+        format!("version: v2\nmodules:\n{listed}"),
+    )
+    .expect("buf.yaml");
+    std::fs::copy(
+        support::root().join("examples/buf/buf.gen.yaml"),
+        work.join("buf.gen.yaml"),
+    )
+    .expect("buf.gen.yaml");
+    let plugin_dir = Path::new(PLUGIN).parent().expect("plugin dir");
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(Command::new(buf)
+        .current_dir(work)
+        .env("PATH", path)
+        .arg("generate"));
+}
+
 #[test]
 fn buf_generate_with_the_readme_config_matches_build_rs_output() {
     let Some(buf) = buf() else {
@@ -134,26 +160,7 @@ fn buf_generate_with_the_readme_config_matches_build_rs_output() {
         &support::root().join("proto/goomerang/v1"),
         &work.join("proto/goomerang/v1"),
     );
-    std::fs::write(
-        work.join("buf.yaml"),
-        "version: v2\nmodules:\n  - path: fixtures\n  - path: proto\n",
-    )
-    .expect("buf.yaml");
-    std::fs::copy(
-        support::root().join("examples/buf/buf.gen.yaml"),
-        work.join("buf.gen.yaml"),
-    )
-    .expect("buf.gen.yaml");
-    let plugin_dir = Path::new(PLUGIN).parent().expect("plugin dir");
-    let path = format!(
-        "{}:{}",
-        plugin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    run(Command::new(&buf)
-        .current_dir(&work)
-        .env("PATH", path)
-        .arg("generate"));
+    buf_generate(&buf, &work, &["fixtures", "proto"]);
     let gen_dir = work.join("src/gen");
     let mut generated = support::goomerang_files(&gen_dir);
     // buf generates every module of the workspace: goomerang's own proto/
@@ -215,26 +222,7 @@ fn buf_generate_in_a_users_own_project_as_the_readme_says() {
         proto.join("shop/v1/shared.proto"),
     )
     .expect("copy");
-    std::fs::write(
-        work.join("buf.yaml"),
-        "version: v2\nmodules:\n  - path: proto\n",
-    )
-    .expect("buf.yaml");
-    std::fs::copy(
-        support::root().join("examples/buf/buf.gen.yaml"),
-        work.join("buf.gen.yaml"),
-    )
-    .expect("buf.gen.yaml");
-    let plugin_dir = Path::new(PLUGIN).parent().expect("plugin dir");
-    let path = format!(
-        "{}:{}",
-        plugin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    run(Command::new(&buf)
-        .current_dir(&work)
-        .env("PATH", path)
-        .arg("generate"));
+    buf_generate(&buf, &work, &["proto"]);
     let generated = support::goomerang_files(&work.join("src/gen"));
     assert_eq!(
         generated

@@ -29,6 +29,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod backplane;
 mod client;
 mod config;
@@ -81,6 +83,21 @@ pub use topics::{MAX_TOPIC_LEN, Subscription};
 
 pub use goomerang_macros::handler;
 pub use prost;
+
+/// Longer explanations: how routing, backpressure, shutdown, pub/sub and the
+/// security rules work. The wire protocol itself is `PROTOCOL.md`.
+pub mod guide {
+    #[doc = include_str!("../docs/routing.md")]
+    pub mod routing {}
+    #[doc = include_str!("../docs/backpressure.md")]
+    pub mod backpressure {}
+    #[doc = include_str!("../docs/shutdown.md")]
+    pub mod shutdown {}
+    #[doc = include_str!("../docs/pubsub.md")]
+    pub mod pubsub {}
+    #[doc = include_str!("../docs/security.md")]
+    pub mod security {}
+}
 
 /// What generated code uses; not a stable API for hand-written code.
 #[doc(hidden)]

@@ -22,7 +22,7 @@ use crate::hooks::{Hooks, hook_methods};
 use crate::message::{IntoMessage, Payload, Response};
 use crate::metrics::Metrics;
 use crate::proto::FrameKind;
-use crate::reconnect::{Jitter, Reconnect, WhileDisconnected};
+use crate::reconnect::{Reconnect, WhileDisconnected};
 use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
@@ -539,14 +539,14 @@ async fn supervise(
         }
         let config = client.shared.config.clone();
         let handshake = client.handshake.clone();
-        let mut jitter = Jitter::new(conn.id() ^ Arc::as_ptr(&client) as u64);
         drop(client);
         let mut attempt = 0;
         let fresh = loop {
             if policy.max_attempts.is_some_and(|max| attempt >= max) {
                 return;
             }
-            let delay = policy.delay(attempt, jitter.next());
+            // Jitter from the thread's RNG, so clients started together spread out.
+            let delay = policy.delay(attempt, rand::random::<f64>());
             let dialled = tokio::select! {
                 _ = stop.cancelled() => return,
                 dialled = async {

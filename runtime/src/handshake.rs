@@ -50,41 +50,13 @@ impl Handshake {
         &self.subprotocols
     }
 
-    /// A query-string parameter, percent-decoded (`?token=a%20b` → `a b`).
+    /// A query-string parameter, decoded as `application/x-www-form-urlencoded`
+    /// (`?token=a%20b` → `a b`, `+` is a space); the first one if repeated.
     pub fn query(&self, name: &str) -> Option<String> {
-        self.uri.query()?.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key) == name).then(|| decode(value))
-        })
+        form_urlencoded::parse(self.uri.query()?.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
     }
-}
-
-/// Percent-decodes a query component (`+` is a space); malformed escapes stay as they are.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (bytes[i], escaped) {
-            (_, Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', None) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, None) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Accepts a handshake, attaching state the connection carries for its life

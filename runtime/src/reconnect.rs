@@ -1,6 +1,6 @@
 //! `Reconnect`: the client's policy for a lost connection — backoff with jitter, and what calls do meanwhile.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How a [`Client`](crate::Client) reconnects after losing its connection
 /// (anything but its own `close`): exponential backoff with jitter, then its
@@ -82,29 +82,6 @@ impl Reconnect {
     }
 }
 
-/// A small xorshift generator for jitter; no need for cryptographic quality.
-#[derive(Debug)]
-pub(crate) struct Jitter(u64);
-
-impl Jitter {
-    pub(crate) fn new(seed: u64) -> Jitter {
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Jitter((seed ^ time) | 1)
-    }
-
-    /// A number in [0, 1).
-    pub(crate) fn next(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,10 +96,5 @@ mod tests {
         assert_eq!(policy.delay(10, 0.5), Duration::from_secs(2));
         assert_eq!(policy.delay(0, 0.0), Duration::from_millis(80));
         assert!(policy.delay(0, 0.999_999) <= Duration::from_millis(120));
-        let mut rng = Jitter::new(7);
-        for _ in 0..1000 {
-            let r = rng.next();
-            assert!((0.0..1.0).contains(&r));
-        }
     }
 }

@@ -337,3 +337,48 @@ async fn rate_limits_are_per_connection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn two_rate_limits_count_separately_and_scoped_ones_apply_to_their_scope() {
+    bounded(async {
+        let server = start(
+            Server::builder()
+                .middleware(middleware::rate_limit(0.001, 5))
+                .middleware_for("test.v1.Ping", middleware::rate_limit(0.001, 1))
+                .request(|_ctx, p: Ping| async move {
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: p.text,
+                    })
+                })
+                .request(|_ctx, w: Work| async move { Ok::<_, Status>(Done { id: w.id }) }),
+        )
+        .await;
+        let client = server.client().await;
+        client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect("the scoped limit's one token");
+        let err = client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect_err("scoped limit reached");
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(err.message().contains("bursts of 1"), "{err}");
+        // Work is outside the scope: only the global bucket (5, 2 taken) counts.
+        for id in 0..3 {
+            client
+                .request::<_, Done>(Work { ms: 0, id })
+                .await
+                .expect("within the global burst");
+        }
+        let err = client
+            .request::<_, Done>(Work::default())
+            .await
+            .expect_err("global limit reached");
+        assert!(err.message().contains("bursts of 5"), "{err}");
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

@@ -175,12 +175,12 @@ impl Middleware for Timeout {
 /// connection that keeps going — more than [`RateLimit::close_after`]
 /// refusals in a row, default `burst` — is closed with 1008 (policy violation).
 pub fn rate_limit(per_second: f64, burst: u32) -> RateLimit {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     RateLimit {
         per_second: per_second.max(0.0),
         burst: f64::from(burst.max(1)),
         close_after: burst.max(1),
-        buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
-        calls: std::sync::atomic::AtomicU64::new(0),
+        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -190,17 +190,21 @@ pub struct RateLimit {
     per_second: f64,
     burst: f64,
     close_after: u32,
-    /// One bucket per connection id; closed connections are pruned every 4096 calls.
-    buckets: std::sync::Mutex<std::collections::HashMap<u64, Bucket>>,
-    calls: std::sync::atomic::AtomicU64,
+    /// Which of a connection's buckets is this limiter's (several limiters,
+    /// e.g. scoped ones, count separately).
+    id: u64,
 }
 
-#[derive(Debug)]
+/// A connection's token buckets, one per limiter, kept in the connection's
+/// data: they go when the connection goes, and the limiter holds no connection.
+#[derive(Clone, Debug, Default)]
+struct Buckets(std::collections::HashMap<u64, Bucket>);
+
+#[derive(Clone, Debug)]
 struct Bucket {
     tokens: f64,
     last: tokio::time::Instant,
     strikes: u32,
-    conn: crate::Connection,
 }
 
 impl RateLimit {
@@ -213,32 +217,24 @@ impl RateLimit {
     /// Takes a token for `conn`; `Err(strikes)` when there is none.
     fn take(&self, conn: &crate::Connection) -> Result<(), u32> {
         let now = tokio::time::Instant::now();
-        let mut buckets = crate::connection::lock(&self.buckets);
-        if self
-            .calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % 4096
-            == 4095
-        {
-            buckets.retain(|_, b| !b.conn.is_closed());
-        }
-        let bucket = buckets.entry(conn.id()).or_insert_with(|| Bucket {
-            tokens: self.burst,
-            last: now,
-            strikes: 0,
-            conn: conn.clone(),
-        });
-        let refill = now.duration_since(bucket.last).as_secs_f64() * self.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            bucket.strikes = 0;
-            Ok(())
-        } else {
-            bucket.strikes += 1;
-            Err(bucket.strikes)
-        }
+        conn.update_data(|buckets: &mut Buckets| {
+            let bucket = buckets.0.entry(self.id).or_insert_with(|| Bucket {
+                tokens: self.burst,
+                last: now,
+                strikes: 0,
+            });
+            let refill = now.duration_since(bucket.last).as_secs_f64() * self.per_second;
+            bucket.tokens = (bucket.tokens + refill).min(self.burst);
+            bucket.last = now;
+            if bucket.tokens >= 1.0 {
+                bucket.tokens -= 1.0;
+                bucket.strikes = 0;
+                Ok(())
+            } else {
+                bucket.strikes += 1;
+                Err(bucket.strikes)
+            }
+        })
     }
 }
 

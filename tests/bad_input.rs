@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt as _;
-use goomerang::proto::{Frame, FrameKind, Status as WireStatus};
 use goomerang::{Client, Code, Config, Error, Initiator, Server};
+use goomerang_tests::wire::{Frame, FrameKind, Status as WireStatus};
 use goomerang_tests::*;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;

@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use goomerang::{Backplane, Client, Code, Config, Event, Inbound, Server, Status};
+use goomerang::pubsub::{Backplane, Event, Inbound};
+use goomerang::{Client, Code, Config, Server, Status};
 use goomerang_tests::*;
 use tokio::sync::mpsc;
 

@@ -121,7 +121,7 @@ async fn a_payload_that_does_not_decode_is_reported_as_a_decode_error() {
         )
         .await;
         let mut peer = raw_peer(&server).await;
-        let mut note = frame_for(goomerang::proto::FrameKind::Message, 0, &Note::default());
+        let mut note = frame_for(wire::FrameKind::Message, 0, &Note::default());
         note.payload = bytes::Bytes::from_static(&[0x0a, 0x05, 0x61]);
         send_frame(&mut peer, &note).await;
         let (kind, message) = errors.recv().await.expect("reported");
@@ -131,7 +131,7 @@ async fn a_payload_that_does_not_decode_is_reported_as_a_decode_error() {
         // the next error is the sentinel's.
         send_frame(
             &mut peer,
-            &frame_for(goomerang::proto::FrameKind::Message, 0, &Pong::default()),
+            &frame_for(wire::FrameKind::Message, 0, &Pong::default()),
         )
         .await;
         let (kind, _) = errors.recv().await.expect("sentinel");

@@ -3,8 +3,8 @@
 //! method, `timeout_ms` 0, and version negotiation through the subprotocol.
 
 use bytes::Bytes;
-use goomerang::proto::{Frame, FrameKind};
 use goomerang::{Code, Server, Status};
+use goomerang_tests::wire::{Frame, FrameKind};
 use goomerang_tests::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 

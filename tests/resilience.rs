@@ -106,7 +106,7 @@ async fn a_non_reading_client_is_disconnected_and_never_slows_the_others() {
         assert_eq!(reports[0], (5, true), "the silent peer, disconnected");
         assert_eq!(
             close,
-            Some((goomerang::CLOSE_SLOW_CONSUMER, Initiator::Local))
+            Some((goomerang::pubsub::CLOSE_SLOW_CONSUMER, Initiator::Local))
         );
         // Every healthy client got every broadcast sent so far, in lockstep.
         assert!(
@@ -412,7 +412,7 @@ async fn requests_written_into_a_full_socket_all_arrive() {
         let mut seen = std::collections::BTreeSet::new();
         while seen.len() < COUNT as usize {
             let message = peer.next().await.expect("open").expect("frame");
-            let frame = goomerang::proto::Frame::decode(message.into_data()).expect("a frame");
+            let frame = goomerang_tests::wire::Frame::decode(message.into_data()).expect("a frame");
             let ping = Ping::decode(frame.payload).expect("a Ping");
             assert_eq!(ping.text.len(), 64 << 10);
             assert!(seen.insert(frame.id), "id {} twice", frame.id);

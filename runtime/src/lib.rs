@@ -50,7 +50,7 @@ mod metrics;
 pub mod middleware;
 mod outbox;
 mod peer;
-pub mod proto;
+mod proto;
 mod reconnect;
 mod router;
 mod server;
@@ -60,29 +60,35 @@ mod status;
 pub mod tls;
 mod topics;
 
-pub use backplane::{Backplane, Event, Inbound, LocalOnly};
 pub use client::{Client, ClientBuilder};
 pub use config::{Config, Keepalive, SlowConsumer};
 pub use connection::{CloseInfo, Connection, Initiator};
 pub use context::Context;
 pub use error::{BuildError, Error};
 pub use frame::SUBPROTOCOL;
-pub use handler::{BoxFuture, Encoded, IntoOneWay, Outcome};
+pub use handler::IntoOneWay;
 pub use handshake::{Accept, Handshake, Reject};
-pub use hub::CLOSE_SLOW_CONSUMER;
 pub use message::{Headers, IntoMessage, Message, Metadata, Payload, Response};
 pub use metrics::Metrics;
-pub use middleware::{Middleware, Next};
+pub use middleware::Middleware;
 pub use peer::Peer;
 pub use reconnect::{Reconnect, WhileDisconnected};
 pub use router::{Router, Service};
 pub use server::{DEFAULT_PATH, Server, ServerBuilder};
 pub use state::State;
 pub use status::{Code, Status};
-pub use topics::{MAX_TOPIC_LEN, Subscription};
 
 pub use goomerang_macros::handler;
 pub use prost;
+
+/// Broadcast and topic pub/sub beyond the `Server`/`Client` methods:
+/// subscriptions, topic limits, the slow-consumer close code, and the
+/// [`Backplane`](pubsub::Backplane) that carries fan-out between replicas.
+pub mod pubsub {
+    pub use crate::backplane::{Backplane, Event, Inbound, LocalOnly};
+    pub use crate::hub::CLOSE_SLOW_CONSUMER;
+    pub use crate::topics::{MAX_TOPIC_LEN, Subscription};
+}
 
 /// Longer explanations: how routing, backpressure, shutdown, pub/sub and the
 /// security rules work. The wire protocol itself is `PROTOCOL.md`.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::context::Context;
-use crate::handler::{BoxFuture, BoxHandler, Outcome};
+use crate::handler::BoxHandler;
+pub use crate::handler::{BoxFuture, Encoded, Outcome};
 use crate::status::Status;
 
 /// Code that runs around handlers.

@@ -132,7 +132,7 @@ impl ServerBuilder {
     }
 
     /// Carries broadcasts and publishes to other replicas; see [`Backplane`].
-    /// Default [`LocalOnly`](crate::LocalOnly).
+    /// Default [`LocalOnly`](crate::pubsub::LocalOnly).
     pub fn backplane(mut self, backplane: impl Backplane) -> Self {
         self.backplane = Arc::new(backplane);
         self

@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use goomerang::proto::{Frame, FrameKind};
 use goomerang::{BuildError, Code, Context, Message, Server, Status, middleware};
 use goomerang_codegen_fixtures::fixtures::shared::v1 as s;
+use goomerang_tests::wire::{Frame, FrameKind};
 use goomerang_tests::{bounded, raw_peer, recv_frame, send_frame, start};
 use prost::Message as _;
 use tokio::sync::mpsc;

@@ -135,10 +135,7 @@ async fn keepalive_drops_a_peer_that_stopped_answering_and_keeps_live_ones() {
     bounded(async {
         let (err_tx, mut errors) = mpsc::unbounded_channel();
         let (close_tx, mut closes) = mpsc::unbounded_channel();
-        let keepalive = Keepalive {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-        };
+        let keepalive = Keepalive::new(Duration::from_secs(1), Duration::from_secs(1));
         let server = start(
             Server::builder()
                 .config(Config::default().keepalive(Some(keepalive)))
@@ -199,10 +196,7 @@ async fn a_client_detects_a_server_that_stopped_answering() {
         // A hand-written server that accepts and then never reads.
         let silent = tokio::spawn(async move { accept_raw(&listener).await });
         let (tx, mut errors) = mpsc::unbounded_channel();
-        let keepalive = Keepalive {
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(3),
-        };
+        let keepalive = Keepalive::new(Duration::from_secs(2), Duration::from_secs(3));
         let client = Client::builder()
             .config(Config::default().keepalive(Some(keepalive)))
             .reconnect(None)

@@ -74,17 +74,30 @@ async fn untrusted_or_unconfigured_tls_fails_typed() {
             .tls(tls::client_config(other_ca.as_bytes()).expect("client tls"))
             .connect(&url)
             .await;
-        assert!(matches!(untrusted, Err(Error::Tls(_))), "{untrusted:?}");
-        let unconfigured = Client::builder().connect(&url).await;
-        match unconfigured {
-            Err(Error::Tls(reason)) => assert!(reason.contains("ClientBuilder::tls"), "{reason}"),
-            other => panic!("expected a TLS error, got {other:?}"),
+        // The handshake error keeps rustls' reason as its source.
+        match untrusted {
+            Err(Error::Tls(tls::TlsError::Handshake(io))) => {
+                let inner = io.get_ref().expect("rustls' error inside");
+                assert!(
+                    inner.downcast_ref::<tls::rustls::Error>().is_some(),
+                    "{inner:?}"
+                );
+            }
+            other => panic!("expected a TLS handshake error, got {other:?}"),
         }
+        let unconfigured = Client::builder().connect(&url).await;
+        assert!(
+            matches!(unconfigured, Err(Error::Tls(tls::TlsError::NotConfigured))),
+            "{unconfigured:?}"
+        );
         assert!(matches!(
             tls::server_config(b"not pem", b"nor this"),
-            Err(Error::Tls(_))
+            Err(Error::Tls(tls::TlsError::Empty("certificate chain")))
         ));
-        assert!(matches!(tls::client_config(b""), Err(Error::Tls(_))));
+        assert!(matches!(
+            tls::client_config(b""),
+            Err(Error::Tls(tls::TlsError::Empty("root certificate")))
+        ));
         server.stop().await;
     })
     .await;

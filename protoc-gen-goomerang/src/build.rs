@@ -30,6 +30,7 @@ pub fn compile_protos(
 
 /// Configures the build.rs path; see [`compile_protos`].
 #[derive(Debug, Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Builder {
     out_dir: Option<PathBuf>,
     options: Options,

@@ -27,7 +27,7 @@ use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
 use crate::status::Status;
-use crate::tls::ClientIo;
+use crate::tls::{ClientIo, TlsError};
 use crate::topics::{self, Subscription};
 
 type Ws = WebSocketStream<ClientIo>;
@@ -35,6 +35,7 @@ type Ws = WebSocketStream<ClientIo>;
 /// Builds a [`Client`]: handlers (for server → client messages and requests),
 /// middleware, hooks, limits and the reconnect policy.
 #[derive(Debug)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct ClientBuilder {
     router: Router,
     config: Config,
@@ -671,16 +672,17 @@ async fn dial(
         let _ = tcp.set_nodelay(true);
         let peer = tcp.peer_addr().ok();
         let io = if secure {
-            let tls = handshake
-                .tls
-                .clone()
-                .ok_or_else(|| Error::Tls("wss:// needs ClientBuilder::tls(..)".into()))?;
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|err| Error::Tls(format!("server name {host:?}: {err}")))?;
+            let tls = handshake.tls.clone().ok_or(TlsError::NotConfigured)?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|source| {
+                TlsError::ServerName {
+                    name: host.clone(),
+                    source,
+                }
+            })?;
             let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await
-                .map_err(|err| Error::Tls(err.to_string()))?;
+                .map_err(TlsError::Handshake)?;
             ClientIo::Tls(Box::new(stream))
         } else {
             ClientIo::Plain(tcp)

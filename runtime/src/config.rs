@@ -13,7 +13,7 @@ use std::time::Duration;
 /// assert!(config.is_ordered());
 /// ```
 #[derive(Clone, Debug)]
-#[non_exhaustive]
+#[must_use]
 pub struct Config {
     pub(crate) max_message_size: usize,
     pub(crate) outbound_queue_bytes: usize,
@@ -34,11 +34,20 @@ pub struct Config {
 /// Keepalive timing: a ping after `interval` of silence from the peer; no
 /// frame at all (pong or other) within `timeout` after that drops the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Keepalive {
     /// Silence after which a ping is sent (and sent again while silence lasts).
     pub interval: Duration,
     /// How long after the first unanswered ping the peer counts as gone.
     pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// A ping after `interval` of silence; the peer is gone if nothing
+    /// arrives within `timeout` after that.
+    pub fn new(interval: Duration, timeout: Duration) -> Keepalive {
+        Keepalive { interval, timeout }
+    }
 }
 
 /// What a broadcast or publish does for a recipient whose outbound queue is full.

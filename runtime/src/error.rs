@@ -171,7 +171,7 @@ pub enum Error {
     /// TLS could not be set up (bad certificate or key) or its handshake
     /// failed; no connection exists.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls::TlsError),
     /// A close code that an endpoint may not send (RFC 6455 §7.4); nothing was sent.
     #[error("close code {0} may not be sent (use 1000, or 3000-4999 for applications)")]
     InvalidCloseCode(u16),

@@ -62,6 +62,7 @@ impl Handshake {
 /// Accepts a handshake, attaching state the connection carries for its life
 /// (read it with [`Connection::state`](crate::Connection::state)).
 #[derive(Debug, Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Accept {
     pub(crate) state: http::Extensions,
 }

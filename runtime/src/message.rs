@@ -91,6 +91,7 @@ impl fmt::Display for TypeName {
 /// assert_eq!(msg.headers().len(), 1);
 /// ```
 #[derive(Clone, Debug)]
+#[must_use]
 pub struct Message<T> {
     payload: T,
     headers: Headers,

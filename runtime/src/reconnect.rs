@@ -7,7 +7,7 @@ use std::time::Duration;
 /// topic subscriptions are renewed. On by default; turn off with
 /// `ClientBuilder::reconnect(None)`.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Reconnect {
     pub(crate) initial: Duration,
     pub(crate) max: Duration,

@@ -27,6 +27,7 @@ use crate::status::Status;
 /// Mistakes (a route registered twice, a malformed method name, middleware
 /// scoped to nothing) are reported by the builder's `build`, as a [`BuildError`].
 #[derive(Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Router {
     routes: Vec<Pending>,
     middleware: Vec<Arc<dyn Middleware>>,

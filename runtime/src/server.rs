@@ -42,6 +42,7 @@ const KILL_GRACE: Duration = Duration::from_secs(1);
 pub const DEFAULT_PATH: &str = "/ws";
 
 /// Builds a [`Server`]: handlers, middleware, hooks, limits and the endpoint path.
+#[must_use = "a builder does nothing until it is used"]
 pub struct ServerBuilder {
     router: Router,
     config: Config,

@@ -15,6 +15,44 @@ use crate::error::Error;
 
 pub use rustls;
 
+/// What went wrong setting up TLS or during its handshake.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM input (`what`: certificate chain, private key, root certificate) does not parse.
+    #[error("{what}: {source}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// The PEM parser's complaint.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A PEM input holds no certificate.
+    #[error("no {0} in the PEM")]
+    Empty(&'static str),
+    /// rustls refused the configuration (a key that does not fit the
+    /// certificate, an unusable root certificate).
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    /// A `wss://` URL without [`ClientBuilder::tls`](crate::ClientBuilder::tls).
+    #[error("wss:// needs ClientBuilder::tls(..)")]
+    NotConfigured,
+    /// The URL's host is not a valid TLS server name.
+    #[error("server name {name:?}: {source}")]
+    ServerName {
+        /// The host as given.
+        name: String,
+        /// Why it is not a server name.
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The TLS handshake failed (the server's certificate is not trusted, the
+    /// connection broke); the I/O error wraps rustls' reason.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] io::Error),
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -30,18 +68,23 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let certs = CertificateDer::pem_slice_iter(cert_chain_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| Error::Tls(format!("certificate chain: {err}")))?;
+        .map_err(|source| TlsError::Pem {
+            what: "certificate chain",
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(Error::Tls("no certificate in the PEM chain".into()));
+        return Err(TlsError::Empty("certificate chain").into());
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|err| Error::Tls(format!("private key: {err}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::Pem {
+        what: "private key",
+        source,
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|err| Error::Tls(err.to_string()))?
+        .map_err(TlsError::from)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|err| Error::Tls(err.to_string()))?;
+        .map_err(TlsError::from)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -54,17 +97,18 @@ pub fn server_config(
 pub fn client_config(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(roots_pem) {
-        let cert = cert.map_err(|err| Error::Tls(format!("root certificate: {err}")))?;
-        roots
-            .add(cert)
-            .map_err(|err| Error::Tls(format!("root certificate: {err}")))?;
+        let cert = cert.map_err(|source| TlsError::Pem {
+            what: "root certificate",
+            source,
+        })?;
+        roots.add(cert).map_err(TlsError::from)?;
     }
     if roots.is_empty() {
-        return Err(Error::Tls("no root certificate in the PEM".into()));
+        return Err(TlsError::Empty("root certificate").into());
     }
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|err| Error::Tls(err.to_string()))?
+        .map_err(TlsError::from)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

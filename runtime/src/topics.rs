@@ -80,6 +80,7 @@ impl Node {
 
 /// A subscription's identity within one connection.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub struct Subscription {
     /// The topic or pattern.
     pub pattern: String,

@@ -27,7 +27,12 @@ use crate::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
 use crate::status::Status;
+#[cfg(feature = "tls")]
 use crate::tls::{ClientIo, TlsError};
+
+/// Without TLS the client's stream is plain TCP.
+#[cfg(not(feature = "tls"))]
+type ClientIo = tokio::net::TcpStream;
 use crate::topics::{self, Subscription};
 
 type Ws = WebSocketStream<ClientIo>;
@@ -51,6 +56,7 @@ pub struct ClientBuilder {
 struct Handshake {
     headers: http::HeaderMap,
     subprotocols: Vec<String>,
+    #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
     local_address: Option<std::net::IpAddr>,
 }
@@ -80,6 +86,7 @@ impl ClientBuilder {
         self
     }
 
+    #[cfg(feature = "tls")]
     /// TLS for `wss://` URLs, e.g. [`tls::client_config`](crate::tls::client_config)
     /// with your CA's certificate. Required for `wss://`.
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
@@ -671,6 +678,13 @@ async fn dial(
             .map_err(|err| Error::Connect(tungstenite::Error::Io(err)))?;
         let _ = tcp.set_nodelay(true);
         let peer = tcp.peer_addr().ok();
+        #[cfg(not(feature = "tls"))]
+        let io = if secure {
+            return Err(invalid("wss:// needs goomerang's `tls` feature"));
+        } else {
+            tcp
+        };
+        #[cfg(feature = "tls")]
         let io = if secure {
             let tls = handshake.tls.clone().ok_or(TlsError::NotConfigured)?;
             let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|source| {

@@ -170,6 +170,7 @@ pub enum Error {
     },
     /// TLS could not be set up (bad certificate or key) or its handshake
     /// failed; no connection exists.
+    #[cfg(feature = "tls")]
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     /// A close code that an endpoint may not send (RFC 6455 §7.4); nothing was sent.
@@ -218,6 +219,7 @@ impl Error {
             Error::KeepaliveTimeout { .. } => "keepalive_timeout",
             Error::Resubscribe { .. } => "resubscribe",
             Error::InvalidUrl { .. } => "invalid_url",
+            #[cfg(feature = "tls")]
             Error::Tls(_) => "tls",
             Error::InvalidCloseCode(_) => "invalid_close_code",
             Error::Build(_) => "build",
@@ -233,13 +235,14 @@ impl From<Error> for Status {
             | Error::Closed
             | Error::Listen(_)
             | Error::Connect(_)
-            | Error::Tls(_)
             | Error::Refused { .. }
             | Error::ConnectionClosed { .. }
             | Error::Protocol { .. }
             | Error::Transport(_)
             | Error::SlowConsumer { .. }
             | Error::KeepaliveTimeout { .. } => Code::Unavailable,
+            #[cfg(feature = "tls")]
+            Error::Tls(_) => Code::Unavailable,
             Error::AlreadyRunning => Code::FailedPrecondition,
             Error::MessageTooLarge { .. } | Error::QueueFull => Code::ResourceExhausted,
             Error::Decode { .. } => Code::InvalidArgument,

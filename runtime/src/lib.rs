@@ -57,6 +57,7 @@ mod server;
 mod shared;
 mod state;
 mod status;
+#[cfg(feature = "tls")]
 pub mod tls;
 mod topics;
 

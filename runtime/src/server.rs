@@ -53,6 +53,7 @@ pub struct ServerBuilder {
     on_open: Option<OnOpen>,
     origins: Option<Origins>,
     metrics_path: Option<String>,
+    #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -109,6 +110,7 @@ impl ServerBuilder {
         self
     }
 
+    #[cfg(feature = "tls")]
     /// Serves `wss://` (and HTTPS routes) with this rustls configuration, e.g.
     /// [`tls::server_config`](crate::tls::server_config) from PEM files.
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
@@ -215,6 +217,7 @@ impl ServerBuilder {
                 },
                 on_open: self.on_open,
                 origins: self.origins,
+                #[cfg(feature = "tls")]
                 tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
             }),
         })
@@ -255,6 +258,7 @@ struct ServerInner {
     routes: axum::Router,
     on_open: Option<OnOpen>,
     origins: Option<Origins>,
+    #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -271,6 +275,7 @@ impl Server {
             on_open: None,
             origins: None,
             metrics_path: None,
+            #[cfg(feature = "tls")]
             tls: None,
         }
     }
@@ -294,7 +299,7 @@ impl Server {
         let addr = listener.local_addr().map_err(Error::Listen)?;
         self.start()?;
         *lock(&self.inner.addr) = Some(addr);
-        tracing::info!(%addr, path = %self.inner.path, tls = self.inner.tls.is_some(), "goomerang server running");
+        tracing::info!(%addr, path = %self.inner.path, tls = self.is_tls(), "goomerang server running");
         let app = self.app();
         let stop = self.inner.stop.clone();
         // HTTP connections before their upgrade (and plain HTTP routes); they
@@ -318,21 +323,21 @@ impl Server {
             let service = hyper_util::service::TowerToHyperService::new(
                 app.clone().layer(axum::Extension(ConnectInfo(peer))),
             );
-            let (tls, stop) = (self.inner.tls.clone(), stop.clone());
+            let stop = stop.clone();
             let timeout = self.inner.shared.config.handshake_timeout;
-            http.spawn(async move {
-                match tls {
-                    None => serve_http(tcp, service, timeout, stop).await,
-                    Some(acceptor) => {
-                        // The TLS handshake is bounded too (slowloris).
-                        if let Ok(Ok(stream)) =
-                            tokio::time::timeout(timeout, acceptor.accept(tcp)).await
-                        {
-                            serve_http(stream, service, timeout, stop).await;
-                        }
+            #[cfg(feature = "tls")]
+            if let Some(acceptor) = self.inner.tls.clone() {
+                http.spawn(async move {
+                    // The TLS handshake is bounded too (slowloris).
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(timeout, acceptor.accept(tcp)).await
+                    {
+                        serve_http(stream, service, timeout, stop).await;
                     }
-                }
-            });
+                });
+                continue;
+            }
+            http.spawn(serve_http(tcp, service, timeout, stop));
         }
         http.close();
         let _ = tokio::time::timeout(self.inner.shared.config.close_timeout, http.wait()).await;
@@ -412,6 +417,14 @@ impl Server {
             .route(&self.inner.path, axum::routing::any(upgrade))
             .with_state(Arc::clone(&self.inner))
             .merge(self.inner.routes.clone())
+    }
+
+    /// Whether this server serves `wss://`.
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.inner.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// The address being served, once running.

@@ -28,7 +28,7 @@ fn frame_proto_matches_checked_in_code() {
     let generated = format!(
         "//! Wire types generated from `proto/goomerang/v1/frame.proto` (see tests/frame_proto_sync.rs).\n// @generated\n#![allow(missing_docs, unreachable_pub, clippy::all)]\n{generated}"
     );
-    let checked_in = root.join("runtime/src/proto/goomerang_v1.rs");
+    let checked_in = root.join("runtime/src/wire/proto/goomerang_v1.rs");
     if std::env::var_os("GOOMERANG_BLESS").is_some() {
         std::fs::write(&checked_in, &generated).expect("write checked-in file");
         return;

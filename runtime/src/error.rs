@@ -1,6 +1,6 @@
 //! `Error`: everything that can go wrong in the runtime, each variant saying what it means for the connection.
 
-use crate::status::{Code, Status};
+use crate::wire::status::{Code, Status};
 
 /// The runtime's error type.
 ///

@@ -31,65 +31,42 @@
 
 #![warn(missing_docs)]
 
-mod backplane;
 mod client;
 mod config;
-mod connection;
-mod context;
-mod dispatch;
-mod driver;
+mod conn;
 mod error;
-mod frame;
-mod handler;
-mod handshake;
-mod hooks;
-mod hub;
-mod limit;
-mod message;
-mod metrics;
-pub mod middleware;
-mod outbox;
-mod peer;
-mod proto;
-mod reconnect;
-mod router;
+mod observe;
+pub mod pubsub;
+mod route;
 mod server;
 mod shared;
 mod state;
-mod status;
+mod sync;
 #[cfg(feature = "tls")]
 pub mod tls;
-mod topics;
+mod wire;
 
+pub use client::reconnect::{Reconnect, WhileDisconnected};
 pub use client::{Client, ClientBuilder};
 pub use config::{Config, Keepalive, SlowConsumer};
-pub use connection::{CloseInfo, Connection, Initiator};
-pub use context::Context;
+pub use conn::connection::{CloseInfo, Connection, Initiator};
+pub use conn::peer::Peer;
 pub use error::{BuildError, Error};
-pub use frame::SUBPROTOCOL;
-pub use handler::IntoOneWay;
-pub use handshake::{Accept, Handshake, Reject};
-pub use message::{Headers, IntoMessage, Message, Metadata, Payload, Response};
-pub use metrics::Metrics;
-pub use middleware::Middleware;
-pub use peer::Peer;
-pub use reconnect::{Reconnect, WhileDisconnected};
-pub use router::{Router, Service};
+pub use observe::metrics::Metrics;
+pub use route::context::Context;
+pub use route::handler::IntoOneWay;
+pub use route::middleware;
+pub use route::middleware::Middleware;
+pub use route::router::{Router, Service};
+pub use server::handshake::{Accept, Handshake, Reject};
 pub use server::{DEFAULT_PATH, Server, ServerBuilder};
 pub use state::State;
-pub use status::{Code, Status};
+pub use wire::frame::SUBPROTOCOL;
+pub use wire::message::{Headers, IntoMessage, Message, Metadata, Payload, Response};
+pub use wire::status::{Code, Status};
 
 pub use goomerang_macros::handler;
 pub use prost;
-
-/// Broadcast and topic pub/sub beyond the `Server`/`Client` methods:
-/// subscriptions, topic limits, the slow-consumer close code, and the
-/// [`Backplane`](pubsub::Backplane) that carries fan-out between replicas.
-pub mod pubsub {
-    pub use crate::backplane::{Backplane, Event, Inbound, LocalOnly};
-    pub use crate::hub::CLOSE_SLOW_CONSUMER;
-    pub use crate::topics::{MAX_TOPIC_LEN, Subscription};
-}
 
 /// Longer explanations: how routing, backpressure, shutdown, pub/sub and the
 /// security rules work. The wire protocol itself is `PROTOCOL.md`.

@@ -7,9 +7,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::hooks::Hooks;
-use crate::limit::Limit;
-use crate::router::Routes;
+use crate::conn::limit::Limit;
+use crate::observe::hooks::Hooks;
+use crate::route::router::Routes;
 
 /// Which end of the connection this process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub(crate) struct Shared {
     /// otherwise outlive their connection) are dropped.
     pub(crate) abort: CancellationToken,
     /// Server only: live connections, topics, fan-out.
-    pub(crate) hub: Option<Arc<crate::hub::Hub>>,
+    pub(crate) hub: Option<Arc<crate::pubsub::hub::Hub>>,
 }
 
 impl Shared {
@@ -46,7 +46,7 @@ impl Shared {
         routes: Routes,
         config: Config,
         hooks: Hooks,
-        hub: Option<Arc<crate::hub::Hub>>,
+        hub: Option<Arc<crate::pubsub::hub::Hub>>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             hub,

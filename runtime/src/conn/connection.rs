@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::sync::lock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,15 +14,15 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::outbox::{Outbound, Outbox, Refused};
 use crate::error::Error;
-use crate::frame::{self, Head, Incoming};
-use crate::handler::Outcome;
-use crate::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
-use crate::outbox::{Outbound, Outbox, Refused};
-use crate::proto::{Frame, FrameKind};
+use crate::pubsub::topics::Subscription;
+use crate::route::handler::Outcome;
 use crate::shared::Shared;
-use crate::status::Status;
-use crate::topics::Subscription;
+use crate::wire::frame::{self, Head, Incoming};
+use crate::wire::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
+use crate::wire::proto::{Frame, FrameKind};
+use crate::wire::status::Status;
 
 /// How a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,10 +97,6 @@ struct Flags {
     closed: AtomicBool,
     closing: AtomicBool,
     killed: AtomicBool,
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Longest close reason RFC 6455 allows (125-byte control payload minus the code).

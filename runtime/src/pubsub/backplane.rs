@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
-use crate::hub::Hub;
+use crate::pubsub::hub::Hub;
 
 /// A fan-out event crossing replicas. The frame is fully encoded (a
 /// goomerang `Frame` of kind MESSAGE) and is delivered to local connections as is.

@@ -174,14 +174,14 @@ impl Status {
         &self.message
     }
 
-    pub(crate) fn to_wire(&self) -> crate::proto::Status {
-        crate::proto::Status {
+    pub(crate) fn to_wire(&self) -> crate::wire::proto::Status {
+        crate::wire::proto::Status {
             code: self.code as u32,
             message: self.message.clone(),
         }
     }
 
-    pub(crate) fn from_wire(wire: Option<crate::proto::Status>) -> Status {
+    pub(crate) fn from_wire(wire: Option<crate::wire::proto::Status>) -> Status {
         match wire {
             Some(s) => Status::new(Code::from_u32(s.code), s.message),
             None => Status::unknown("peer sent an ERROR frame without a status"),

@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
-use crate::connection::lock;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
+use crate::sync::lock;
 
 /// Frames written before one flush, at most; bounds the latency of a huge backlog.
 const MAX_BATCH: usize = 512;

@@ -3,10 +3,10 @@
 use std::future::Future;
 
 use crate::client::Client;
-use crate::connection::Connection;
+use crate::conn::connection::Connection;
 use crate::error::Error;
-use crate::message::{IntoMessage, Payload, Response};
-use crate::status::Status;
+use crate::wire::message::{IntoMessage, Payload, Response};
+use crate::wire::status::Status;
 
 /// Something one-way messages and requests can be sent through. Generated
 /// `*Client` stubs are generic over it, so the same stub calls the server

@@ -6,12 +6,13 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::backplane::{Event, SharedBackplane};
 use crate::config::SlowConsumer;
-use crate::connection::{Connection, lock};
+use crate::conn::connection::Connection;
 use crate::error::Error;
-use crate::hooks::Hooks;
-use crate::topics::{Subscription, Table};
+use crate::observe::hooks::Hooks;
+use crate::pubsub::backplane::{Event, SharedBackplane};
+use crate::pubsub::topics::{Subscription, Table};
+use crate::sync::lock;
 
 /// RFC 6455 private-use close code sent to a connection dropped as a slow consumer.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4002;

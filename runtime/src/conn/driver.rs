@@ -14,17 +14,17 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument as _;
 
-use crate::connection::{CloseInfo, Connection, Initiator};
-use crate::dispatch::Dispatcher;
+use crate::conn::connection::{CloseInfo, Connection, Initiator};
+use crate::conn::dispatch::Dispatcher;
+use crate::conn::outbox::WriteHalf;
 use crate::error::Error;
-use crate::frame::{self, Incoming};
-use crate::handler::Encoded;
-use crate::hub::Hub;
-use crate::outbox::WriteHalf;
-use crate::proto::{Frame, FrameKind};
+use crate::pubsub::hub::Hub;
+use crate::pubsub::topics::{self, Subscription};
+use crate::route::handler::Encoded;
 use crate::shared::Side;
-use crate::status::Status;
-use crate::topics::{self, Subscription};
+use crate::wire::frame::{self, Incoming};
+use crate::wire::proto::{Frame, FrameKind};
+use crate::wire::status::Status;
 
 /// Runs one connection to its end: spawns the writer, reads until the peer
 /// or this side closes, then fails what is waiting and reports the close.

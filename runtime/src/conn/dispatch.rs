@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::instrument::Instrumented;
 
-use crate::connection::Connection;
-use crate::context::{Cancel, Context};
+use crate::conn::connection::Connection;
+use crate::conn::limit::{Limit, Slot};
 use crate::error::Error;
-use crate::frame::{self, Incoming};
-use crate::handler::{BoxFuture, Kind, Outcome, Route};
-use crate::limit::{Limit, Slot};
-use crate::message::Metadata;
-use crate::status::Status;
+use crate::route::context::{Cancel, Context};
+use crate::route::handler::{BoxFuture, Kind, Outcome, Route};
+use crate::wire::frame::{self, Incoming};
+use crate::wire::message::Metadata;
+use crate::wire::status::Status;
 
 /// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
 pub(crate) struct Dispatcher {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::context::Context;
-use crate::message::{Headers, Payload, TypeName};
-use crate::status::Status;
+use crate::route::context::Context;
+use crate::wire::message::{Headers, Payload, TypeName};
+use crate::wire::status::Status;
 
 /// A boxed, sendable future, as middleware returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -82,7 +82,7 @@ pub(crate) struct Route {
     pub(crate) input: TypeName,
     pub(crate) handler: BoxHandler,
     /// This type's counters, looked up once at start-up.
-    pub(crate) stats: std::sync::Arc<crate::metrics::TypeStats>,
+    pub(crate) stats: std::sync::Arc<crate::observe::metrics::TypeStats>,
 }
 
 impl fmt::Debug for Route {

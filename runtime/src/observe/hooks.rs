@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::connection::{CloseInfo, Connection};
-use crate::context::Context;
+use crate::conn::connection::{CloseInfo, Connection};
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
+use crate::pubsub::topics::Subscription;
+use crate::route::context::Context;
 use crate::state::State;
-use crate::status::Status;
-use crate::topics::Subscription;
+use crate::wire::status::Status;
 
 type ErrorHook = Arc<dyn Fn(&Error, Option<&Connection>) + Send + Sync>;
 type ConnHook = Arc<dyn Fn(&Connection) + Send + Sync>;

@@ -10,8 +10,8 @@ use prost::encoding::{
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::message::{Headers, Message, Payload, TypeName};
-use crate::proto::{self, Frame, FrameKind};
+use crate::wire::message::{Headers, Message, Payload, TypeName};
+use crate::wire::proto::{self, Frame, FrameKind};
 
 /// The WebSocket subprotocol this version speaks.
 pub const SUBPROTOCOL: &str = "goomerang.v1";
@@ -309,7 +309,7 @@ pub(crate) fn timeout_ms(timeout: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Status;
+    use crate::wire::proto::Status;
 
     #[test]
     fn head_encodes_like_prost() {

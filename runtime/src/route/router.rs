@@ -5,12 +5,12 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::context::Context;
 use crate::error::BuildError;
-use crate::handler::{self, BoxHandler, IntoOneWay, Kind, Route};
-use crate::message::{Payload, TypeName};
-use crate::middleware::{self, Middleware};
-use crate::status::Status;
+use crate::route::context::Context;
+use crate::route::handler::{self, BoxHandler, IntoOneWay, Kind, Route};
+use crate::route::middleware::{self, Middleware};
+use crate::wire::message::{Payload, TypeName};
+use crate::wire::status::Status;
 
 /// Handlers and middleware for one server or client.
 ///
@@ -207,7 +207,10 @@ impl Router {
     }
 
     /// Wraps every handler in its middleware chain; the result is immutable.
-    pub(crate) fn finish(self, metrics: &crate::metrics::Metrics) -> Result<Routes, BuildError> {
+    pub(crate) fn finish(
+        self,
+        metrics: &crate::observe::metrics::Metrics,
+    ) -> Result<Routes, BuildError> {
         if let Some(err) = self.error {
             return Err(err);
         }

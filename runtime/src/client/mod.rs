@@ -1,5 +1,7 @@
 //! `Client`: connects to a server, supervises the connection (reconnect, resubscribe), and closes gracefully.
 
+pub(crate) mod reconnect;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,26 +16,27 @@ use tokio_tungstenite::{WebSocketStream, tungstenite};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::connection::{Connection, lock};
-use crate::driver;
+use crate::conn::connection::Connection;
+use crate::conn::driver;
 use crate::error::{BuildError, Error};
-use crate::frame::{self, SUBPROTOCOL};
-use crate::hooks::{Hooks, hook_methods};
-use crate::message::{IntoMessage, Payload, Response};
-use crate::metrics::Metrics;
-use crate::proto::FrameKind;
-use crate::reconnect::{Reconnect, WhileDisconnected};
-use crate::router::{Router, routing_methods};
+use crate::observe::hooks::{Hooks, hook_methods};
+use crate::observe::metrics::Metrics;
+use crate::route::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
-use crate::status::Status;
+use crate::sync::lock;
 #[cfg(feature = "tls")]
 use crate::tls::{ClientIo, TlsError};
+use crate::wire::frame::{self, SUBPROTOCOL};
+use crate::wire::message::{IntoMessage, Payload, Response};
+use crate::wire::proto::FrameKind;
+use crate::wire::status::Status;
+use reconnect::{Reconnect, WhileDisconnected};
 
 /// Without TLS the client's stream is plain TCP.
 #[cfg(not(feature = "tls"))]
 type ClientIo = tokio::net::TcpStream;
-use crate::topics::{self, Subscription};
+use crate::pubsub::topics::{self, Subscription};
 
 type Ws = WebSocketStream<ClientIo>;
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::context::Context;
-use crate::handler::BoxHandler;
-pub use crate::handler::{BoxFuture, Encoded, Outcome};
-use crate::status::Status;
+use crate::route::context::Context;
+use crate::route::handler::BoxHandler;
+pub use crate::route::handler::{BoxFuture, Encoded, Outcome};
+use crate::wire::status::Status;
 
 /// Code that runs around handlers.
 ///

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode, Uri};
 
-use crate::handler::BoxFuture;
+use crate::route::handler::BoxFuture;
 
 /// An upgrade request as the server's [`on_open`](crate::ServerBuilder::on_open)
 /// hook sees it, before the connection exists.

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Connection, lock};
-use crate::message::{Headers, Metadata};
+use crate::conn::connection::Connection;
+use crate::sync::lock;
+use crate::wire::message::{Headers, Metadata};
 
 /// Handed to every handler and middleware: the connection (to send or request
 /// back), the message's headers and metadata, its cancellation, typed

@@ -1,5 +1,7 @@
 //! `Server`: accepts WebSocket upgrades over axum, runs a driver per connection, and shuts down gracefully.
 
+pub(crate) mod handshake;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,22 +20,23 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backplane::{Backplane, Inbound, LocalOnly, SharedBackplane};
 use crate::config::Config;
-use crate::connection::{Connection, lock};
-use crate::driver;
+use crate::conn::connection::Connection;
+use crate::conn::driver;
 use crate::error::{BuildError, Error};
-use crate::frame::{self, SUBPROTOCOL};
-use crate::handshake::{self, Accept, Handshake, OnOpen, Origins, Reject};
-use crate::hooks::{Hooks, hook_methods};
-use crate::hub::Hub;
-use crate::message::{IntoMessage, Payload, TypeName};
-use crate::metrics::Metrics;
-use crate::proto::FrameKind;
-use crate::router::{Router, routing_methods};
+use crate::observe::hooks::{Hooks, hook_methods};
+use crate::observe::metrics::Metrics;
+use crate::pubsub::backplane::{Backplane, Inbound, LocalOnly, SharedBackplane};
+use crate::pubsub::hub::Hub;
+use crate::pubsub::topics::{self, Subscription};
+use crate::route::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
-use crate::topics::{self, Subscription};
+use crate::sync::lock;
+use crate::wire::frame::{self, SUBPROTOCOL};
+use crate::wire::message::{IntoMessage, Payload, TypeName};
+use crate::wire::proto::FrameKind;
+use handshake::{Accept, Handshake, OnOpen, Origins, Reject};
 
 /// How long killed tasks get to unwind at the end of a shutdown.
 const KILL_GRACE: Duration = Duration::from_secs(1);

@@ -1,0 +1,4 @@
+//! Observation: Prometheus metrics and the user's hooks.
+
+pub(crate) mod hooks;
+pub(crate) mod metrics;

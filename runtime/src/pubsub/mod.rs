@@ -1,0 +1,10 @@
+//! Broadcast and topic pub/sub beyond the `Server`/`Client` methods:
+//! subscriptions, topic limits, the slow-consumer close code, and the
+//! [`Backplane`] that carries fan-out between replicas.
+
+pub(crate) mod backplane;
+pub(crate) mod hub;
+pub(crate) mod topics;
+pub use backplane::{Backplane, Event, Inbound, LocalOnly};
+pub use hub::CLOSE_SLOW_CONSUMER;
+pub use topics::{MAX_TOPIC_LEN, Subscription};

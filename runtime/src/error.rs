@@ -145,7 +145,7 @@ pub enum Error {
     },
     /// A topic or pattern is malformed; nothing was subscribed or published.
     #[error("invalid topic: {0}")]
-    InvalidTopic(String),
+    InvalidTopic(#[from] crate::wire::topic::TopicError),
     /// The connection holds the maximum number of subscriptions; this one was refused.
     #[error("subscription limit of {limit} reached")]
     SubscriptionLimit {

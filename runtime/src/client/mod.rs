@@ -36,7 +36,7 @@ use reconnect::{Reconnect, WhileDisconnected};
 /// Without TLS the client's stream is plain TCP.
 #[cfg(not(feature = "tls"))]
 type ClientIo = tokio::net::TcpStream;
-use crate::pubsub::topics::{self, Subscription};
+use crate::wire::topic::{self, Subscription};
 
 type Ws = WebSocketStream<ClientIo>;
 
@@ -393,7 +393,7 @@ impl Client {
         topic: &str,
         message: impl IntoMessage<T>,
     ) -> Result<(), Error> {
-        topics::validate(topic, false).map_err(Error::InvalidTopic)?;
+        topic::validate(topic, false).map_err(Error::InvalidTopic)?;
         let bytes = frame::encode_message(FrameKind::Publish, topic, "", message.into_message());
         self.connection_by(self.default_timeout())
             .await?
@@ -446,7 +446,7 @@ impl Client {
         pattern: &str,
         group: Option<&str>,
     ) -> Result<(), Status> {
-        topics::validate(pattern, true).map_err(|e| Status::from(Error::InvalidTopic(e)))?;
+        topic::validate(pattern, true).map_err(|e| Status::from(Error::InvalidTopic(e)))?;
         let sub = Subscription {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),

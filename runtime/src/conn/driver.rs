@@ -19,12 +19,12 @@ use crate::conn::dispatch::Dispatcher;
 use crate::conn::outbox::WriteHalf;
 use crate::error::Error;
 use crate::pubsub::hub::Hub;
-use crate::pubsub::topics::{self, Subscription};
 use crate::route::handler::Encoded;
 use crate::shared::Side;
 use crate::wire::frame::{self, Incoming};
 use crate::wire::proto::{Frame, FrameKind};
 use crate::wire::status::Status;
+use crate::wire::topic::{self, Subscription};
 
 /// Runs one connection to its end: spawns the writer, reads until the peer
 /// or this side closes, then fails what is waiting and reports the close.
@@ -382,7 +382,7 @@ async fn handle_binary(
 /// Relayed payloads are re-framed as MESSAGE without being decoded.
 fn fanout(conn: &Connection, hub: &Hub, kind: FrameKind, frame: Incoming) -> Result<(), Status> {
     let hooks = &conn.inner.shared.hooks;
-    let invalid = |detail: String| {
+    let invalid = |detail: topic::TopicError| {
         let err = Error::InvalidTopic(detail);
         let status = Status::invalid_argument(err.to_string());
         hooks.error(&err, Some(conn));
@@ -390,7 +390,7 @@ fn fanout(conn: &Connection, hub: &Hub, kind: FrameKind, frame: Incoming) -> Res
     };
     match kind {
         FrameKind::Subscribe | FrameKind::Unsubscribe => {
-            topics::validate(&frame.topic, true).map_err(invalid)?;
+            topic::validate(&frame.topic, true).map_err(invalid)?;
             let sub = Subscription {
                 pattern: frame.topic,
                 group: (!frame.queue_group.is_empty()).then_some(frame.queue_group),
@@ -405,7 +405,7 @@ fn fanout(conn: &Connection, hub: &Hub, kind: FrameKind, frame: Incoming) -> Res
             Ok(())
         }
         FrameKind::Publish => {
-            topics::validate(&frame.topic, false).map_err(invalid)?;
+            topic::validate(&frame.topic, false).map_err(invalid)?;
             let topic = frame.topic.clone();
             let type_name = frame.type_name.clone();
             let reached = hub.publish(&topic, relay(frame, true));

@@ -10,10 +10,10 @@ use std::time::Duration;
 use crate::conn::connection::{CloseInfo, Connection};
 use crate::error::Error;
 use crate::observe::metrics::Metrics;
-use crate::pubsub::topics::Subscription;
 use crate::route::context::Context;
 use crate::state::State;
 use crate::wire::status::Status;
+use crate::wire::topic::Subscription;
 
 type ErrorHook = Arc<dyn Fn(&Error, Option<&Connection>) + Send + Sync>;
 type ConnHook = Arc<dyn Fn(&Connection) + Send + Sync>;

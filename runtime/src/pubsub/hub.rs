@@ -11,8 +11,9 @@ use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::observe::hooks::Hooks;
 use crate::pubsub::backplane::{Event, SharedBackplane};
-use crate::pubsub::topics::{Subscription, Table};
+use crate::pubsub::topics::Table;
 use crate::sync::lock;
+use crate::wire::topic::Subscription;
 
 /// RFC 6455 private-use close code sent to a connection dropped as a slow consumer.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4002;

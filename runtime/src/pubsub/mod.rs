@@ -5,6 +5,6 @@
 pub(crate) mod backplane;
 pub(crate) mod hub;
 pub(crate) mod topics;
+pub use crate::wire::topic::{MAX_TOPIC_LEN, Subscription, TopicError};
 pub use backplane::{Backplane, Event, Inbound, LocalOnly};
 pub use hub::CLOSE_SLOW_CONSUMER;
-pub use topics::{MAX_TOPIC_LEN, Subscription};

@@ -2,40 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Longest topic or pattern accepted, in bytes.
-pub const MAX_TOPIC_LEN: usize = 256;
-
-/// Why a topic or pattern was refused.
-pub(crate) fn validate(topic: &str, pattern: bool) -> Result<(), String> {
-    if topic.is_empty() {
-        return Err("topic is empty".into());
-    }
-    if topic.len() > MAX_TOPIC_LEN {
-        return Err(format!("topic is longer than {MAX_TOPIC_LEN} bytes"));
-    }
-    let tokens: Vec<&str> = topic.split('.').collect();
-    for (i, token) in tokens.iter().enumerate() {
-        if token.is_empty() {
-            return Err(format!("topic {topic:?} has an empty token"));
-        }
-        if token.chars().any(char::is_whitespace) {
-            return Err(format!("topic {topic:?} contains whitespace"));
-        }
-        let wildcard = *token == "*" || *token == ">";
-        if wildcard && !pattern {
-            return Err(format!(
-                "topic {topic:?}: wildcards are for subscriptions, not publishing"
-            ));
-        }
-        if *token == ">" && i + 1 != tokens.len() {
-            return Err(format!("pattern {topic:?}: `>` must be the last token"));
-        }
-        if !wildcard && (token.contains('*') || token.contains('>')) {
-            return Err(format!("topic {topic:?}: `*` and `>` must be whole tokens"));
-        }
-    }
-    Ok(())
-}
+use crate::wire::topic::Subscription;
 
 /// Who is subscribed at one pattern.
 #[derive(Debug, Default)]
@@ -76,16 +43,6 @@ impl Node {
             && self.rest.is_empty()
             && self.here.is_empty()
     }
-}
-
-/// A subscription's identity within one connection.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub struct Subscription {
-    /// The topic or pattern.
-    pub pattern: String,
-    /// The queue group, if any.
-    pub group: Option<String>,
 }
 
 /// The routing table for one server (or one replica).
@@ -359,19 +316,5 @@ mod tests {
         assert_eq!(t.count(1), 1);
         assert!(!t.unsubscribe(1, &sub("b")));
         assert!(!t.unsubscribe(2, &sub("a")));
-    }
-
-    #[test]
-    fn validation() {
-        assert!(validate("chat.room1", false).is_ok());
-        assert!(validate("chat.*", true).is_ok());
-        assert!(validate("chat.>", true).is_ok());
-        assert!(validate("chat.*", false).is_err());
-        assert!(validate("chat.>.x", true).is_err());
-        assert!(validate("chat..x", true).is_err());
-        assert!(validate("", true).is_err());
-        assert!(validate("a b", true).is_err());
-        assert!(validate("ab*", true).is_err());
-        assert!(validate(&"x".repeat(300), true).is_err());
     }
 }

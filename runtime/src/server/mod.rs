@@ -28,7 +28,6 @@ use crate::observe::hooks::{Hooks, hook_methods};
 use crate::observe::metrics::Metrics;
 use crate::pubsub::backplane::{Backplane, Inbound, LocalOnly, SharedBackplane};
 use crate::pubsub::hub::Hub;
-use crate::pubsub::topics::{self, Subscription};
 use crate::route::router::{Router, routing_methods};
 use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
@@ -36,6 +35,7 @@ use crate::sync::lock;
 use crate::wire::frame::{self, SUBPROTOCOL};
 use crate::wire::message::{IntoMessage, Payload, TypeName};
 use crate::wire::proto::FrameKind;
+use crate::wire::topic::{self, Subscription};
 use handshake::{Accept, Handshake, OnOpen, Origins, Reject};
 
 /// How long killed tasks get to unwind at the end of a shutdown.
@@ -491,7 +491,7 @@ impl Server {
         topic: &str,
         message: impl IntoMessage<T>,
     ) -> Result<usize, Error> {
-        topics::validate(topic, false).map_err(Error::InvalidTopic)?;
+        topic::validate(topic, false).map_err(Error::InvalidTopic)?;
         self.fan_out(Some(topic), None, message)
     }
 

@@ -4,3 +4,4 @@ pub(crate) mod frame;
 pub(crate) mod message;
 pub(crate) mod proto;
 pub(crate) mod status;
+pub(crate) mod topic;

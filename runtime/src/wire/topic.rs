@@ -1,0 +1,105 @@
+//! Topics as the protocol defines them: what a topic or pattern may look like, and a subscription's identity.
+
+/// Longest topic or pattern accepted, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+/// Why a topic or pattern was refused; nothing was subscribed or published.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The topic is empty.
+    #[error("topic is empty")]
+    Empty,
+    /// The topic is longer than [`MAX_TOPIC_LEN`].
+    #[error("topic is longer than {MAX_TOPIC_LEN} bytes")]
+    TooLong,
+    /// Two dots in a row, or a dot at either end.
+    #[error("topic {0:?} has an empty token")]
+    EmptyToken(String),
+    /// Whitespace anywhere in the topic.
+    #[error("topic {0:?} contains whitespace")]
+    Whitespace(String),
+    /// A wildcard in a topic being published (wildcards are for patterns).
+    #[error("topic {0:?}: wildcards are for subscriptions, not publishing")]
+    WildcardInTopic(String),
+    /// `>` before the last token.
+    #[error("pattern {0:?}: `>` must be the last token")]
+    TailNotLast(String),
+    /// `*` or `>` inside a token instead of standing alone.
+    #[error("topic {0:?}: `*` and `>` must be whole tokens")]
+    PartialWildcard(String),
+}
+
+/// Checks a topic (`pattern` false: no wildcards) or a subscription pattern.
+pub(crate) fn validate(topic: &str, pattern: bool) -> Result<(), TopicError> {
+    if topic.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    let tokens: Vec<&str> = topic.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err(TopicError::EmptyToken(topic.to_owned()));
+        }
+        if token.chars().any(char::is_whitespace) {
+            return Err(TopicError::Whitespace(topic.to_owned()));
+        }
+        let wildcard = *token == "*" || *token == ">";
+        if wildcard && !pattern {
+            return Err(TopicError::WildcardInTopic(topic.to_owned()));
+        }
+        if *token == ">" && i + 1 != tokens.len() {
+            return Err(TopicError::TailNotLast(topic.to_owned()));
+        }
+        if !wildcard && (token.contains('*') || token.contains('>')) {
+            return Err(TopicError::PartialWildcard(topic.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// A subscription's identity within one connection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct Subscription {
+    /// The topic or pattern.
+    pub pattern: String,
+    /// The queue group, if any.
+    pub group: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(validate("chat.room1", false).is_ok());
+        assert!(validate("chat.*", true).is_ok());
+        assert!(validate("chat.>", true).is_ok());
+        assert_eq!(
+            validate("chat.*", false),
+            Err(TopicError::WildcardInTopic("chat.*".into()))
+        );
+        assert_eq!(
+            validate("chat.>.x", true),
+            Err(TopicError::TailNotLast("chat.>.x".into()))
+        );
+        assert_eq!(
+            validate("chat..x", true),
+            Err(TopicError::EmptyToken("chat..x".into()))
+        );
+        assert_eq!(validate("", true), Err(TopicError::Empty));
+        assert_eq!(
+            validate("a b", true),
+            Err(TopicError::Whitespace("a b".into()))
+        );
+        assert_eq!(
+            validate("ab*", true),
+            Err(TopicError::PartialWildcard("ab*".into()))
+        );
+        assert_eq!(validate(&"x".repeat(300), true), Err(TopicError::TooLong));
+    }
+}

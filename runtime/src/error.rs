@@ -172,7 +172,7 @@ pub enum Error {
     /// failed; no connection exists.
     #[cfg(feature = "tls")]
     #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] TlsError),
     /// A close code that an endpoint may not send (RFC 6455 §7.4); nothing was sent.
     #[error("close code {0} may not be sent (use 1000, or 3000-4999 for applications)")]
     InvalidCloseCode(u16),
@@ -315,4 +315,43 @@ fn unknown_route(type_name: &str, method: &str) -> String {
     } else {
         format!("no handler for method {method:?}")
     }
+}
+
+/// What went wrong setting up TLS or during its handshake.
+#[cfg(feature = "tls")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM input (`what`: certificate chain, private key, root certificate) does not parse.
+    #[error("{what}: {source}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// The PEM parser's complaint.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A PEM input holds no certificate.
+    #[error("no {0} in the PEM")]
+    Empty(&'static str),
+    /// rustls refused the configuration (a key that does not fit the
+    /// certificate, an unusable root certificate).
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    /// A `wss://` URL without [`ClientBuilder::tls`](crate::ClientBuilder::tls).
+    #[error("wss:// needs ClientBuilder::tls(..)")]
+    NotConfigured,
+    /// The URL's host is not a valid TLS server name.
+    #[error("server name {name:?}: {source}")]
+    ServerName {
+        /// The host as given.
+        name: String,
+        /// Why it is not a server name.
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The TLS handshake failed (the server's certificate is not trusted, the
+    /// connection broke); the I/O error wraps rustls' reason.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
 }

@@ -12,46 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::error::Error;
+pub use crate::error::TlsError;
 
 pub use rustls;
-
-/// What went wrong setting up TLS or during its handshake.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// A PEM input (`what`: certificate chain, private key, root certificate) does not parse.
-    #[error("{what}: {source}")]
-    Pem {
-        /// Which input.
-        what: &'static str,
-        /// The PEM parser's complaint.
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    /// A PEM input holds no certificate.
-    #[error("no {0} in the PEM")]
-    Empty(&'static str),
-    /// rustls refused the configuration (a key that does not fit the
-    /// certificate, an unusable root certificate).
-    #[error(transparent)]
-    Rustls(#[from] rustls::Error),
-    /// A `wss://` URL without [`ClientBuilder::tls`](crate::ClientBuilder::tls).
-    #[error("wss:// needs ClientBuilder::tls(..)")]
-    NotConfigured,
-    /// The URL's host is not a valid TLS server name.
-    #[error("server name {name:?}: {source}")]
-    ServerName {
-        /// The host as given.
-        name: String,
-        /// Why it is not a server name.
-        #[source]
-        source: rustls::pki_types::InvalidDnsNameError,
-    },
-    /// The TLS handshake failed (the server's certificate is not trusted, the
-    /// connection broke); the I/O error wraps rustls' reason.
-    #[error("TLS handshake failed: {0}")]
-    Handshake(#[source] io::Error),
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

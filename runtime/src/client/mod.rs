@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::conn::connection::Connection;
 use crate::conn::driver;
+use crate::conn::peer::Peer;
 use crate::error::{BuildError, Error};
 use crate::observe::hooks::{Hooks, hook_methods};
 use crate::observe::metrics::Metrics;
@@ -757,5 +758,37 @@ impl fmt::Debug for Client {
             )
             .field("subscriptions", &lock(&self.inner.subscriptions).len())
             .finish()
+    }
+}
+
+impl Peer for Client {
+    fn send<T: Payload>(
+        &self,
+        message: impl IntoMessage<T>,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        Client::send(self, message)
+    }
+
+    fn request<Req: Payload, Resp: Payload>(
+        &self,
+        message: impl IntoMessage<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
+        Client::request(self, message)
+    }
+
+    fn send_method<T: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<T>,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        Client::send_method(self, method, message)
+    }
+
+    fn request_method<Req: Payload, Resp: Payload>(
+        &self,
+        method: &'static str,
+        message: impl IntoMessage<Req>,
+    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
+        Client::request_method(self, method, message)
     }
 }

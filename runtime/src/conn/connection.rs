@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::outbox::{Outbound, Outbox, Refused};
 use crate::error::Error;
-use crate::route::handler::Outcome;
 use crate::shared::Shared;
 use crate::wire::frame::{self, Head, Incoming};
 use crate::wire::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
 use crate::wire::proto::{Frame, FrameKind};
+use crate::wire::reply::Outcome;
 use crate::wire::status::Status;
 use crate::wire::topic::Subscription;
 

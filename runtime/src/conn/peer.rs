@@ -2,7 +2,6 @@
 
 use std::future::Future;
 
-use crate::client::Client;
 use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::wire::message::{IntoMessage, Payload, Response};
@@ -10,7 +9,7 @@ use crate::wire::status::Status;
 
 /// Something one-way messages and requests can be sent through. Generated
 /// `*Client` stubs are generic over it, so the same stub calls the server
-/// from a [`Client`] and calls one client from the server via its [`Connection`].
+/// from a [`Client`](crate::Client) and calls one client from the server via its [`Connection`].
 pub trait Peer: Clone + Send + Sync + 'static {
     /// Sends a one-way message; see [`Connection::send`].
     fn send<T: Payload>(
@@ -37,38 +36,6 @@ pub trait Peer: Clone + Send + Sync + 'static {
         method: &'static str,
         message: impl IntoMessage<Req>,
     ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send;
-}
-
-impl Peer for Client {
-    fn send<T: Payload>(
-        &self,
-        message: impl IntoMessage<T>,
-    ) -> impl Future<Output = Result<(), Error>> + Send {
-        Client::send(self, message)
-    }
-
-    fn request<Req: Payload, Resp: Payload>(
-        &self,
-        message: impl IntoMessage<Req>,
-    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
-        Client::request(self, message)
-    }
-
-    fn send_method<T: Payload>(
-        &self,
-        method: &'static str,
-        message: impl IntoMessage<T>,
-    ) -> impl Future<Output = Result<(), Error>> + Send {
-        Client::send_method(self, method, message)
-    }
-
-    fn request_method<Req: Payload, Resp: Payload>(
-        &self,
-        method: &'static str,
-        message: impl IntoMessage<Req>,
-    ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
-        Client::request_method(self, method, message)
-    }
 }
 
 impl Peer for Connection {

@@ -5,64 +5,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::route::context::Context;
-use crate::wire::message::{Headers, Payload, TypeName};
+use crate::wire::message::{Payload, TypeName};
+pub(crate) use crate::wire::reply::{Encoded, Outcome};
 use crate::wire::status::Status;
 
 /// A boxed, sendable future, as middleware returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What a handler (or a middleware short-circuiting it) produced: a reply to
-/// send, nothing (one-way handlers), or a status error.
-pub type Outcome = Result<Option<Encoded>, Status>;
-
-/// An encoded reply payload with its type name and headers.
-#[derive(Clone, Debug)]
-pub struct Encoded {
-    pub(crate) type_name: TypeName,
-    pub(crate) payload: Bytes,
-    pub(crate) headers: Headers,
-}
-
-impl Encoded {
-    /// Encodes a reply message.
-    pub fn new<T: Payload>(message: &T) -> Encoded {
-        let mut buf = BytesMut::with_capacity(message.encoded_len());
-        message.encode_raw(&mut buf);
-        Encoded {
-            type_name: TypeName::of::<T>(),
-            payload: buf.freeze(),
-            headers: Headers::new(),
-        }
-    }
-
-    /// The empty reply acknowledging a control frame.
-    pub(crate) fn ack() -> Encoded {
-        Encoded {
-            type_name: TypeName::NONE,
-            payload: Bytes::new(),
-            headers: Headers::new(),
-        }
-    }
-
-    /// The reply's full protobuf type name (built on each call: the runtime
-    /// writes it to the wire from its static halves and never needs it whole).
-    pub fn type_name(&self) -> String {
-        self.type_name.to_string()
-    }
-
-    /// The encoded reply payload.
-    pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
-
-    /// The reply's headers; middleware may add to them (e.g. tracing context).
-    pub fn headers_mut(&mut self) -> &mut Headers {
-        &mut self.headers
-    }
-}
 
 /// A type-erased handler: decodes, runs the user's function, encodes the reply.
 pub(crate) type BoxHandler = Arc<dyn Fn(Context, Bytes) -> BoxFuture<Outcome> + Send + Sync>;

@@ -8,8 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::route::context::Context;
+pub use crate::route::handler::BoxFuture;
 use crate::route::handler::BoxHandler;
-pub use crate::route::handler::{BoxFuture, Encoded, Outcome};
+pub use crate::wire::reply::{Encoded, Outcome};
 use crate::wire::status::Status;
 
 /// Code that runs around handlers.

@@ -3,5 +3,6 @@
 pub(crate) mod frame;
 pub(crate) mod message;
 pub(crate) mod proto;
+pub(crate) mod reply;
 pub(crate) mod status;
 pub(crate) mod topic;

@@ -1,0 +1,56 @@
+//! What answers a request, before it is framed: an encoded reply (type, payload, headers) or a status.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::wire::message::{Headers, Payload, TypeName};
+use crate::wire::status::Status;
+
+/// What a handler (or a middleware short-circuiting it) produced: a reply to
+/// send, nothing (one-way handlers), or a status error.
+pub type Outcome = Result<Option<Encoded>, Status>;
+
+/// An encoded reply payload with its type name and headers.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub(crate) type_name: TypeName,
+    pub(crate) payload: Bytes,
+    pub(crate) headers: Headers,
+}
+
+impl Encoded {
+    /// Encodes a reply message.
+    pub fn new<T: Payload>(message: &T) -> Encoded {
+        let mut buf = BytesMut::with_capacity(message.encoded_len());
+        message.encode_raw(&mut buf);
+        Encoded {
+            type_name: TypeName::of::<T>(),
+            payload: buf.freeze(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// The empty reply acknowledging a control frame.
+    pub(crate) fn ack() -> Encoded {
+        Encoded {
+            type_name: TypeName::NONE,
+            payload: Bytes::new(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// The reply's full protobuf type name (built on each call: the runtime
+    /// writes it to the wire from its static halves and never needs it whole).
+    pub fn type_name(&self) -> String {
+        self.type_name.to_string()
+    }
+
+    /// The encoded reply payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The reply's headers; middleware may add to them (e.g. tracing context).
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+}

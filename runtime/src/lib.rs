@@ -34,12 +34,13 @@
 mod client;
 mod config;
 mod conn;
+mod driver;
 mod error;
+mod hooks;
 mod observe;
 pub mod pubsub;
 mod route;
 mod server;
-mod shared;
 mod state;
 mod sync;
 #[cfg(feature = "tls")]

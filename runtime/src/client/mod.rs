@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::conn::connection::Connection;
-use crate::conn::driver;
 use crate::conn::peer::Peer;
+use crate::driver;
+use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
-use crate::observe::hooks::{Hooks, hook_methods};
+use crate::hooks::{Hooks, hook_methods};
 use crate::observe::metrics::Metrics;
 use crate::route::router::{Router, routing_methods};
-use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
 use crate::sync::lock;
 #[cfg(feature = "tls")]
@@ -137,7 +137,7 @@ impl ClientBuilder {
         stop.cancel();
         Ok(Client {
             inner: Arc::new(ClientInner {
-                shared: Shared::new(Side::Client, routes, self.config, self.hooks, None),
+                shared: Shared::new(routes, self.config, self.hooks, None),
                 state: StateCell::new(),
                 current,
                 connecting: tokio::sync::Mutex::new(()),
@@ -240,6 +240,7 @@ impl Client {
             ws,
             conn,
             stop,
+            Arc::clone(shared),
         ));
         Ok(())
     }
@@ -513,7 +514,12 @@ impl ClientInner {
     /// Makes a new connection (to `peer`) the current one: RUNNING.
     fn install(&self, peer: Option<std::net::SocketAddr>) -> Connection {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let conn = Connection::new(id, peer, Arc::clone(&self.shared), http::Extensions::new());
+        let conn = Connection::new(
+            id,
+            peer,
+            Arc::clone(&self.shared.core),
+            http::Extensions::new(),
+        );
         self.current.send_replace(Some(conn.clone()));
         self.state.set(State::Running);
         self.shared.hooks.state(State::Running);
@@ -530,9 +536,10 @@ async fn supervise(
     mut ws: Ws,
     mut conn: Connection,
     stop: CancellationToken,
+    shared: Arc<Shared>,
 ) {
     loop {
-        driver::run(ws, conn.clone()).await;
+        driver::run(ws, conn.clone(), Arc::clone(&shared)).await;
         let Some(client) = owner.upgrade() else {
             return;
         };

@@ -14,9 +14,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::core::Core;
 use crate::conn::outbox::{Outbound, Outbox, Refused};
 use crate::error::Error;
-use crate::shared::Shared;
 use crate::wire::frame::{self, Head, Incoming};
 use crate::wire::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
 use crate::wire::proto::{Frame, FrameKind};
@@ -55,16 +55,16 @@ pub enum Initiator {
 /// `Server::connections`); on the client it is the link to the server.
 #[derive(Clone)]
 pub struct Connection {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     id: u64,
     peer_addr: Option<SocketAddr>,
-    pub(crate) shared: Arc<Shared>,
+    core: Arc<Core>,
     /// The queue to the socket. Frames are bounded by its byte budget,
     /// except CANCEL frames, which are bounded by the requests this side made.
-    pub(crate) outbox: Outbox,
+    outbox: Outbox,
     /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
     /// UNAVAILABLE status each) when the connection ends.
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Incoming, Status>>>>,
@@ -76,11 +76,11 @@ pub(crate) struct Inner {
     /// its own entry and not a later request that reused the id after a CANCEL.
     next_seq: AtomicU64,
     /// Cancelled once, when the connection has ended; request handlers and waiters watch it.
-    pub(crate) closed: CancellationToken,
+    closed: CancellationToken,
     /// Cancelled when this side started a close handshake.
-    pub(crate) closing: CancellationToken,
+    closing: CancellationToken,
     /// Cancelled to drop the connection at once (writer failure, shutdown deadline).
-    pub(crate) kill: CancellationToken,
+    kill: CancellationToken,
     local_close: Mutex<Option<(u16, String)>>,
     close_info: OnceLock<CloseInfo>,
     /// What the server's `on_open` hook attached (empty on clients).
@@ -106,17 +106,14 @@ impl Connection {
     pub(crate) fn new(
         id: u64,
         peer_addr: Option<SocketAddr>,
-        shared: Arc<Shared>,
+        core: Arc<Core>,
         state: http::Extensions,
     ) -> Connection {
-        let outbox = Outbox::new(
-            shared.config.outbound_queue_bytes,
-            Arc::clone(&shared.hooks.metrics),
-        );
+        let outbox = Outbox::new(core.config.outbound_queue_bytes, Arc::clone(&core.metrics));
         let inner = Inner {
             id,
             peer_addr,
-            shared,
+            core,
             outbox,
             pending: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
@@ -260,7 +257,7 @@ impl Connection {
         message: impl IntoMessage<Req>,
     ) -> Result<Response<Resp>, Status> {
         let (payload, headers, timeout) = message.into_message().into_parts();
-        let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
+        let timeout = timeout.unwrap_or(self.inner.core.config.request_timeout);
         let type_name = TypeName::of::<Req>();
         let head = Head {
             method,
@@ -269,8 +266,7 @@ impl Connection {
         let started = Instant::now();
         let reply = self.call(head, &payload, timeout).await;
         self.inner
-            .shared
-            .hooks
+            .core
             .metrics
             .observe_request(type_name, method, started.elapsed());
         decode_reply(reply?)
@@ -278,7 +274,7 @@ impl Connection {
 
     /// Sends an acknowledged SUBSCRIBE or UNSUBSCRIBE and waits for its REPLY/ERROR.
     pub(crate) async fn control(&self, kind: FrameKind, sub: &Subscription) -> Result<(), Status> {
-        let timeout = self.inner.shared.config.request_timeout;
+        let timeout = self.inner.core.config.request_timeout;
         let headers = Headers::new();
         let head = Head {
             topic: &sub.pattern,
@@ -296,7 +292,7 @@ impl Connection {
         payload: &P,
         timeout: Duration,
     ) -> Result<Incoming, Status> {
-        if self.inner.shared.is_shutting_down() {
+        if self.inner.core.is_shutting_down() {
             return Err(Error::ShuttingDown.into());
         }
         let deadline = Instant::now() + timeout;
@@ -423,7 +419,7 @@ impl Connection {
     }
 
     fn check_sendable(&self, bytes: &Bytes) -> Result<(), Error> {
-        let max = self.inner.shared.config.max_message_size;
+        let max = self.inner.core.config.max_message_size;
         if bytes.len() > max {
             return Err(Error::MessageTooLarge {
                 size: bytes.len(),
@@ -537,7 +533,7 @@ impl Connection {
             Ok(None) => error_frame(id, &Status::internal("handler produced no reply")),
             Err(status) => error_frame(id, &status),
         };
-        let max = self.inner.shared.config.max_message_size;
+        let max = self.inner.core.config.max_message_size;
         if bytes.len() > max {
             let status = Status::resource_exhausted(format!(
                 "reply of {} bytes exceeds the {max} byte message limit",
@@ -640,7 +636,22 @@ impl Connection {
     }
 
     pub(crate) fn config(&self) -> &crate::Config {
-        &self.inner.shared.config
+        &self.inner.core.config
+    }
+
+    /// The queue to the socket (the driver attaches the write half to it).
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// Cancelled when the connection is dropped at once.
+    pub(crate) fn kill_token(&self) -> &CancellationToken {
+        &self.inner.kill
+    }
+
+    /// Cancelled when this side starts a close handshake.
+    pub(crate) fn closing_token(&self) -> &CancellationToken {
+        &self.inner.closing
     }
 }
 

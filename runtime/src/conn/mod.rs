@@ -1,9 +1,9 @@
-//! One connection, in the order a frame travels: the `Connection` handle, the driver
-//! (reader and writer), dispatch to handlers under the caps, and the outbound queue.
+//! One connection below the routing layer: the `Connection` handle, what all
+//! connections of one endpoint share (`Core`), the handler caps, and the
+//! outbound queue.
 
 pub(crate) mod connection;
-pub(crate) mod dispatch;
-pub(crate) mod driver;
+pub(crate) mod core;
 pub(crate) mod limit;
 pub(crate) mod outbox;
 pub(crate) mod peer;

@@ -123,6 +123,11 @@ impl Metrics {
         Arc::clone(types.entry(labels).or_default())
     }
 
+    /// `server` or `client`.
+    pub(crate) fn side(&self) -> &'static str {
+        self.side
+    }
+
     pub(crate) fn unknown_type(&self) -> &TypeStats {
         &self.unknown
     }

@@ -1,4 +1,3 @@
-//! Observation: Prometheus metrics and the user's hooks.
+//! Observation: the Prometheus metrics every layer counts into.
 
-pub(crate) mod hooks;
 pub(crate) mod metrics;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::config::SlowConsumer;
 use crate::conn::connection::Connection;
 use crate::error::Error;
-use crate::observe::hooks::Hooks;
+use crate::hooks::Hooks;
 use crate::pubsub::backplane::{Event, SharedBackplane};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;

@@ -3,6 +3,7 @@
 //! [`Backplane`] that carries fan-out between replicas.
 
 pub(crate) mod backplane;
+pub(crate) mod control;
 pub(crate) mod hub;
 pub(crate) mod topics;
 pub use crate::wire::topic::{MAX_TOPIC_LEN, Subscription, TopicError};

@@ -50,21 +50,21 @@ pub(crate) enum Cancel {
     Own(CancellationToken),
     /// One-way work: only the owner's shutdown deadline stops it. Borrowed, never
     /// cloned per message (cloning a shared token takes its lock).
-    Owner(std::sync::Arc<crate::shared::Shared>),
+    Owner(std::sync::Arc<crate::conn::core::Core>),
 }
 
 impl Cancel {
     pub(crate) fn is_cancelled(&self) -> bool {
         match self {
             Cancel::Own(token) => token.is_cancelled(),
-            Cancel::Owner(shared) => shared.abort.is_cancelled(),
+            Cancel::Owner(core) => core.abort.is_cancelled(),
         }
     }
 
     pub(crate) async fn cancelled(&self) {
         match self {
             Cancel::Own(token) => token.cancelled().await,
-            Cancel::Owner(shared) => shared.abort.cancelled().await,
+            Cancel::Owner(core) => core.abort.cancelled().await,
         }
     }
 

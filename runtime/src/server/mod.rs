@@ -22,14 +22,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::connection::Connection;
-use crate::conn::driver;
+use crate::driver;
+use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
-use crate::observe::hooks::{Hooks, hook_methods};
+use crate::hooks::{Hooks, hook_methods};
 use crate::observe::metrics::Metrics;
 use crate::pubsub::backplane::{Backplane, Inbound, LocalOnly, SharedBackplane};
 use crate::pubsub::hub::Hub;
 use crate::route::router::{Router, routing_methods};
-use crate::shared::{Shared, Side};
 use crate::state::{State, StateCell};
 use crate::sync::lock;
 use crate::wire::frame::{self, SUBPROTOCOL};
@@ -194,13 +194,7 @@ impl ServerBuilder {
             self.hooks.clone(),
         ));
         let metrics = Arc::clone(&self.hooks.metrics);
-        let shared = Shared::new(
-            Side::Server,
-            routes,
-            self.config,
-            self.hooks,
-            Some(Arc::clone(&hub)),
-        );
+        let shared = Shared::new(routes, self.config, self.hooks, Some(Arc::clone(&hub)));
         Ok(Server {
             inner: Arc::new(ServerInner {
                 shared,
@@ -800,10 +794,11 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
     let on_upgrade = hyper::upgrade::on(&mut req);
     let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(&server.shared);
-    let conn = Connection::new(id, peer, Arc::clone(&shared), state);
+    let conn = Connection::new(id, peer, Arc::clone(&shared.core), state);
     server.hub.register(&conn);
     let registry = Arc::clone(&server.hub);
-    shared.connections.spawn(async move {
+    let tracker = shared.connections.clone();
+    tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = conn.config().websocket();
@@ -813,7 +808,7 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
                     Some(config),
                 )
                 .await;
-                driver::run(ws, conn.clone()).await;
+                driver::run(ws, conn.clone(), shared).await;
             }
             Err(err) => tracing::debug!(conn = id, error = %err, "upgrade did not complete"),
         }

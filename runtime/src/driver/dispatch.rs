@@ -18,6 +18,7 @@ use tracing::instrument::Instrumented;
 
 use crate::conn::connection::Connection;
 use crate::conn::limit::{Limit, Slot};
+use crate::driver::shared::Shared;
 use crate::error::Error;
 use crate::route::context::{Cancel, Context};
 use crate::route::handler::{BoxFuture, Kind, Outcome, Route};
@@ -28,6 +29,7 @@ use crate::wire::status::Status;
 /// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
 pub(crate) struct Dispatcher {
     conn: Connection,
+    shared: Arc<Shared>,
     /// This connection's handler cap; each running handler holds a slot.
     per_conn: Arc<Limit>,
     /// Ordered mode: the queue of the connection's single worker. Dropping it
@@ -36,11 +38,10 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(conn: &Connection) -> Dispatcher {
+    pub(crate) fn new(conn: &Connection, shared: &Arc<Shared>) -> Dispatcher {
         let config = conn.config();
         let ordered = config.ordered.then(|| {
             let (tx, rx) = mpsc::channel(config.max_concurrent_per_connection);
-            let shared = Arc::clone(&conn.inner.shared);
             shared
                 .handlers
                 .spawn(ordered_worker(rx, Arc::clone(&shared.global)));
@@ -48,6 +49,7 @@ impl Dispatcher {
         });
         Dispatcher {
             conn: conn.clone(),
+            shared: Arc::clone(shared),
             per_conn: Arc::new(Limit::new(config.max_concurrent_per_connection)),
             ordered,
         }
@@ -71,14 +73,14 @@ impl Dispatcher {
     }
 
     async fn start(&mut self, job: Job, received: Instant) {
-        let shared = &self.conn.inner.shared;
+        let shared = &self.shared;
         // Borrowed, not cloned: cloning a token takes its lock, once per message.
-        let kill = &self.conn.inner.kill;
+        let kill = self.conn.kill_token();
         if let Some(queue) = &self.ordered {
             let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send(job) else {
                 return;
             };
-            self.conn.inner.outbox.reader_waits();
+            self.conn.outbox().reader_waits();
             tokio::select! {
                 _ = kill.cancelled() => {}
                 _ = queue.send(job) => {}
@@ -107,7 +109,7 @@ impl Dispatcher {
             self.per_conn.release();
         }
         // What handlers queued goes out while the reader waits for room.
-        self.conn.inner.outbox.reader_waits();
+        self.conn.outbox().reader_waits();
         let slots = async {
             let local = Slot::acquire(&self.per_conn).await;
             (local, Slot::acquire(&shared.global).await)
@@ -124,7 +126,7 @@ impl Dispatcher {
 
     /// Runs `work` as a task that holds the slots of both caps the caller took.
     fn spawn_holding_slots(&self, work: impl Future<Output = ()> + Send + 'static) {
-        let shared = &self.conn.inner.shared;
+        let shared = &self.shared;
         let slots = (Slot::taken(&self.per_conn), Slot::taken(&shared.global));
         shared.handlers.spawn(async move {
             let _slots = slots;
@@ -136,7 +138,7 @@ impl Dispatcher {
     /// itself (and returns `None`) when the frame cannot be handled.
     async fn job(&self, frame: Incoming, is_request: bool) -> Result<Option<Job>, (u16, String)> {
         let conn = &self.conn;
-        let shared = &conn.inner.shared;
+        let shared = &self.shared;
         let id = frame.id;
         let refuse = async |status: Status| {
             if is_request {
@@ -207,7 +209,7 @@ impl Dispatcher {
         } else {
             // One-way work outlives its connection (nothing is lost when the
             // peer closes right after sending); only a shutdown deadline stops it.
-            (Cancel::Owner(Arc::clone(shared)), 0)
+            (Cancel::Owner(Arc::clone(&shared.core)), 0)
         };
         let deadline = (is_request && frame.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(u64::from(frame.timeout_ms)));
@@ -220,6 +222,7 @@ impl Dispatcher {
             method: frame.method,
         };
         Ok(Some(Job {
+            shared: Arc::clone(shared),
             route,
             ctx: Context::new(conn.clone(), metadata, frame.headers, cancel, deadline),
             payload: frame.payload,
@@ -238,6 +241,7 @@ async fn ordered_worker(mut queue: mpsc::Receiver<Job>, global: Arc<Limit>) {
 
 /// A handler run not started yet: the route, its context and the still-encoded payload.
 pub(crate) struct Job {
+    shared: Arc<Shared>,
     route: Route,
     ctx: Context,
     payload: Bytes,
@@ -255,6 +259,7 @@ impl Job {
     /// Calls the handler (its body runs on the first poll) and counts it running.
     fn start(self, started: Instant) -> Run {
         let Job {
+            shared,
             route,
             ctx,
             payload,
@@ -263,7 +268,7 @@ impl Job {
         } = self;
         let observed = ctx.clone();
         let conn = observed.connection();
-        let hooks = &conn.inner.shared.hooks;
+        let hooks = &shared.hooks;
         if hooks.has_handler_hooks() {
             hooks.handler_start(&observed);
         }
@@ -280,6 +285,7 @@ impl Job {
             .catch_unwind()
             .instrument(span);
         Run {
+            shared,
             route,
             ctx: observed,
             handler,
@@ -292,6 +298,7 @@ impl Job {
 
 /// A started handler run. Dropping it (cancellation, shutdown) drops the handler.
 struct Run {
+    shared: Arc<Shared>,
     route: Route,
     ctx: Context,
     handler: Handler,
@@ -344,7 +351,7 @@ impl Run {
     /// `None` means it was stopped (CANCEL, deadline, connection end).
     fn finish(&mut self, result: Option<Result<Outcome, Panic>>) -> Option<(u64, Outcome)> {
         let conn = self.ctx.connection();
-        let hooks = &conn.inner.shared.hooks;
+        let hooks = &self.shared.hooks;
         let id = self.ctx.metadata().correlation_id();
         // A request the peer cancelled (CANCEL took it off the in-flight
         // table) gets no answer, even if its handler finished meanwhile.
@@ -432,7 +439,7 @@ impl Run {
 impl Drop for Run {
     /// Counts the run out of `goomerang_handlers_in_flight`, however it ended.
     fn drop(&mut self) {
-        let metrics = &self.ctx.connection().inner.shared.hooks.metrics;
+        let metrics = &self.shared.metrics;
         metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,5 +1,8 @@
 //! The per-connection driver: a reader that validates and dispatches frames, and a writer that batches.
 
+pub(crate) mod dispatch;
+pub(crate) mod shared;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -15,37 +18,35 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument as _;
 
 use crate::conn::connection::{CloseInfo, Connection, Initiator};
-use crate::conn::dispatch::Dispatcher;
 use crate::conn::outbox::WriteHalf;
 use crate::error::Error;
-use crate::pubsub::hub::Hub;
-use crate::route::handler::Encoded;
-use crate::shared::Side;
-use crate::wire::frame::{self, Incoming};
-use crate::wire::proto::{Frame, FrameKind};
-use crate::wire::status::Status;
-use crate::wire::topic::{self, Subscription};
+use crate::hooks::Hooks;
+use crate::pubsub::control;
+use crate::wire::frame;
+use crate::wire::proto::FrameKind;
+use crate::wire::reply::Encoded;
+use dispatch::Dispatcher;
+use shared::Shared;
 
 /// Runs one connection to its end: spawns the writer, reads until the peer
 /// or this side closes, then fails what is waiting and reports the close.
-pub(crate) async fn run<S>(ws: WebSocketStream<S>, conn: Connection)
+pub(crate) async fn run<S>(ws: WebSocketStream<S>, conn: Connection, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    conn.inner.outbox.attach(WriteHalf::new(Box::pin(sink)));
-    let mut writer = tokio::spawn(write_loop(conn.clone()));
-    let shared = Arc::clone(&conn.inner.shared);
+    conn.outbox().attach(WriteHalf::new(Box::pin(sink)));
+    let mut writer = tokio::spawn(write_loop(conn.clone(), Arc::clone(&shared)));
     shared.hooks.connect(&conn);
     let span = tracing::debug_span!(
         "goomerang.connection",
         conn = conn.id(),
         peer = ?conn.peer_addr(),
-        side = ?shared.side,
+        side = shared.metrics.side(),
     );
     let info = async {
-        let mut dispatcher = Dispatcher::new(&conn);
-        read_loop(stream, &conn, &mut dispatcher).await
+        let mut dispatcher = Dispatcher::new(&conn, &shared);
+        read_loop(stream, &conn, &shared, &mut dispatcher).await
     }
     .instrument(span)
     .await;
@@ -61,24 +62,21 @@ where
     if tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
     }
-    conn.inner.outbox.detach();
+    conn.outbox().detach();
     tracing::debug!(conn = conn.id(), code = info.code, reason = %info.reason, initiator = ?info.initiator, "connection ended");
     shared.hooks.disconnect(&conn, &info);
 }
 
-async fn write_loop(conn: Connection) {
-    if let Err(err) = conn.inner.outbox.write_loop().await {
-        write_failed(&conn, err);
+async fn write_loop(conn: Connection, shared: Arc<Shared>) {
+    if let Err(err) = conn.outbox().write_loop().await {
+        write_failed(&conn, &shared.hooks, err);
     }
 }
 
 /// A write to the socket failed: the connection is dropped.
-fn write_failed(conn: &Connection, err: tungstenite::Error) {
+fn write_failed(conn: &Connection, hooks: &Hooks, err: tungstenite::Error) {
     if !conn.is_closed() && !conn.is_closing() {
-        conn.inner
-            .shared
-            .hooks
-            .error(&Error::Transport(err), Some(conn));
+        hooks.error(&Error::Transport(err), Some(conn));
     }
     conn.kill();
 }
@@ -86,6 +84,7 @@ fn write_failed(conn: &Connection, err: tungstenite::Error) {
 async fn read_loop<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
     conn: &Connection,
+    shared: &Shared,
     dispatcher: &mut Dispatcher,
 ) -> CloseInfo
 where
@@ -119,16 +118,16 @@ where
         }
         let next = tokio::select! {
             biased;
-            next = next_frame(&mut stream, conn, &mut busy) => next,
-            _ = conn.inner.kill.cancelled() => break,
-            _ = conn.inner.closing.cancelled(), if !closing => continue,
+            next = next_frame(&mut stream, conn, &shared.hooks, &mut busy) => next,
+            _ = conn.kill_token().cancelled() => break,
+            _ = conn.closing_token().cancelled(), if !closing => continue,
             _ = &mut close_deadline, if closing => break,
             _ = &mut check, if keepalive.is_some() => {
                 let Some(k) = keepalive else { continue };
                 let now = Instant::now();
                 let silent = now - last_seen;
                 if silent >= k.interval + k.timeout {
-                    conn.inner.shared.hooks.error(&Error::KeepaliveTimeout { silent }, Some(conn));
+                    shared.hooks.error(&Error::KeepaliveTimeout { silent }, Some(conn));
                     conn.abort(1006, "keepalive timeout: the peer stopped answering");
                     break;
                 }
@@ -150,7 +149,7 @@ where
             None => break,
             Some(Ok(message)) => message,
             Some(Err(err)) => {
-                on_read_error(conn, err, closing);
+                on_read_error(conn, &shared.hooks, err, closing);
                 break;
             }
         };
@@ -159,13 +158,15 @@ where
                 if conn.is_closing() {
                     continue; // closing: the peer's data can no longer be answered
                 }
-                if let Err((code, detail)) = handle_binary(conn, dispatcher, bytes, received).await
+                if let Err((code, detail)) =
+                    handle_binary(conn, shared, dispatcher, bytes, received).await
                 {
-                    violation(conn, code, detail);
+                    violation(conn, &shared.hooks, code, detail);
                 }
             }
             WsMessage::Text(_) => violation(
                 conn,
+                &shared.hooks,
                 1003,
                 "text frames are not part of the goomerang protocol; send binary Frame messages"
                     .into(),
@@ -209,17 +210,18 @@ const FLUSH_EVERY: u32 = 64;
 async fn next_frame<S>(
     stream: &mut SplitStream<WebSocketStream<S>>,
     conn: &Connection,
+    hooks: &Hooks,
     busy: &mut u32,
 ) -> Option<Result<WsMessage, tungstenite::Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let outbox = &conn.inner.outbox;
+    let outbox = conn.outbox();
     std::future::poll_fn(|cx| {
         if *busy >= FLUSH_EVERY {
             *busy = 1;
             if let Err(err) = outbox.reader_idle(cx) {
-                write_failed(conn, err);
+                write_failed(conn, hooks, err);
             }
             outbox.reader_busy();
         }
@@ -234,7 +236,7 @@ where
                 if *busy > 0 {
                     *busy = 0;
                     if let Err(err) = outbox.reader_idle(cx) {
-                        write_failed(conn, err);
+                        write_failed(conn, hooks, err);
                     }
                 }
                 Poll::Pending
@@ -244,7 +246,7 @@ where
     .await
 }
 
-fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
+fn on_read_error(conn: &Connection, hooks: &Hooks, err: tungstenite::Error, closing: bool) {
     use tungstenite::Error as E;
     use tungstenite::error::ProtocolError as P;
     match err {
@@ -253,6 +255,7 @@ fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
             let max = conn.config().max_message_size;
             violation(
                 conn,
+                hooks,
                 1009,
                 format!("message exceeds the {max} byte limit ({detail})"),
             );
@@ -260,6 +263,7 @@ fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
         // RFC 6455 violations get a close frame (§7.1.7), never a silent drop.
         E::Utf8(detail) if !closing => violation(
             conn,
+            hooks,
             1007,
             format!("WebSocket text or close reason is not valid UTF-8: {detail}"),
         ),
@@ -277,23 +281,20 @@ fn on_read_error(conn: &Connection, err: tungstenite::Error, closing: bool) {
             | P::InvalidOpcode(_)),
         ) if !closing => violation(
             conn,
+            hooks,
             1002,
             format!("WebSocket protocol violation: {detail}"),
         ),
         other if closing => {
             tracing::debug!(conn = conn.id(), error = %other, "read error while closing")
         }
-        other => conn
-            .inner
-            .shared
-            .hooks
-            .error(&Error::Transport(other), Some(conn)),
+        other => hooks.error(&Error::Transport(other), Some(conn)),
     }
 }
 
 /// Reports a protocol violation and closes the connection with `code`.
-fn violation(conn: &Connection, code: u16, detail: String) {
-    conn.inner.shared.hooks.error(
+fn violation(conn: &Connection, hooks: &Hooks, code: u16, detail: String) {
+    hooks.error(
         &Error::Protocol {
             close_code: code,
             detail: detail.clone(),
@@ -307,11 +308,12 @@ fn violation(conn: &Connection, code: u16, detail: String) {
 /// violation: the close code and what the peer did.
 async fn handle_binary(
     conn: &Connection,
+    shared: &Shared,
     dispatcher: &mut Dispatcher,
     bytes: Bytes,
     received: Instant,
 ) -> Result<(), (u16, String)> {
-    let metrics = &conn.inner.shared.hooks.metrics;
+    let metrics = &shared.metrics;
     metrics.received_frames.fetch_add(1, Ordering::Relaxed);
     metrics
         .received_bytes
@@ -321,7 +323,7 @@ async fn handle_binary(
         .ok()
         .filter(|k| *k != FrameKind::Unspecified)
         .ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
-    let hooks = &conn.inner.shared.hooks;
+    let hooks = &shared.hooks;
     match kind {
         FrameKind::Message => {
             if frame.id != 0 {
@@ -351,9 +353,9 @@ async fn handle_binary(
         | FrameKind::Subscribe
         | FrameKind::Unsubscribe
         | FrameKind::Publish => {
-            let hub = match (&conn.inner.shared.hub, conn.inner.shared.side) {
-                (Some(hub), Side::Server) => Arc::clone(hub),
-                _ => {
+            let hub = match &shared.pubsub {
+                Some(hub) => hub,
+                None => {
                     return Err((
                         1002,
                         format!(
@@ -365,7 +367,7 @@ async fn handle_binary(
             };
             let id = frame.id;
             let (type_name, method) = (frame.type_name.clone(), frame.method.clone());
-            let result = fanout(conn, &hub, kind, frame);
+            let result = control::handle(conn, hub, hooks, kind, frame);
             match (id, result) {
                 (0, Ok(())) => {}
                 (0, Err(status)) => conn.report_to_peer(&status, &type_name, &method).await,
@@ -376,64 +378,4 @@ async fn handle_binary(
         FrameKind::Unspecified => unreachable!("filtered above"),
     }
     Ok(())
-}
-
-/// Server side of BROADCAST, SUBSCRIBE, UNSUBSCRIBE and PUBLISH from a client.
-/// Relayed payloads are re-framed as MESSAGE without being decoded.
-fn fanout(conn: &Connection, hub: &Hub, kind: FrameKind, frame: Incoming) -> Result<(), Status> {
-    let hooks = &conn.inner.shared.hooks;
-    let invalid = |detail: topic::TopicError| {
-        let err = Error::InvalidTopic(detail);
-        let status = Status::invalid_argument(err.to_string());
-        hooks.error(&err, Some(conn));
-        status
-    };
-    match kind {
-        FrameKind::Subscribe | FrameKind::Unsubscribe => {
-            topic::validate(&frame.topic, true).map_err(invalid)?;
-            let sub = Subscription {
-                pattern: frame.topic,
-                group: (!frame.queue_group.is_empty()).then_some(frame.queue_group),
-            };
-            if kind == FrameKind::Subscribe {
-                if hub.subscribe(conn, &sub).map_err(Status::from)? {
-                    hooks.subscribe(conn, &sub, true);
-                }
-            } else if hub.unsubscribe(conn, &sub) {
-                hooks.subscribe(conn, &sub, false);
-            }
-            Ok(())
-        }
-        FrameKind::Publish => {
-            topic::validate(&frame.topic, false).map_err(invalid)?;
-            let topic = frame.topic.clone();
-            let type_name = frame.type_name.clone();
-            let reached = hub.publish(&topic, relay(frame, true));
-            hooks.publish(&topic, &type_name, reached);
-            Ok(())
-        }
-        _ => {
-            let type_name = frame.type_name.clone();
-            let reached = hub.broadcast(relay(frame, false), None);
-            hooks.broadcast(&type_name, reached);
-            Ok(())
-        }
-    }
-}
-
-/// Re-frames a client's BROADCAST or PUBLISH as the MESSAGE its recipients get.
-fn relay(frame: Incoming, keep_topic: bool) -> Bytes {
-    frame::encode(&Frame {
-        kind: FrameKind::Message as i32,
-        r#type: frame.type_name.to_string(),
-        payload: frame.payload,
-        headers: frame.headers,
-        topic: if keep_topic {
-            frame.topic
-        } else {
-            String::new()
-        },
-        created_unix_us: frame.created_unix_us,
-        ..Frame::default()
-    })
 }

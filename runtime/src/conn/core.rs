@@ -1,4 +1,4 @@
-//! `Shared`: what every connection of one server or client shares (routes, config, hooks, caps, task trackers).
+//! `Core`: what every connection of one server or client shares below routing: configuration, metrics, caps, lifecycle flags and task trackers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,22 +8,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::limit::Limit;
-use crate::observe::hooks::Hooks;
-use crate::route::router::Routes;
-
-/// Which end of the connection this process is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Side {
-    Server,
-    Client,
-}
+use crate::observe::metrics::Metrics;
 
 #[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) side: Side,
-    pub(crate) routes: Routes,
+pub(crate) struct Core {
     pub(crate) config: Config,
-    pub(crate) hooks: Hooks,
+    pub(crate) metrics: Arc<Metrics>,
     /// The global handler cap: each running handler holds one slot.
     pub(crate) global: Arc<Limit>,
     /// Every handler task; shutdown closes it and waits for it to drain.
@@ -36,25 +26,14 @@ pub(crate) struct Shared {
     /// Cancelled when shutdown's deadline passes: one-way handlers (which
     /// otherwise outlive their connection) are dropped.
     pub(crate) abort: CancellationToken,
-    /// Server only: live connections, topics, fan-out.
-    pub(crate) hub: Option<Arc<crate::pubsub::hub::Hub>>,
 }
 
-impl Shared {
-    pub(crate) fn new(
-        side: Side,
-        routes: Routes,
-        config: Config,
-        hooks: Hooks,
-        hub: Option<Arc<crate::pubsub::hub::Hub>>,
-    ) -> Arc<Shared> {
-        Arc::new(Shared {
-            hub,
-            side,
-            routes,
+impl Core {
+    pub(crate) fn new(config: Config, metrics: Arc<Metrics>) -> Arc<Core> {
+        Arc::new(Core {
             global: Arc::new(Limit::new(config.max_concurrent_handlers)),
             config,
-            hooks,
+            metrics,
             handlers: TaskTracker::new(),
             connections: TaskTracker::new(),
             shutting_down: AtomicBool::new(false),

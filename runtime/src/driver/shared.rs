@@ -1,0 +1,46 @@
+//! `Shared`: what the drivers of one server or client share above the connection core: routes, hooks and, on a server, the pub/sub hub.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::conn::core::Core;
+use crate::hooks::Hooks;
+use crate::pubsub::hub::Hub;
+use crate::route::router::Routes;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) core: Arc<Core>,
+    pub(crate) routes: Routes,
+    pub(crate) hooks: Hooks,
+    /// A server's pub/sub: it handles the client-to-server control frames
+    /// (BROADCAST, SUBSCRIBE, UNSUBSCRIBE, PUBLISH). `None` on a client, which
+    /// refuses them.
+    pub(crate) pubsub: Option<Arc<Hub>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        routes: Routes,
+        config: Config,
+        hooks: Hooks,
+        pubsub: Option<Arc<Hub>>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            core: Core::new(config, Arc::clone(&hooks.metrics)),
+            routes,
+            hooks,
+            pubsub,
+        })
+    }
+}
+
+/// The core's configuration, caps and trackers read as the driver's own.
+impl Deref for Shared {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}

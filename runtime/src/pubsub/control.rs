@@ -1,0 +1,77 @@
+//! The server's side of the client-to-server control frames: BROADCAST, SUBSCRIBE, UNSUBSCRIBE and PUBLISH.
+
+use bytes::Bytes;
+
+use crate::conn::connection::Connection;
+use crate::error::Error;
+use crate::hooks::Hooks;
+use crate::pubsub::hub::Hub;
+use crate::wire::frame::{self, Incoming};
+use crate::wire::proto::{Frame, FrameKind};
+use crate::wire::status::Status;
+use crate::wire::topic::{self, Subscription};
+
+/// Server side of BROADCAST, SUBSCRIBE, UNSUBSCRIBE and PUBLISH from a client.
+/// Relayed payloads are re-framed as MESSAGE without being decoded.
+pub(crate) fn handle(
+    conn: &Connection,
+    hub: &Hub,
+    hooks: &Hooks,
+    kind: FrameKind,
+    frame: Incoming,
+) -> Result<(), Status> {
+    let invalid = |detail: topic::TopicError| {
+        let err = Error::InvalidTopic(detail);
+        let status = Status::invalid_argument(err.to_string());
+        hooks.error(&err, Some(conn));
+        status
+    };
+    match kind {
+        FrameKind::Subscribe | FrameKind::Unsubscribe => {
+            topic::validate(&frame.topic, true).map_err(invalid)?;
+            let sub = Subscription {
+                pattern: frame.topic,
+                group: (!frame.queue_group.is_empty()).then_some(frame.queue_group),
+            };
+            if kind == FrameKind::Subscribe {
+                if hub.subscribe(conn, &sub).map_err(Status::from)? {
+                    hooks.subscribe(conn, &sub, true);
+                }
+            } else if hub.unsubscribe(conn, &sub) {
+                hooks.subscribe(conn, &sub, false);
+            }
+            Ok(())
+        }
+        FrameKind::Publish => {
+            topic::validate(&frame.topic, false).map_err(invalid)?;
+            let topic = frame.topic.clone();
+            let type_name = frame.type_name.clone();
+            let reached = hub.publish(&topic, relay(frame, true));
+            hooks.publish(&topic, &type_name, reached);
+            Ok(())
+        }
+        _ => {
+            let type_name = frame.type_name.clone();
+            let reached = hub.broadcast(relay(frame, false), None);
+            hooks.broadcast(&type_name, reached);
+            Ok(())
+        }
+    }
+}
+
+/// Re-frames a client's BROADCAST or PUBLISH as the MESSAGE its recipients get.
+fn relay(frame: Incoming, keep_topic: bool) -> Bytes {
+    frame::encode(&Frame {
+        kind: FrameKind::Message as i32,
+        r#type: frame.type_name.to_string(),
+        payload: frame.payload,
+        headers: frame.headers,
+        topic: if keep_topic {
+            frame.topic
+        } else {
+            String::new()
+        },
+        created_unix_us: frame.created_unix_us,
+        ..Frame::default()
+    })
+}

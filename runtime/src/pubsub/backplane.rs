@@ -5,8 +5,6 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
-use crate::pubsub::hub::Hub;
-
 /// A fan-out event crossing replicas. The frame is fully encoded (a
 /// goomerang `Frame` of kind MESSAGE) and is delivered to local connections as is.
 #[derive(Clone, Debug)]
@@ -51,25 +49,31 @@ pub trait Backplane: Send + Sync + 'static {
 /// Delivers events from other replicas to this server's connections.
 #[derive(Clone)]
 pub struct Inbound {
-    pub(crate) hub: Weak<Hub>,
+    local: Weak<dyn Local>,
+}
+
+/// Where an [`Inbound`] delivers: the server's own fan-out (the hub).
+pub(crate) trait Local: Send + Sync {
+    /// Delivers to the local connections the event is for; how many it reached.
+    fn deliver_local(&self, event: Event) -> usize;
 }
 
 impl Inbound {
+    pub(crate) fn new(local: Weak<dyn Local>) -> Inbound {
+        Inbound { local }
+    }
+
     /// Delivers `event` to the local connections it is for; returns how many
     /// it reached, or `None` once the server is gone (stop delivering then).
     pub fn deliver(&self, event: Event) -> Option<usize> {
-        let hub = self.hub.upgrade()?;
-        Some(match event {
-            Event::Broadcast { frame } => hub.broadcast_local(&frame, None),
-            Event::Publish { topic, frame } => hub.publish_local(&topic, &frame),
-        })
+        Some(self.local.upgrade()?.deliver_local(event))
     }
 }
 
 impl fmt::Debug for Inbound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbound")
-            .field("server_alive", &(self.hub.strong_count() > 0))
+            .field("server_alive", &(self.local.strong_count() > 0))
             .finish()
     }
 }

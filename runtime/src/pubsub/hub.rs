@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
@@ -10,7 +10,7 @@ use crate::config::SlowConsumer;
 use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::hooks::Hooks;
-use crate::pubsub::backplane::{Event, SharedBackplane};
+use crate::pubsub::backplane::{Event, Inbound, Local, SharedBackplane};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;
 use crate::wire::topic::Subscription;
@@ -22,7 +22,7 @@ pub(crate) struct Hub {
     /// Live connections; each connection task removes itself when it ends.
     conns: Mutex<HashMap<u64, Connection>>,
     topics: Mutex<Table>,
-    pub(crate) backplane: SharedBackplane,
+    backplane: SharedBackplane,
     policy: SlowConsumer,
     max_subscriptions: usize,
     hooks: Hooks,
@@ -149,6 +149,23 @@ impl Hub {
                 false
             }
             Err(_) => false,
+        }
+    }
+}
+
+impl Hub {
+    /// Starts the backplane, handing it the way back into this hub.
+    pub(crate) fn start_backplane(hub: &Arc<Hub>) {
+        let local: Weak<dyn Local> = Arc::downgrade(hub) as Weak<dyn Local>;
+        hub.backplane.start(Inbound::new(local));
+    }
+}
+
+impl Local for Hub {
+    fn deliver_local(&self, event: Event) -> usize {
+        match event {
+            Event::Broadcast { frame } => self.broadcast_local(&frame, None),
+            Event::Publish { topic, frame } => self.publish_local(&topic, &frame),
         }
     }
 }

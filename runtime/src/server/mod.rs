@@ -27,7 +27,7 @@ use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
 use crate::observe::metrics::Metrics;
-use crate::pubsub::backplane::{Backplane, Inbound, LocalOnly, SharedBackplane};
+use crate::pubsub::backplane::{Backplane, LocalOnly, SharedBackplane};
 use crate::pubsub::hub::Hub;
 use crate::route::router::{Router, routing_methods};
 use crate::state::{State, StateCell};
@@ -402,9 +402,7 @@ impl Server {
                 State::Closing => Error::ShuttingDown,
                 _ => Error::Closed,
             })?;
-        self.inner.hub.backplane.start(Inbound {
-            hub: Arc::downgrade(&self.inner.hub),
-        });
+        Hub::start_backplane(&self.inner.hub);
         self.inner.shared.hooks.state(State::Running);
         Ok(())
     }

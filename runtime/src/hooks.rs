@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::conn::connection::{CloseInfo, Connection};
+use crate::conn::close::CloseInfo;
+use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::observe::metrics::Metrics;
 use crate::route::context::Context;

@@ -1,19 +1,18 @@
 //! `Connection`: the handle to one live WebSocket peer — send, request, close — and its bookkeeping.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::sync::lock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::calls::Calls;
+use crate::conn::close::{CloseInfo, CloseState};
 use crate::conn::core::Core;
 use crate::conn::outbox::{Outbound, Outbox, Refused};
 use crate::error::Error;
@@ -23,31 +22,6 @@ use crate::wire::proto::{Frame, FrameKind};
 use crate::wire::reply::Outcome;
 use crate::wire::status::Status;
 use crate::wire::topic::Subscription;
-
-/// How a connection ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CloseInfo {
-    /// The RFC 6455 close code: from the close frame, 1005 if it had none,
-    /// 1006 if the connection was lost without one.
-    pub code: u16,
-    /// The close reason (may be empty).
-    pub reason: String,
-    /// Who started the close.
-    pub initiator: Initiator,
-}
-
-/// Who ended a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Initiator {
-    /// This side sent the first close frame (or gave up on the peer).
-    Local,
-    /// The peer sent the first close frame.
-    Remote,
-    /// Nobody closed: the transport failed or was reset.
-    Lost,
-}
 
 /// A live connection to one peer. Cheap to clone; every clone is the same connection.
 ///
@@ -65,42 +39,15 @@ struct Inner {
     /// The queue to the socket. Frames are bounded by its byte budget,
     /// except CANCEL frames, which are bounded by the requests this side made.
     outbox: Outbox,
-    /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
-    /// UNAVAILABLE status each) when the connection ends.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Incoming, Status>>>>,
-    /// Requests the peer sent whose handlers are running, each with the
-    /// sequence number of its registration; CANCEL looks here.
-    inflight: Mutex<HashMap<u64, (u64, CancellationToken)>>,
-    next_id: AtomicU64,
-    /// Numbers registrations in `inflight`, so a finishing handler removes
-    /// its own entry and not a later request that reused the id after a CANCEL.
-    next_seq: AtomicU64,
-    /// Cancelled once, when the connection has ended; request handlers and waiters watch it.
-    closed: CancellationToken,
-    /// Cancelled when this side started a close handshake.
-    closing: CancellationToken,
-    /// Cancelled to drop the connection at once (writer failure, shutdown deadline).
-    kill: CancellationToken,
-    local_close: Mutex<Option<(u16, String)>>,
-    close_info: OnceLock<CloseInfo>,
+    /// Requests in flight both ways.
+    calls: Calls,
+    /// Closing and closed: tokens, flags and how it ended.
+    close: CloseState,
     /// What the server's `on_open` hook attached (empty on clients).
     state: http::Extensions,
     /// What handlers store on the connection as the session goes on.
     data: Mutex<http::Extensions>,
-    /// Mirrors of `closed`, `closing` and `kill` for hot-path checks (a
-    /// token's `is_cancelled` takes a lock; these are one atomic load).
-    flags: Flags,
 }
-
-#[derive(Debug, Default)]
-struct Flags {
-    closed: AtomicBool,
-    closing: AtomicBool,
-    killed: AtomicBool,
-}
-
-/// Longest close reason RFC 6455 allows (125-byte control payload minus the code).
-const MAX_CLOSE_REASON: usize = 123;
 
 impl Connection {
     pub(crate) fn new(
@@ -115,16 +62,8 @@ impl Connection {
             peer_addr,
             core,
             outbox,
-            pending: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            next_seq: AtomicU64::new(1),
-            closed: CancellationToken::new(),
-            closing: CancellationToken::new(),
-            kill: CancellationToken::new(),
-            local_close: Mutex::new(None),
-            close_info: OnceLock::new(),
-            flags: Flags::default(),
+            calls: Calls::default(),
+            close: CloseState::default(),
             state,
             data: Mutex::new(http::Extensions::new()),
         };
@@ -181,17 +120,17 @@ impl Connection {
 
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
-        self.inner.flags.closed.load(Ordering::Acquire)
+        self.inner.close.is_closed()
     }
 
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<&CloseInfo> {
-        self.inner.close_info.get()
+        self.inner.close.info()
     }
 
     /// Waits until the connection has ended.
     pub async fn closed(&self) {
-        self.inner.closed.cancelled().await;
+        self.inner.close.closed().await;
     }
 
     /// Sends a one-way message. Returns once the frame is queued for the
@@ -296,9 +235,7 @@ impl Connection {
             return Err(Error::ShuttingDown.into());
         }
         let deadline = Instant::now() + timeout;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.inner.pending).insert(id, tx);
+        let (id, rx) = self.inner.calls.start();
         let mut guard = PendingGuard {
             conn: self,
             id,
@@ -372,50 +309,37 @@ impl Connection {
     /// Starts a close handshake with `code` and `reason` (truncated to the
     /// 123 bytes RFC 6455 allows); later calls do nothing. Sends fail from now on.
     pub(crate) fn start_close(&self, code: u16, reason: &str) {
-        {
-            let mut local = lock(&self.inner.local_close);
-            if local.is_some() || self.is_closed() {
-                return;
-            }
-            let reason = truncate(reason, MAX_CLOSE_REASON).to_owned();
-            *local = Some((code, reason.clone()));
+        self.inner.close.begin(code, reason, |code, reason| {
             self.inner
                 .outbox
                 .push_control(Outbound::Close { code, reason });
-        }
-        self.inner.flags.closing.store(true, Ordering::Release);
-        self.inner.closing.cancel();
+        });
     }
 
     /// Drops the connection at once (no close handshake), recording `code`
     /// and `reason` as a local close: for slow consumers and dead peers.
     pub(crate) fn abort(&self, code: u16, reason: &str) {
-        {
-            let mut local = lock(&self.inner.local_close);
-            if local.is_none() {
-                *local = Some((code, truncate(reason, MAX_CLOSE_REASON).to_owned()));
-            }
-        }
+        self.inner.close.record(code, reason);
         self.kill();
     }
 
     /// Drops the connection at once, recording nothing (see [`abort`](Self::abort)).
     pub(crate) fn kill(&self) {
-        self.inner.flags.killed.store(true, Ordering::Release);
-        self.inner.kill.cancel();
+        self.inner.close.kill();
     }
 
     pub(crate) fn is_killed(&self) -> bool {
-        self.inner.flags.killed.load(Ordering::Acquire)
+        self.inner.close.is_killed()
     }
 
     /// Whether this side started a close handshake.
     pub(crate) fn is_closing(&self) -> bool {
-        self.inner.flags.closing.load(Ordering::Acquire)
+        self.inner.close.is_closing()
     }
 
+    /// The code and reason this side closed (or dropped) the connection with.
     pub(crate) fn local_close(&self) -> Option<(u16, String)> {
-        lock(&self.inner.local_close).clone()
+        self.inner.close.local()
     }
 
     fn check_sendable(&self, bytes: &Bytes) -> Result<(), Error> {
@@ -485,19 +409,7 @@ impl Connection {
     }
 
     pub(crate) fn closed_error(&self) -> Error {
-        match self.inner.close_info.get() {
-            Some(info) => Error::ConnectionClosed {
-                code: info.code,
-                reason: info.reason.clone(),
-            },
-            None => match self.local_close() {
-                Some((code, reason)) => Error::ConnectionClosed { code, reason },
-                None => Error::ConnectionClosed {
-                    code: 1006,
-                    reason: "connection lost".into(),
-                },
-            },
-        }
+        self.inner.close.error()
     }
 
     /// Sends the answer to the peer's request `id`, waiting for room in the queue.
@@ -568,71 +480,48 @@ impl Connection {
                 status: Status::from_wire(frame.status),
             });
         }
-        let waiter = lock(&self.inner.pending).remove(&frame.id);
-        let Some(waiter) = waiter else {
-            return Err(Error::UnknownReply(frame.id));
-        };
-        let result = if is_error {
+        let id = frame.id;
+        let answer = if is_error {
             Err(Status::from_wire(frame.status))
         } else {
             Ok(frame)
         };
-        let _ = waiter.send(result);
-        Ok(())
+        if self.inner.calls.answer(id, answer) {
+            Ok(())
+        } else {
+            Err(Error::UnknownReply(id))
+        }
     }
 
     /// Records a running request handler and returns its registration's
     /// number; `None` if a request with this id is already in flight.
     pub(crate) fn register_inflight(&self, id: u64, token: CancellationToken) -> Option<u64> {
-        let mut inflight = lock(&self.inner.inflight);
-        if inflight.contains_key(&id) {
-            return None;
-        }
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        inflight.insert(id, (seq, token));
-        Some(seq)
+        self.inner.calls.register(id, token)
     }
 
     /// Takes request `id` (registration `seq`) off the in-flight table; false
     /// if it is no longer there (the peer cancelled it, or the connection ended).
     pub(crate) fn remove_inflight(&self, id: u64, seq: u64) -> bool {
-        let mut inflight = lock(&self.inner.inflight);
-        match inflight.get(&id) {
-            Some((found, _)) if *found == seq => {
-                inflight.remove(&id);
-                true
-            }
-            _ => false,
-        }
+        self.inner.calls.unregister(id, seq)
     }
 
     /// Handles CANCEL: cancels the handler for the peer's request `id`, if still running.
     pub(crate) fn cancel_inflight(&self, id: u64) {
-        if let Some((_, token)) = lock(&self.inner.inflight).remove(&id) {
-            token.cancel();
-        }
+        self.inner.calls.cancel(id);
     }
 
     /// Marks the connection ended: fails every waiting request, cancels request handlers.
     pub(crate) fn finish(&self, info: CloseInfo) {
-        let _ = self.inner.close_info.set(info);
-        self.inner.flags.closed.store(true, Ordering::Release);
-        self.inner.closed.cancel();
+        self.inner.close.finish(info);
         self.inner.outbox.close();
-        let waiters: Vec<_> = lock(&self.inner.pending).drain().collect();
-        if !waiters.is_empty() {
-            let status: Status = self.closed_error().into();
-            for (_, waiter) in waiters {
-                let _ = waiter.send(Err(Status::new(
-                    status.code(),
-                    format!("{} before the reply arrived", status.message()),
-                )));
-            }
-        }
-        let running: Vec<_> = lock(&self.inner.inflight).drain().collect();
-        for (_, (_, token)) in running {
-            token.cancel();
-        }
+        let status: Status = self.closed_error().into();
+        self.inner.calls.fail_all(|| {
+            Status::new(
+                status.code(),
+                format!("{} before the reply arrived", status.message()),
+            )
+        });
+        self.inner.calls.cancel_all();
     }
 
     pub(crate) fn config(&self) -> &crate::Config {
@@ -646,12 +535,12 @@ impl Connection {
 
     /// Cancelled when the connection is dropped at once.
     pub(crate) fn kill_token(&self) -> &CancellationToken {
-        &self.inner.kill
+        self.inner.close.kill_token()
     }
 
     /// Cancelled when this side starts a close handshake.
     pub(crate) fn closing_token(&self) -> &CancellationToken {
-        &self.inner.closing
+        self.inner.close.closing_token()
     }
 }
 
@@ -679,7 +568,7 @@ impl Drop for PendingGuard<'_> {
         if self.done {
             return;
         }
-        let was_pending = lock(&self.conn.inner.pending).remove(&self.id).is_some();
+        let was_pending = self.conn.inner.calls.forget(self.id);
         if was_pending && self.sent && !self.conn.is_closed() {
             let cancel = frame::encode(&Frame {
                 kind: FrameKind::Cancel as i32,
@@ -740,15 +629,4 @@ fn decode_reply<Resp: Payload>(reply: Incoming) -> Result<Response<Resp>, Status
             method: Default::default(),
         },
     })
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

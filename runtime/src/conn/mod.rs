@@ -2,6 +2,8 @@
 //! connections of one endpoint share (`Core`), the handler caps, and the
 //! outbound queue.
 
+pub(crate) mod calls;
+pub(crate) mod close;
 pub(crate) mod connection;
 pub(crate) mod core;
 pub(crate) mod limit;

@@ -17,7 +17,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument as _;
 
-use crate::conn::connection::{CloseInfo, Connection, Initiator};
+use crate::conn::close::{CloseInfo, Initiator};
+use crate::conn::connection::Connection;
 use crate::conn::outbox::WriteHalf;
 use crate::error::Error;
 use crate::hooks::Hooks;

@@ -1,0 +1,112 @@
+//! `Calls`: the requests in flight on one connection, both ways: this side's, waiting for an answer, and the peer's, whose handlers run.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::sync::lock;
+use crate::wire::frame::Incoming;
+use crate::wire::status::Status;
+
+/// What a waiting request receives: the REPLY frame, or the status of its ERROR.
+pub(crate) type Answer = Result<Incoming, Status>;
+
+#[derive(Debug)]
+pub(crate) struct Calls {
+    /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
+    /// UNAVAILABLE status each) when the connection ends.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Requests the peer sent whose handlers are running, each with the
+    /// sequence number of its registration; CANCEL looks here.
+    inflight: Mutex<HashMap<u64, (u64, CancellationToken)>>,
+    next_id: AtomicU64,
+    /// Numbers registrations in `inflight`, so a finishing handler removes
+    /// its own entry and not a later request that reused the id after a CANCEL.
+    next_seq: AtomicU64,
+}
+
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls {
+            pending: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            next_seq: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Calls {
+    /// A fresh id for a request of this side, and where its answer will arrive.
+    pub(crate) fn start(&self) -> (u64, oneshot::Receiver<Answer>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        (id, rx)
+    }
+
+    /// Stops waiting for request `id`; false if it was no longer waiting.
+    pub(crate) fn forget(&self, id: u64) -> bool {
+        lock(&self.pending).remove(&id).is_some()
+    }
+
+    /// Hands an answer to the request waiting for it; false if none waits.
+    pub(crate) fn answer(&self, id: u64, answer: Answer) -> bool {
+        let Some(waiter) = lock(&self.pending).remove(&id) else {
+            return false;
+        };
+        let _ = waiter.send(answer);
+        true
+    }
+
+    /// Fails every waiting request with a status made from `status`.
+    pub(crate) fn fail_all(&self, status: impl Fn() -> Status) {
+        let waiters: Vec<_> = lock(&self.pending).drain().collect();
+        for (_, waiter) in waiters {
+            let _ = waiter.send(Err(status()));
+        }
+    }
+
+    /// Records a running request handler and returns its registration's
+    /// number; `None` if a request with this id is already in flight.
+    pub(crate) fn register(&self, id: u64, token: CancellationToken) -> Option<u64> {
+        let mut inflight = lock(&self.inflight);
+        if inflight.contains_key(&id) {
+            return None;
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        inflight.insert(id, (seq, token));
+        Some(seq)
+    }
+
+    /// Takes request `id` (registration `seq`) off the in-flight table; false
+    /// if it is no longer there (the peer cancelled it, or the connection ended).
+    pub(crate) fn unregister(&self, id: u64, seq: u64) -> bool {
+        let mut inflight = lock(&self.inflight);
+        match inflight.get(&id) {
+            Some((found, _)) if *found == seq => {
+                inflight.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Handles CANCEL: cancels the handler for the peer's request `id`, if still running.
+    pub(crate) fn cancel(&self, id: u64) {
+        if let Some((_, token)) = lock(&self.inflight).remove(&id) {
+            token.cancel();
+        }
+    }
+
+    /// Cancels every running handler of the peer's requests.
+    pub(crate) fn cancel_all(&self) {
+        let running: Vec<_> = lock(&self.inflight).drain().collect();
+        for (_, (_, token)) in running {
+            token.cancel();
+        }
+    }
+}

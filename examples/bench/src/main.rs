@@ -217,7 +217,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 });
             }
         }
-        // 100k idle connections on one machine (DESIGN.md §5): goomerang only.
+        // 100k idle connections on one machine: goomerang only.
         // The raw baseline's default buffers (about 134 KiB a connection on
         // each side) would need some 27 GB for it, more than this machine has.
         // Where the open-file limit cannot be raised that far (a container

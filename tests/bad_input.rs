@@ -349,15 +349,7 @@ async fn plain_http_to_the_websocket_path_gets_426() {
 async fn foreign_subprotocols_are_refused() {
     bounded(async {
         let server = start(Server::builder()).await;
-        let mut request =
-            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                server.url(),
-            )
-            .expect("req");
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", "mqtt".parse().expect("hdr"));
-        match tokio_tungstenite::connect_async(request).await {
+        match tokio_tungstenite::connect_async(upgrade_request(&server, "mqtt")).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 assert_eq!(resp.status(), 400)
             }

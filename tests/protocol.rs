@@ -6,7 +6,6 @@ use bytes::Bytes;
 use goomerang::{Code, Server, Status};
 use goomerang_tests::wire::{Frame, FrameKind};
 use goomerang_tests::*;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 /// A server with the echo handler, a `Work` handler that runs until it is
 /// cancelled, one-way handlers for `Note` by type and by method, and a `Seq`
@@ -249,11 +248,7 @@ async fn timeout_ms_zero_means_no_deadline() {
 async fn a_client_offering_a_newer_version_first_gets_v1_selected() {
     bounded(async {
         let server = server().await;
-        let mut request = server.url().into_client_request().expect("request");
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            "goomerang.v2, goomerang.v1".parse().expect("header"),
-        );
+        let request = upgrade_request(&server, "goomerang.v2, goomerang.v1");
         let (mut peer, response) = tokio_tungstenite::connect_async(request)
             .await
             .expect("upgrade");
@@ -276,12 +271,7 @@ async fn a_client_offering_a_newer_version_first_gets_v1_selected() {
 async fn a_client_offering_only_a_newer_version_is_told_which_one_the_server_speaks() {
     bounded(async {
         let server = server().await;
-        let mut request = server.url().into_client_request().expect("request");
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            "goomerang.v2".parse().expect("header"),
-        );
-        match tokio_tungstenite::connect_async(request).await {
+        match tokio_tungstenite::connect_async(upgrade_request(&server, "goomerang.v2")).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 assert_eq!(response.status(), 400);
                 let body =

@@ -115,6 +115,21 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The buf CLI, when it and protoc-gen-prost are installed (else the test
+/// skips, or fails under GOOMERANG_REQUIRE_TOOLS).
+fn buf_tools() -> Option<PathBuf> {
+    let Some(buf) = buf() else {
+        tool_missing("buf (npm install)");
+        return None;
+    };
+    if !which("protoc-gen-prost")
+        && tool_missing("protoc-gen-prost (cargo install protoc-gen-prost)")
+    {
+        return None;
+    }
+    Some(buf)
+}
+
 /// Runs `buf generate` in `work`: a buf.yaml listing `modules`, the README's
 /// buf.gen.yaml (examples/buf), and the plugin under test on PATH.
 fn buf_generate(buf: &Path, work: &Path, modules: &[&str]) {
@@ -143,15 +158,9 @@ fn buf_generate(buf: &Path, work: &Path, modules: &[&str]) {
 
 #[test]
 fn buf_generate_with_the_readme_config_matches_build_rs_output() {
-    let Some(buf) = buf() else {
-        tool_missing("buf (npm install)");
+    let Some(buf) = buf_tools() else {
         return;
     };
-    if !which("protoc-gen-prost")
-        && tool_missing("protoc-gen-prost (cargo install protoc-gen-prost)")
-    {
-        return;
-    }
     // A buf workspace: the fixtures module and goomerang's proto/ module, plus
     // examples/buf/buf.gen.yaml (the README's config) with the plugin on PATH.
     let work = support::temp_dir("buf");
@@ -197,15 +206,9 @@ fn print_options_writes_the_bundled_options_proto() {
 
 #[test]
 fn buf_generate_in_a_users_own_project_as_the_readme_says() {
-    let Some(buf) = buf() else {
-        tool_missing("buf (npm install)");
+    let Some(buf) = buf_tools() else {
         return;
     };
-    if !which("protoc-gen-prost")
-        && tool_missing("protoc-gen-prost (cargo install protoc-gen-prost)")
-    {
-        return;
-    }
     // The README's steps: one module `proto/`, the options written there by
     // `protoc-gen-goomerang --print-options`, the README's buf.gen.yaml.
     let work = support::temp_dir("buf-user");

@@ -200,14 +200,22 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
 /// A raw WebSocket peer speaking frames by hand.
 pub type RawPeer = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Connects a raw WebSocket peer offering the goomerang subprotocol.
-pub async fn raw_peer(server: &TestServer) -> RawPeer {
+/// An upgrade request to `server` offering `subprotocols` (as the header's value).
+pub fn upgrade_request(
+    server: &TestServer,
+    subprotocols: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut request = server.url().into_client_request().expect("request");
     request.headers_mut().insert(
         "sec-websocket-protocol",
-        goomerang::SUBPROTOCOL.parse().expect("header"),
+        subprotocols.parse().expect("header"),
     );
-    tokio_tungstenite::connect_async(request)
+    request
+}
+
+/// Connects a raw WebSocket peer offering the goomerang subprotocol.
+pub async fn raw_peer(server: &TestServer) -> RawPeer {
+    tokio_tungstenite::connect_async(upgrade_request(server, goomerang::SUBPROTOCOL))
         .await
         .expect("raw connect")
         .0

@@ -672,6 +672,11 @@ async fn dial(
         Some("wss") => true,
         _ => return Err(invalid("the scheme must be ws:// or wss://")),
     };
+    #[cfg(not(feature = "tls"))]
+    if secure {
+        // Refused before anything is dialled.
+        return Err(invalid("wss:// needs goomerang's `tls` feature"));
+    }
     let host = request
         .uri()
         .host()
@@ -690,11 +695,7 @@ async fn dial(
         let _ = tcp.set_nodelay(true);
         let peer = tcp.peer_addr().ok();
         #[cfg(not(feature = "tls"))]
-        let io = if secure {
-            return Err(invalid("wss:// needs goomerang's `tls` feature"));
-        } else {
-            tcp
-        };
+        let io = tcp;
         #[cfg(feature = "tls")]
         let io = if secure {
             let tls = handshake.tls.clone().ok_or(TlsError::NotConfigured)?;
@@ -797,5 +798,25 @@ impl Peer for Client {
         message: impl IntoMessage<Req>,
     ) -> impl Future<Output = Result<Response<Resp>, Status>> + Send {
         Client::request_method(self, method, message)
+    }
+}
+
+#[cfg(all(test, not(feature = "tls")))]
+mod without_tls {
+    use super::*;
+
+    #[tokio::test]
+    async fn wss_urls_are_refused_without_the_tls_feature() {
+        let err = Client::builder()
+            .reconnect(None)
+            .connect("wss://127.0.0.1:1/ws")
+            .await
+            .expect_err("no TLS in this build");
+        match err {
+            Error::InvalidUrl { reason, .. } => {
+                assert_eq!(reason, "wss:// needs goomerang's `tls` feature")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

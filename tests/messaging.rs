@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use goomerang::{Client, Code, Error, Message, Server, Status};
+use goomerang::{Client, Code, Error, Incident, Message, Server, Status};
 use goomerang_tests::*;
 use tokio::sync::mpsc;
 
@@ -196,7 +196,7 @@ async fn one_way_to_unknown_type_is_reported_to_the_sender() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let client = server
             .connect(Client::builder().on_error(move |err, _| {
-                if let Error::Remote {
+                if let Incident::Remote {
                     type_name,
                     method,
                     status,

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use goomerang::{Client, Code, Error, Message, Server, Status, middleware};
+use goomerang::{Client, Code, Incident, Message, Server, Status, middleware};
 use goomerang_tests::*;
 use tokio::sync::mpsc;
 
@@ -138,7 +138,10 @@ async fn a_panicking_handler_gets_internal_and_the_connection_lives_on() {
         let server = start(
             Server::builder()
                 .on_error(move |err, _| {
-                    if let Error::HandlerPanicked { type_name, message } = err {
+                    if let Incident::HandlerPanicked {
+                        type_name, message, ..
+                    } = err
+                    {
                         let _ = tx.send((type_name.clone(), message.clone()));
                     }
                 })
@@ -229,7 +232,7 @@ async fn one_way_handler_errors_reach_the_error_hook() {
         let server = start(
             Server::builder()
                 .on_error(move |err, conn| {
-                    if let Error::Handler { status, .. } = err {
+                    if let Incident::Handler { status, .. } = err {
                         let _ = tx.send((status.code(), conn.is_some()));
                     }
                 })

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use goomerang::{
-    Client, Code, Config, Error, Initiator, Keepalive, Reconnect, Server, SlowConsumer, State,
-    Status, WhileDisconnected,
+    Client, Code, Config, Error, Incident, Initiator, Keepalive, Reconnect, Server, SlowConsumer,
+    State, Status, WhileDisconnected,
 };
 use goomerang_tests::*;
 use tokio::net::TcpListener;
@@ -39,7 +39,7 @@ async fn slow_consumer_run(
                     .keepalive(None),
             )
             .on_error(move |err, _| {
-                if let Error::SlowConsumer { conn, disconnected } = err {
+                if let Incident::SlowConsumer { conn, disconnected } = err {
                     let _ = err_tx.send((*conn, *disconnected));
                 }
             })
@@ -140,7 +140,7 @@ async fn keepalive_drops_a_peer_that_stopped_answering_and_keeps_live_ones() {
             Server::builder()
                 .config(Config::default().keepalive(Some(keepalive)))
                 .on_error(move |err, _| {
-                    if matches!(err, Error::KeepaliveTimeout { .. }) {
+                    if matches!(err, Incident::KeepaliveTimeout { .. }) {
                         let _ = err_tx.send(err.to_string());
                     }
                 })

@@ -1,7 +1,7 @@
 //! RFC 6455 violations from a client get a close frame (1002, or 1007 for bad UTF-8), are
 //! counted and reported as protocol errors, and never end in a silent TCP drop.
 
-use goomerang::{Error, Initiator, Server};
+use goomerang::{Incident, Initiator, Server};
 use goomerang_tests::{TestServer, bounded, echo, start, still_serving};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -19,7 +19,7 @@ async fn server() -> (TestServer, Seen) {
     let server = start(echo(
         Server::builder()
             .on_error(move |err, _| {
-                if let Error::Protocol { close_code, detail } = err {
+                if let Incident::Protocol { close_code, detail } = err {
                     let _ = err_tx.send((*close_code, detail.clone()));
                 }
             })

@@ -1,11 +1,16 @@
-//! `Error`: everything that can go wrong in the runtime, each variant saying what it means for the connection.
+//! `Error`: what a call (start, connect, send, shut down, build) returns when it fails, each variant saying what it means for the connection.
 
 use crate::wire::status::{Code, Status};
 
-/// The runtime's error type.
+/// What a call returns when it fails on this side: it could not be started,
+/// queued or sent. Every variant can come back from some call; what goes wrong
+/// away from any call is an [`Incident`](crate::Incident), reported to the
+/// `on_error` hooks instead.
 ///
-/// Request/reply calls return [`Status`] instead (like tonic); every `Error`
-/// converts into a `Status` with the matching [`Code`].
+/// Calls answered by the peer (requests, subscriptions) return [`Status`]
+/// instead, as the answer may be the peer's own; every `Error` converts into a
+/// `Status` with the matching [`Code`]. The rule is spelled out in
+/// [`guide::errors`](crate::guide::errors).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -24,7 +29,7 @@ pub enum Error {
     /// A server that has shut down cannot be started again; build a new one.
     #[error("server is closed and cannot be restarted")]
     Closed,
-    /// Binding or accepting on the listener failed; the server is not running.
+    /// Binding the listener or reading its address failed; the server is not running.
     #[error("listener error: {0}")]
     Listen(#[source] std::io::Error),
     /// The WebSocket handshake with the server failed; no connection exists.
@@ -60,88 +65,11 @@ pub enum Error {
     /// was not queued and the connection is unaffected.
     #[error("outbound queue is full")]
     QueueFull,
-    /// The peer broke the protocol (text frame, undecodable or unknown frame);
-    /// the connection was closed with the given RFC 6455 close code.
-    #[error("protocol violation (closing with {close_code}): {detail}")]
-    Protocol {
-        /// The close code sent to the peer.
-        close_code: u16,
-        /// What the peer did.
-        detail: String,
-    },
-    /// An incoming payload did not decode as its declared type. A request gets
-    /// an INVALID_ARGUMENT reply; the connection stays open.
-    #[error("payload of type {type_name} does not decode: {source}")]
-    Decode {
-        /// The declared payload type.
-        type_name: String,
-        /// The decoder's complaint.
-        #[source]
-        source: prost::DecodeError,
-    },
-    /// A message arrived for a method (or, sent without one, a type) with no
-    /// handler. A request gets an UNIMPLEMENTED reply, a one-way message an
-    /// ERROR frame; the connection stays open.
-    #[error("{}", unknown_route(type_name, method))]
-    UnknownRoute {
-        /// The payload's type.
-        type_name: String,
-        /// The method called; empty when the message was routed by type.
-        method: String,
-    },
-    /// A REPLY or ERROR arrived for a request id that is not waiting (it timed
-    /// out, was cancelled, or was answered already). It was dropped; the connection stays open.
-    #[error("reply to unknown request id {0} dropped (late or duplicate)")]
-    UnknownReply(u64),
-    /// A one-way handler returned an error; the connection stays open.
-    #[error("handler for {type_name} failed: {status}")]
-    Handler {
-        /// The message type being handled.
-        type_name: String,
-        /// What the handler returned.
-        status: Status,
-    },
-    /// A handler panicked. The panic was caught: a request got an INTERNAL reply,
-    /// and the connection and process carry on.
-    #[error("handler for {type_name} panicked: {message}")]
-    HandlerPanicked {
-        /// The message type being handled.
-        type_name: String,
-        /// The panic payload, when it was a string.
-        message: String,
-    },
-    /// The peer reported (with an ERROR frame of id 0) that a one-way message
-    /// we sent could not be handled; the connection stays open.
-    #[error(
-        "peer could not handle a one-way message ({}): {status}",
-        describe(type_name, method)
-    )]
-    Remote {
-        /// The type of the message it could not handle (may be empty).
-        type_name: String,
-        /// The method it was sent to; empty when it was sent by type.
-        method: String,
-        /// What the peer said.
-        status: Status,
-    },
-    /// Reading from or writing to the socket failed; the connection is gone.
-    #[error("transport error: {0}")]
-    Transport(#[source] tokio_tungstenite::tungstenite::Error),
     /// Shutdown reached its deadline with tasks still running; they were aborted.
     #[error("shutdown deadline passed with {remaining} task(s) still running; they were aborted")]
     ShutdownTimedOut {
         /// How many tasks were still running.
         remaining: usize,
-    },
-    /// A broadcast or publish found this recipient's outbound queue full. Under
-    /// the default policy the connection was dropped (close code 4002);
-    /// otherwise this message was skipped for it. Other recipients are unaffected.
-    #[error("connection {conn} is a slow consumer (outbound queue full){}", if *disconnected { "; disconnected" } else { "; message dropped for it" })]
-    SlowConsumer {
-        /// The connection's id.
-        conn: u64,
-        /// Whether it was disconnected (else the message was dropped for it).
-        disconnected: bool,
     },
     /// A topic or pattern is malformed; nothing was subscribed or published.
     #[error("invalid topic: {0}")]
@@ -151,22 +79,6 @@ pub enum Error {
     SubscriptionLimit {
         /// The configured limit.
         limit: usize,
-    },
-    /// The peer answered no ping within the keepalive timeout; the connection
-    /// was dropped as dead (half-open).
-    #[error("peer silent for {silent:?}: keepalive timeout, connection dropped")]
-    KeepaliveTimeout {
-        /// How long the peer had been silent.
-        silent: std::time::Duration,
-    },
-    /// After a reconnection the server refused to renew a subscription; the
-    /// client no longer receives that topic. The connection stays open.
-    #[error("could not renew the subscription to {pattern:?} after reconnecting: {status}")]
-    Resubscribe {
-        /// The pattern.
-        pattern: String,
-        /// The server's answer.
-        status: Status,
     },
     /// TLS could not be set up (bad certificate or key) or its handshake
     /// failed; no connection exists.
@@ -204,20 +116,9 @@ impl Error {
             Error::ConnectionClosed { .. } => "connection_closed",
             Error::MessageTooLarge { .. } => "message_too_large",
             Error::QueueFull => "queue_full",
-            Error::Protocol { .. } => "protocol",
-            Error::Decode { .. } => "decode",
-            Error::UnknownRoute { .. } => "unknown_route",
-            Error::UnknownReply(_) => "unknown_reply",
-            Error::Handler { .. } => "handler",
-            Error::HandlerPanicked { .. } => "handler_panicked",
-            Error::Remote { .. } => "remote",
-            Error::Transport(_) => "transport",
             Error::ShutdownTimedOut { .. } => "shutdown_timed_out",
-            Error::SlowConsumer { .. } => "slow_consumer",
             Error::InvalidTopic(_) => "invalid_topic",
             Error::SubscriptionLimit { .. } => "subscription_limit",
-            Error::KeepaliveTimeout { .. } => "keepalive_timeout",
-            Error::Resubscribe { .. } => "resubscribe",
             Error::InvalidUrl { .. } => "invalid_url",
             #[cfg(feature = "tls")]
             Error::Tls(_) => "tls",
@@ -236,21 +137,11 @@ impl From<Error> for Status {
             | Error::Listen(_)
             | Error::Connect(_)
             | Error::Refused { .. }
-            | Error::ConnectionClosed { .. }
-            | Error::Protocol { .. }
-            | Error::Transport(_)
-            | Error::SlowConsumer { .. }
-            | Error::KeepaliveTimeout { .. } => Code::Unavailable,
+            | Error::ConnectionClosed { .. } => Code::Unavailable,
             #[cfg(feature = "tls")]
             Error::Tls(_) => Code::Unavailable,
             Error::AlreadyRunning => Code::FailedPrecondition,
             Error::MessageTooLarge { .. } | Error::QueueFull => Code::ResourceExhausted,
-            Error::Decode { .. } => Code::InvalidArgument,
-            Error::UnknownRoute { .. } => Code::Unimplemented,
-            Error::Handler { status, .. }
-            | Error::Remote { status, .. }
-            | Error::Resubscribe { status, .. } => status.code(),
-            Error::HandlerPanicked { .. } | Error::UnknownReply(_) => Code::Internal,
             Error::ShutdownTimedOut { .. } => Code::DeadlineExceeded,
             Error::InvalidUrl { .. }
             | Error::InvalidTopic(_)
@@ -299,22 +190,6 @@ pub enum BuildError {
         #[source]
         source: http::Error,
     },
-}
-
-fn describe(type_name: &str, method: &str) -> String {
-    match (type_name, method) {
-        ("", "") => "unnamed".to_owned(),
-        (type_name, "") => format!("type {type_name:?}"),
-        (type_name, method) => format!("method {method:?}, type {type_name:?}"),
-    }
-}
-
-fn unknown_route(type_name: &str, method: &str) -> String {
-    if method.is_empty() {
-        format!("no handler for message type {type_name:?}")
-    } else {
-        format!("no handler for method {method:?}")
-    }
 }
 
 /// What went wrong setting up TLS or during its handshake.

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use crate::conn::close::CloseInfo;
 use crate::conn::connection::Connection;
-use crate::error::Error;
+use crate::incident::Incident;
 use crate::observe::metrics::Metrics;
 use crate::route::context::Context;
 use crate::state::State;
 use crate::wire::status::Status;
 use crate::wire::topic::Subscription;
 
-type ErrorHook = Arc<dyn Fn(&Error, Option<&Connection>) + Send + Sync>;
+type ErrorHook = Arc<dyn Fn(&Incident, Option<&Connection>) + Send + Sync>;
 type ConnHook = Arc<dyn Fn(&Connection) + Send + Sync>;
 type CloseHook = Arc<dyn Fn(&Connection, &CloseInfo) + Send + Sync>;
 type StateHook = Arc<dyn Fn(State) + Send + Sync>;
@@ -87,10 +87,10 @@ impl Hooks {
         }
     }
 
-    pub(crate) fn error(&self, err: &Error, conn: Option<&Connection>) {
+    pub(crate) fn error(&self, err: &Incident, conn: Option<&Connection>) {
         tracing::debug!(error = %err, conn = conn.map(Connection::id), "goomerang error");
         self.metrics.error(err.kind());
-        if let Error::SlowConsumer { disconnected, .. } = err {
+        if let Incident::SlowConsumer { disconnected, .. } = err {
             self.metrics.slow_consumer(*disconnected);
         }
         for hook in &self.error {
@@ -175,12 +175,14 @@ impl Hooks {
 /// Adds the hook-registration methods to a builder with a `hooks: Hooks` field.
 macro_rules! hook_methods {
     () => {
-        /// Called for every error the runtime reports: bad input from a peer,
-        /// failed or panicking handlers, unknown reply ids, transport errors.
-        /// The connection is given when the error belongs to one.
+        /// Called for every [`Incident`]($crate::Incident): what goes wrong away
+        /// from any call (bad input from a peer, failed or panicking one-way
+        /// handlers, unknown reply ids, transport errors, slow consumers).
+        /// The connection is given when the incident belongs to one. Errors of
+        /// your own calls are returned to you instead, never reported here.
         pub fn on_error(
             mut self,
-            hook: impl Fn(&$crate::Error, Option<&$crate::Connection>) + Send + Sync + 'static,
+            hook: impl Fn(&$crate::Incident, Option<&$crate::Connection>) + Send + Sync + 'static,
         ) -> Self {
             self.hooks.error.push(std::sync::Arc::new(hook));
             self

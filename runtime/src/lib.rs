@@ -37,6 +37,7 @@ mod conn;
 mod driver;
 mod error;
 mod hooks;
+mod incident;
 mod observe;
 pub mod pubsub;
 mod route;
@@ -54,6 +55,7 @@ pub use conn::close::{CloseInfo, Initiator};
 pub use conn::connection::Connection;
 pub use conn::peer::Peer;
 pub use error::{BuildError, Error};
+pub use incident::Incident;
 pub use observe::metrics::Metrics;
 pub use route::context::Context;
 pub use route::handler::IntoOneWay;
@@ -70,8 +72,8 @@ pub use wire::status::{Code, Status};
 pub use goomerang_macros::handler;
 pub use prost;
 
-/// Longer explanations: how routing, backpressure, shutdown, pub/sub and the
-/// security rules work. The wire protocol itself is `PROTOCOL.md`.
+/// Longer explanations: how routing, backpressure, shutdown, pub/sub, the
+/// security rules and the error model work. The wire protocol itself is `PROTOCOL.md`.
 pub mod guide {
     #[doc = include_str!("../docs/routing.md")]
     pub mod routing {}
@@ -83,6 +85,8 @@ pub mod guide {
     pub mod pubsub {}
     #[doc = include_str!("../docs/security.md")]
     pub mod security {}
+    #[doc = include_str!("../docs/errors.md")]
+    pub mod errors {}
 }
 
 /// What generated code uses; not a stable API for hand-written code.

@@ -22,6 +22,7 @@ use crate::driver;
 use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
+use crate::incident::Incident;
 use crate::observe::metrics::Metrics;
 use crate::route::router::{Router, routing_methods};
 use crate::state::{State, StateCell};
@@ -580,7 +581,7 @@ async fn supervise(
                         return;
                     };
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
-                    client.shared.hooks.error(&err, None);
+                    client.shared.hooks.error(&Incident::Reconnect(err), None);
                     attempt += 1;
                 }
             }
@@ -601,7 +602,7 @@ async fn supervise(
                 for sub in subs {
                     if let Err(status) = renewing.control(FrameKind::Subscribe, &sub).await {
                         hooks.error(
-                            &Error::Resubscribe {
+                            &Incident::Resubscribe {
                                 pattern: sub.pattern.clone(),
                                 status,
                             },

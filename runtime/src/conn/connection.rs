@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::incident::Incident;
 use crate::sync::lock;
 use std::time::Duration;
 
@@ -471,10 +472,10 @@ impl Connection {
     }
 
     /// Routes a REPLY or ERROR frame to the request waiting for it.
-    pub(crate) fn complete(&self, frame: Incoming) -> Result<(), Error> {
+    pub(crate) fn complete(&self, frame: Incoming) -> Result<(), Incident> {
         let is_error = frame.kind == FrameKind::Error as i32;
         if is_error && frame.id == 0 {
-            return Err(Error::Remote {
+            return Err(Incident::Remote {
                 type_name: frame.type_name.to_string(),
                 method: frame.method.to_string(),
                 status: Status::from_wire(frame.status),
@@ -489,7 +490,7 @@ impl Connection {
         if self.inner.calls.answer(id, answer) {
             Ok(())
         } else {
-            Err(Error::UnknownReply(id))
+            Err(Incident::UnknownReply(id))
         }
     }
 

@@ -20,6 +20,7 @@ use crate::conn::connection::Connection;
 use crate::conn::limit::{Limit, Slot};
 use crate::driver::shared::Shared;
 use crate::error::Error;
+use crate::incident::Incident;
 use crate::route::context::{Cancel, Context};
 use crate::route::handler::{BoxFuture, Kind, Outcome, Route};
 use crate::wire::frame::{self, Incoming};
@@ -161,7 +162,7 @@ impl Dispatcher {
         let Some(route) = found else {
             let unknown = shared.hooks.metrics.unknown_type();
             unknown.received.fetch_add(1, Ordering::Relaxed);
-            let err = Error::UnknownRoute {
+            let err = Incident::UnknownRoute {
                 type_name: frame.type_name.to_string(),
                 method: frame.method.to_string(),
             };
@@ -370,8 +371,9 @@ impl Run {
             }
             Some(Err(panic)) => {
                 let message = panic_message(panic.as_ref());
-                let err = Error::HandlerPanicked {
+                let err = Incident::HandlerPanicked {
                     type_name: type_name(),
+                    method: self.ctx.metadata().method().unwrap_or_default().to_owned(),
                     message: message.clone(),
                 };
                 hooks.error(&err, Some(conn));
@@ -387,7 +389,7 @@ impl Run {
         if let Some(source) = decode_error {
             // Reported as a decode error, not as the handler's failure; the
             // sender of a one-way message is told (a request's answer tells it).
-            let err = Error::Decode {
+            let err = Incident::Decode {
                 type_name: type_name(),
                 source,
             };
@@ -426,8 +428,9 @@ impl Run {
         if let Err(status) = outcome
             && !decode_failed
         {
-            let err = Error::Handler {
+            let err = Incident::Handler {
                 type_name: type_name(),
+                method: self.ctx.metadata().method().unwrap_or_default().to_owned(),
                 status,
             };
             hooks.error(&err, Some(conn));

@@ -20,8 +20,8 @@ use tracing::Instrument as _;
 use crate::conn::close::{CloseInfo, Initiator};
 use crate::conn::connection::Connection;
 use crate::conn::outbox::WriteHalf;
-use crate::error::Error;
 use crate::hooks::Hooks;
+use crate::incident::Incident;
 use crate::pubsub::control;
 use crate::wire::frame;
 use crate::wire::proto::FrameKind;
@@ -77,7 +77,7 @@ async fn write_loop(conn: Connection, shared: Arc<Shared>) {
 /// A write to the socket failed: the connection is dropped.
 fn write_failed(conn: &Connection, hooks: &Hooks, err: tungstenite::Error) {
     if !conn.is_closed() && !conn.is_closing() {
-        hooks.error(&Error::Transport(err), Some(conn));
+        hooks.error(&Incident::Transport(err), Some(conn));
     }
     conn.kill();
 }
@@ -128,7 +128,7 @@ where
                 let now = Instant::now();
                 let silent = now - last_seen;
                 if silent >= k.interval + k.timeout {
-                    shared.hooks.error(&Error::KeepaliveTimeout { silent }, Some(conn));
+                    shared.hooks.error(&Incident::KeepaliveTimeout { silent }, Some(conn));
                     conn.abort(1006, "keepalive timeout: the peer stopped answering");
                     break;
                 }
@@ -289,14 +289,14 @@ fn on_read_error(conn: &Connection, hooks: &Hooks, err: tungstenite::Error, clos
         other if closing => {
             tracing::debug!(conn = conn.id(), error = %other, "read error while closing")
         }
-        other => hooks.error(&Error::Transport(other), Some(conn)),
+        other => hooks.error(&Incident::Transport(other), Some(conn)),
     }
 }
 
 /// Reports a protocol violation and closes the connection with `code`.
 fn violation(conn: &Connection, hooks: &Hooks, code: u16, detail: String) {
     hooks.error(
-        &Error::Protocol {
+        &Incident::Protocol {
             close_code: code,
             detail: detail.clone(),
         },

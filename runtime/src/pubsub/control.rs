@@ -5,6 +5,7 @@ use bytes::Bytes;
 use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::hooks::Hooks;
+use crate::incident::Incident;
 use crate::pubsub::hub::Hub;
 use crate::wire::frame::{self, Incoming};
 use crate::wire::proto::{Frame, FrameKind};
@@ -21,8 +22,8 @@ pub(crate) fn handle(
     frame: Incoming,
 ) -> Result<(), Status> {
     let invalid = |detail: topic::TopicError| {
-        let err = Error::InvalidTopic(detail);
-        let status = Status::invalid_argument(err.to_string());
+        let status = Status::invalid_argument(Error::InvalidTopic(detail.clone()).to_string());
+        let err = Incident::InvalidTopic(detail);
         hooks.error(&err, Some(conn));
         status
     };

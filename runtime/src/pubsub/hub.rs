@@ -10,6 +10,7 @@ use crate::config::SlowConsumer;
 use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::hooks::Hooks;
+use crate::incident::Incident;
 use crate::pubsub::backplane::{Event, Inbound, Local, SharedBackplane};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;
@@ -134,7 +135,7 @@ impl Hub {
             Ok(()) => true,
             Err(Error::QueueFull) => {
                 self.hooks.error(
-                    &Error::SlowConsumer {
+                    &Incident::SlowConsumer {
                         conn: conn.id(),
                         disconnected: self.policy == SlowConsumer::Disconnect,
                     },

@@ -26,6 +26,7 @@ use crate::driver;
 use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
+use crate::incident::Incident;
 use crate::observe::metrics::Metrics;
 use crate::pubsub::backplane::{Backplane, LocalOnly, SharedBackplane};
 use crate::pubsub::hub::Hub;
@@ -311,7 +312,7 @@ impl Server {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: report, pause, go on.
-                    self.inner.shared.hooks.error(&Error::Listen(err), None);
+                    self.inner.shared.hooks.error(&Incident::Accept(err), None);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

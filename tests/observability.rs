@@ -147,7 +147,15 @@ async fn a_scrape_after_traffic_shows_the_counters() {
             .await
             .expect("reply");
 
+        let response = http_get(server.addr, "/metrics").await;
+        assert!(
+            response.contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+            ),
+            "{response}"
+        );
         let text = scrape(server.addr, "/metrics").await;
+        assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(
             sample(
                 &text,
@@ -233,8 +241,12 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
         .render()
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
+        .filter_map(|l| l.split_once(' '))
+        // OpenMetrics names a counter's family without the `_total` its samples carry.
+        .map(|(name, kind)| match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_owned(),
+        })
         .collect();
     let mut queried = std::collections::BTreeSet::new();
     for (i, _) in dashboard.match_indices("goomerang_") {
@@ -261,4 +273,110 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
         unused.is_empty(),
         "exported metrics without a panel: {unused:?}"
     );
+}
+
+#[tokio::test]
+async fn metrics_join_the_applications_registry_with_the_chosen_buckets() {
+    use goomerang::prometheus_client::{encoding::text::encode, metrics::counter::Counter};
+
+    const PING: &str = r#"side="server",type="test.v1.Ping""#;
+    bounded(async {
+        let server = start(Server::builder().metrics_buckets([0.5, 30.0]).request(
+            |_ctx, p: Ping| async move {
+                Ok::<_, Status>(Pong {
+                    n: p.n,
+                    text: p.text,
+                })
+            },
+        ))
+        .await;
+        let mut registry = goomerang::prometheus_client::registry::Registry::default();
+        let app_requests = Counter::<u64>::default();
+        registry.register(
+            "app_requests",
+            "The application's own counter.",
+            app_requests.clone(),
+        );
+        server.server.metrics().register(&mut registry);
+        app_requests.inc();
+
+        let client = server.client().await;
+        for n in 0..3 {
+            client
+                .request::<_, Pong>(Ping {
+                    n,
+                    text: String::new(),
+                })
+                .await
+                .expect("reply");
+        }
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        assert_eq!(sample(&text, "app_requests_total"), 1.0);
+        let handler = "goomerang_handler_duration_seconds_bucket{le=";
+        // Exactly the buckets asked for, and +Inf: every request within 0.5 s.
+        let buckets: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(handler) && l.contains(r#"type="test.v1.Ping""#))
+            .collect();
+        assert_eq!(buckets.len(), 3, "{text}");
+        assert_eq!(sample(&text, &format!(r#"{handler}"0.5",{PING}}}"#)), 3.0);
+        assert_eq!(sample(&text, &format!(r#"{handler}"30.0",{PING}}}"#)), 3.0);
+        assert_eq!(sample(&text, &format!(r#"{handler}"+Inf",{PING}}}"#)), 3.0);
+        // A scrape reads the counters live: more traffic, higher counts.
+        client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect("reply");
+        let mut again = String::new();
+        encode(&mut again, &registry).expect("encode");
+        assert_eq!(
+            sample(
+                &again,
+                r#"goomerang_handler_duration_seconds_count{side="server",type="test.v1.Ping"}"#
+            ),
+            4.0
+        );
+    })
+    .await;
+}
+
+#[test]
+fn unusable_buckets_are_refused_at_build() {
+    for (bounds, reason) in [
+        (vec![], "no bucket given"),
+        (vec![0.1, 0.1], "bounds must be strictly increasing"),
+        (vec![0.5, 0.1], "bounds must be strictly increasing"),
+        (
+            vec![0.0, 1.0],
+            "every bound must be a finite number of seconds above zero",
+        ),
+        (
+            vec![f64::NAN],
+            "every bound must be a finite number of seconds above zero",
+        ),
+        (
+            vec![1.0, f64::INFINITY],
+            "every bound must be a finite number of seconds above zero",
+        ),
+    ] {
+        let err = Server::builder()
+            .metrics_buckets(bounds.clone())
+            .build()
+            .expect_err("refused");
+        match err {
+            goomerang::BuildError::InvalidBuckets { reason: got, .. } => {
+                assert_eq!(got, reason, "{bounds:?}")
+            }
+            other => panic!("{bounds:?}: {other}"),
+        }
+        let err = goomerang::Client::builder()
+            .metrics_buckets(bounds.clone())
+            .build()
+            .expect_err("refused");
+        assert!(
+            matches!(err, goomerang::BuildError::InvalidBuckets { .. }),
+            "{err}"
+        );
+    }
 }

@@ -181,6 +181,14 @@ pub enum BuildError {
         /// The scope as given.
         scope: String,
     },
+    /// The latency histogram bounds given to `metrics_buckets` are unusable.
+    #[error("metrics buckets {bounds:?}: {reason}")]
+    InvalidBuckets {
+        /// The bounds as given.
+        bounds: Vec<f64>,
+        /// What is wrong with them.
+        reason: &'static str,
+    },
     /// A handshake header name or value is not valid HTTP.
     #[error("invalid handshake header {name:?}: {source}")]
     InvalidHeader {

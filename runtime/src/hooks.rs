@@ -4,13 +4,13 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::conn::close::CloseInfo;
 use crate::conn::connection::Connection;
+use crate::error::BuildError;
 use crate::incident::Incident;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{Counters, DEFAULT_BUCKETS};
 use crate::route::context::Context;
 use crate::state::State;
 use crate::wire::status::Status;
@@ -31,7 +31,7 @@ type SubscriptionHook = Arc<dyn Fn(&Connection, &Subscription) + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct Hooks {
     /// Counters fed by the same events the hooks see.
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Counters>,
     pub(crate) error: Vec<ErrorHook>,
     pub(crate) connect: Vec<ConnHook>,
     pub(crate) disconnect: Vec<CloseHook>,
@@ -42,6 +42,9 @@ pub(crate) struct Hooks {
     pub(crate) publish: Vec<PublishHook>,
     pub(crate) subscribe: Vec<SubscriptionHook>,
     pub(crate) unsubscribe: Vec<SubscriptionHook>,
+    /// Histogram bounds asked for with `metrics_buckets`, checked by [`finish`](Self::finish).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    buckets: Option<Vec<f64>>,
 }
 
 impl fmt::Debug for Hooks {
@@ -73,7 +76,7 @@ fn guarded(what: &str, f: impl FnOnce()) {
 impl Hooks {
     pub(crate) fn new(side: &'static str) -> Hooks {
         Hooks {
-            metrics: Arc::new(Metrics::new(side)),
+            metrics: Arc::new(Counters::new(side, &DEFAULT_BUCKETS)),
             error: Vec::new(),
             connect: Vec::new(),
             disconnect: Vec::new(),
@@ -84,7 +87,34 @@ impl Hooks {
             publish: Vec::new(),
             subscribe: Vec::new(),
             unsubscribe: Vec::new(),
+            buckets: None,
         }
+    }
+
+    /// Sets the latency histograms' upper bounds (seconds), checked at build time.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn set_buckets(&mut self, bounds: Vec<f64>) {
+        self.buckets = Some(bounds);
+    }
+
+    /// Checks the settings and makes the counters with the chosen buckets.
+    pub(crate) fn finish(mut self) -> Result<Hooks, BuildError> {
+        if let Some(bounds) = self.buckets.take() {
+            let reason = if bounds.is_empty() {
+                Some("no bucket given")
+            } else if bounds.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+                Some("every bound must be a finite number of seconds above zero")
+            } else if bounds.windows(2).any(|w| w[0] >= w[1]) {
+                Some("bounds must be strictly increasing")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(BuildError::InvalidBuckets { bounds, reason });
+            }
+            self.metrics = Arc::new(Counters::new(self.metrics.side(), &bounds));
+        }
+        Ok(self)
     }
 
     pub(crate) fn error(&self, err: &Incident, conn: Option<&Connection>) {
@@ -99,14 +129,14 @@ impl Hooks {
     }
 
     pub(crate) fn connect(&self, conn: &Connection) {
-        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connection_opened();
         for hook in &self.connect {
             guarded("on_connect", || hook(conn));
         }
     }
 
     pub(crate) fn disconnect(&self, conn: &Connection, info: &CloseInfo) {
-        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connection_closed();
         for hook in &self.disconnect {
             guarded("on_disconnect", || hook(conn, info));
         }
@@ -119,7 +149,7 @@ impl Hooks {
             State::Closing => 2,
             _ => 3,
         };
-        self.metrics.state.store(value, Ordering::Relaxed);
+        self.metrics.set_state(value);
         for hook in &self.state {
             guarded("on_state_change", || hook(state));
         }
@@ -148,19 +178,14 @@ impl Hooks {
     }
 
     pub(crate) fn publish(&self, topic: &str, type_name: &str, recipients: usize) {
-        self.metrics.publishes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.published();
         for hook in &self.publish {
             guarded("on_publish", || hook(topic, type_name, recipients));
         }
     }
 
     pub(crate) fn subscribe(&self, conn: &Connection, sub: &Subscription, added: bool) {
-        let counter = if added {
-            &self.metrics.subscribes
-        } else {
-            &self.metrics.unsubscribes
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.metrics.subscribed(added);
         let hooks = if added {
             &self.subscribe
         } else {
@@ -175,6 +200,19 @@ impl Hooks {
 /// Adds the hook-registration methods to a builder with a `hooks: Hooks` field.
 macro_rules! hook_methods {
     () => {
+        /// The upper bounds, in seconds, of the latency histograms
+        /// (`goomerang_handler_duration_seconds`,
+        /// `goomerang_request_duration_seconds`,
+        /// `goomerang_broadcast_duration_seconds`); +Inf is implied. The
+        /// default runs from 50 µs to 1 s. `build` refuses bounds that are
+        /// empty, not strictly increasing, or not finite and above zero
+        /// ([`BuildError::InvalidBuckets`]($crate::BuildError::InvalidBuckets)).
+        #[cfg(feature = "metrics")]
+        pub fn metrics_buckets(mut self, bounds: impl IntoIterator<Item = f64>) -> Self {
+            self.hooks.set_buckets(bounds.into_iter().collect());
+            self
+        }
+
         /// Called for every [`Incident`]($crate::Incident): what goes wrong away
         /// from any call (bad input from a peer, failed or panicking one-way
         /// handlers, unknown reply ids, transport errors, slow consumers).

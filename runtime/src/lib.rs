@@ -56,7 +56,8 @@ pub use conn::connection::Connection;
 pub use conn::peer::Peer;
 pub use error::{BuildError, Error};
 pub use incident::Incident;
-pub use observe::metrics::Metrics;
+#[cfg(feature = "metrics")]
+pub use observe::export::Metrics;
 pub use route::context::Context;
 pub use route::handler::IntoOneWay;
 pub use route::middleware;
@@ -70,6 +71,10 @@ pub use wire::message::{Headers, IntoMessage, Message, Metadata, Payload, Respon
 pub use wire::status::{Code, Status};
 
 pub use goomerang_macros::handler;
+/// The Prometheus client library [`Metrics`] registers into, re-exported so
+/// that your registry and goomerang's use the same version.
+#[cfg(feature = "metrics")]
+pub use prometheus_client;
 pub use prost;
 
 /// Longer explanations: how routing, backpressure, shutdown, pub/sub, the

@@ -23,7 +23,8 @@ use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
 use crate::incident::Incident;
-use crate::observe::metrics::Metrics;
+#[cfg(feature = "metrics")]
+use crate::observe::export::Metrics;
 use crate::route::router::{Router, routing_methods};
 use crate::state::{State, StateCell};
 use crate::sync::lock;
@@ -131,14 +132,15 @@ impl ClientBuilder {
         if let Some(err) = self.error {
             return Err(err);
         }
-        let routes = self.router.finish(&self.hooks.metrics)?;
+        let hooks = self.hooks.finish()?;
+        let routes = self.router.finish(&hooks.metrics)?;
         let (current, _) = watch::channel(None);
         // No supervisor yet: `connect` starts one with a fresh token.
         let stop = CancellationToken::new();
         stop.cancel();
         Ok(Client {
             inner: Arc::new(ClientInner {
-                shared: Shared::new(routes, self.config, self.hooks, None),
+                shared: Shared::new(routes, self.config, hooks, None),
                 state: StateCell::new(),
                 current,
                 connecting: tokio::sync::Mutex::new(()),
@@ -246,9 +248,11 @@ impl Client {
         Ok(())
     }
 
-    /// This client's metrics (Prometheus text via [`Metrics::render`]).
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.shared.hooks.metrics
+    /// This client's metrics: register them into your `prometheus-client`
+    /// registry, or read them with [`Metrics::render`].
+    #[cfg(feature = "metrics")]
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(&self.inner.shared.hooks.metrics)
     }
 
     /// The lifecycle state.

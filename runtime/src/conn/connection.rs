@@ -208,7 +208,7 @@ impl Connection {
         self.inner
             .core
             .metrics
-            .observe_request(type_name, method, started.elapsed());
+            .request_took(type_name, method, started.elapsed());
         decode_reply(reply?)
     }
 

@@ -8,12 +8,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::limit::Limit;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::Counters;
 
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) config: Config,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Counters>,
     /// The global handler cap: each running handler holds one slot.
     pub(crate) global: Arc<Limit>,
     /// Every handler task; shutdown closes it and waits for it to drain.
@@ -29,7 +29,7 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(config: Config, metrics: Arc<Metrics>) -> Arc<Core> {
+    pub(crate) fn new(config: Config, metrics: Arc<Counters>) -> Arc<Core> {
         Arc::new(Core {
             global: Arc::new(Limit::new(config.max_concurrent_handlers)),
             config,

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::Counters;
 use crate::sync::lock;
 
 /// Frames written before one flush, at most; bounds the latency of a huge backlog.
@@ -63,7 +63,7 @@ pub(crate) struct Outbox {
     /// Set while the reader is handling frames: it writes what they queue.
     reader_busy: AtomicBool,
     /// Where the budget bytes in use are published (`goomerang_outbound_queued_bytes`).
-    metrics: Arc<Metrics>,
+    metrics: Arc<Counters>,
     /// The socket's write half while the connection runs; held (briefly,
     /// never across an await) by whoever writes: the writer task, the reader,
     /// or a requester (see [`push_and_write`](Self::push_and_write)).
@@ -84,7 +84,7 @@ struct State {
 }
 
 impl Outbox {
-    pub(crate) fn new(budget: usize, metrics: Arc<Metrics>) -> Outbox {
+    pub(crate) fn new(budget: usize, metrics: Arc<Counters>) -> Outbox {
         Outbox {
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -167,9 +167,7 @@ impl Outbox {
             return Err(Refused::Full(bytes));
         }
         state.bytes += held;
-        self.metrics
-            .queued_bytes
-            .fetch_add(held as i64, Ordering::Relaxed);
+        self.metrics.queued(held as i64);
         state.items.push_back(Outbound::Frame { bytes, permits });
         Ok(())
     }
@@ -258,9 +256,7 @@ impl Outbox {
         if bytes == 0 {
             return;
         }
-        self.metrics
-            .queued_bytes
-            .fetch_sub(bytes as i64, Ordering::Relaxed);
+        self.metrics.queued(-(bytes as i64));
         let mut state = lock(&self.state);
         state.bytes -= bytes.min(state.bytes);
         let waiting = state.room_waiters > 0;
@@ -382,11 +378,8 @@ impl Outbox {
                 self.release(std::mem::take(&mut half.unflushed));
                 // Counted per flush, not per frame: two atomics a batch.
                 let frames = std::mem::take(&mut half.frames);
-                self.metrics
-                    .sent_frames
-                    .fetch_add(frames, Ordering::Relaxed);
                 let bytes = std::mem::take(&mut half.bytes);
-                self.metrics.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+                self.metrics.flushed(frames, bytes);
             }
             if half.batch.is_empty() && (half.done || lock(&self.state).items.is_empty()) {
                 return Poll::Ready(Ok(()));
@@ -476,7 +469,7 @@ mod tests {
     use super::*;
 
     fn outbox(budget: usize) -> Arc<Outbox> {
-        Arc::new(Outbox::new(budget, Arc::new(Metrics::new("server"))))
+        Arc::new(Outbox::new(budget, Arc::new(Counters::new("server", &[]))))
     }
 
     fn frame(len: usize) -> Bytes {
@@ -508,7 +501,7 @@ mod tests {
         assert!(outbox.push_control(Outbound::Ping));
         assert_eq!(drain(&outbox), (3, 60));
         assert!(outbox.try_push(frame(60), outbox.permits_for(60)).is_ok());
-        assert_eq!(outbox.metrics.queued_bytes.load(Ordering::Relaxed), 60);
+        assert_eq!(outbox.metrics.queued_bytes(), 60);
     }
 
     #[test]

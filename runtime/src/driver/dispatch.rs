@@ -3,7 +3,6 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -160,8 +159,8 @@ impl Dispatcher {
             shared.routes.by_method(&frame.method)
         };
         let Some(route) = found else {
-            let unknown = shared.hooks.metrics.unknown_type();
-            unknown.received.fetch_add(1, Ordering::Relaxed);
+            let unknown = shared.hooks.metrics.unknown_route();
+            unknown.received();
             let err = Incident::UnknownRoute {
                 type_name: frame.type_name.to_string(),
                 method: frame.method.to_string(),
@@ -193,7 +192,7 @@ impl Dispatcher {
             return Ok(None);
         }
         let route = route.clone();
-        route.stats.received.fetch_add(1, Ordering::Relaxed);
+        route.stats.received();
         let (cancel, seq) = if is_request {
             // Cancelled by CANCEL, or by `finish` when the connection ends.
             let token = CancellationToken::new();
@@ -273,7 +272,7 @@ impl Job {
         if hooks.has_handler_hooks() {
             hooks.handler_start(&observed);
         }
-        hooks.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        hooks.metrics.handler_started();
         let span = tracing::debug_span!(
             "goomerang.handle",
             r#type = %observed.metadata().type_name(),
@@ -402,7 +401,7 @@ impl Run {
             }
         }
         let took = self.started.elapsed();
-        self.route.stats.handler.observe(took);
+        self.route.stats.handled(took);
         if hooks.has_handler_hooks() {
             hooks.handler_end(&self.ctx, outcome.as_ref().map(drop), took);
         }
@@ -443,7 +442,7 @@ impl Drop for Run {
     /// Counts the run out of `goomerang_handlers_in_flight`, however it ended.
     fn drop(&mut self) {
         let metrics = &self.shared.metrics;
-        metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics.handler_ended();
     }
 }
 

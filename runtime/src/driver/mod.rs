@@ -4,7 +4,6 @@ pub(crate) mod dispatch;
 pub(crate) mod shared;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -314,11 +313,7 @@ async fn handle_binary(
     bytes: Bytes,
     received: Instant,
 ) -> Result<(), (u16, String)> {
-    let metrics = &shared.metrics;
-    metrics.received_frames.fetch_add(1, Ordering::Relaxed);
-    metrics
-        .received_bytes
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    shared.metrics.frame_received(bytes.len());
     let frame = frame::decode(bytes).map_err(|err| (1007, format!("undecodable frame: {err}")))?;
     let kind = FrameKind::try_from(frame.kind)
         .ok()

@@ -1,7 +1,6 @@
-//! Prometheus metrics: atomics on the hot path, the text exposition format on demand, bounded labels only.
+//! `Counters`: what every layer counts, in atomics on the hot path and bounded label sets, read by the exporter.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -9,23 +8,35 @@ use std::time::Duration;
 use crate::sync::lock;
 use crate::wire::message::TypeName;
 
-/// Upper bounds of the latency histograms, in seconds.
-const BUCKETS: [f64; 12] = [
+/// Upper bounds of the latency histograms, in seconds, unless the builder sets others.
+pub(crate) const DEFAULT_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
 ];
 
-/// A latency histogram with fixed buckets.
-#[derive(Debug, Default)]
+/// A latency histogram: one atomic per bucket, no lock.
+#[derive(Debug)]
 pub(crate) struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
+    bounds: Arc<[f64]>,
+    /// Observations per bucket (not cumulative); those above the last bound
+    /// are only in `count`.
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
 impl Histogram {
+    pub(crate) fn new(bounds: &Arc<[f64]>) -> Histogram {
+        Histogram {
+            bounds: Arc::clone(bounds),
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn observe(&self, took: Duration) {
         let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+        if let Some(i) = self.bounds.iter().position(|&b| secs <= b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -35,52 +46,91 @@ impl Histogram {
         );
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
+    /// The values now.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let mut buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .zip(self.buckets.iter())
+            .map(|(&bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let finite: u64 = buckets.iter().map(|&(_, n)| n).sum();
+        buckets.push((f64::MAX, count.saturating_sub(finite)));
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        HistogramSnapshot {
+            sum,
+            count,
+            buckets,
+        }
     }
 }
 
-/// Per message type, precomputed for each registered handler.
-#[derive(Debug, Default)]
-pub(crate) struct TypeStats {
-    pub(crate) received: AtomicU64,
-    pub(crate) handler: Histogram,
+/// A histogram as read at one moment.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+#[derive(Debug, PartialEq)]
+pub(crate) struct HistogramSnapshot {
+    /// Sum of the observations, in seconds.
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+    /// `(upper bound, observations in that bucket)`, not cumulative, ending
+    /// with `f64::MAX` for +Inf.
+    pub(crate) buckets: Vec<(f64, u64)>,
 }
 
-/// A server's or client's metrics. Read them with [`Metrics::render`]
-/// (Prometheus text format) or serve them with `ServerBuilder::metrics_path`.
-///
-/// Labels are bounded: `side` (server/client), `type` (message types with a
-/// registered handler, `unknown` for the rest; for requests, the types this
-/// side's code sends), `method` (beside `type`, for handlers and requests
-/// routed by method), `kind` (error kinds), `status`, `action`. Topic names,
-/// which clients choose, are never labels.
+/// The counters of one route (a handled method or type), created once at
+/// build time and held by the route: counting is two atomics, no lookup.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct RouteStats {
+    received: AtomicU64,
+    handler: Histogram,
+}
+
+impl RouteStats {
+    fn new(bounds: &Arc<[f64]>) -> RouteStats {
+        RouteStats {
+            received: AtomicU64::new(0),
+            handler: Histogram::new(bounds),
+        }
+    }
+
+    /// A message or request for this route arrived.
+    pub(crate) fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Its handler finished after `took`.
+    pub(crate) fn handled(&self, took: Duration) {
+        self.handler.observe(took);
+    }
+}
+
+/// A route's labels: the payload type, and the method for a method route.
+pub(crate) type RouteKey = (String, Option<String>);
+
+/// A server's or client's counters. Labels are bounded: types and methods
+/// with a registered handler (`unknown` for the rest), the types and methods
+/// this side's code requests, error kinds, slow-consumer actions, HTTP
+/// statuses. Topic names, which clients choose, are never labels.
+#[derive(Debug)]
+pub(crate) struct Counters {
     side: &'static str,
-    pub(crate) received_frames: AtomicU64,
-    pub(crate) received_bytes: AtomicU64,
-    pub(crate) sent_frames: AtomicU64,
-    pub(crate) sent_bytes: AtomicU64,
-    pub(crate) queued_bytes: AtomicI64,
-    pub(crate) in_flight: AtomicI64,
-    pub(crate) connections: AtomicI64,
-    pub(crate) state: AtomicI64,
-    pub(crate) broadcasts: Histogram,
-    pub(crate) subscribes: AtomicU64,
-    pub(crate) unsubscribes: AtomicU64,
-    pub(crate) publishes: AtomicU64,
-    unknown: Arc<TypeStats>,
-    types: RwLock<BTreeMap<String, Arc<TypeStats>>>,
+    bounds: Arc<[f64]>,
+    received_frames: AtomicU64,
+    received_bytes: AtomicU64,
+    sent_frames: AtomicU64,
+    sent_bytes: AtomicU64,
+    queued_bytes: AtomicI64,
+    in_flight: AtomicI64,
+    connections: AtomicI64,
+    state: AtomicI64,
+    broadcasts: Histogram,
+    subscribes: AtomicU64,
+    unsubscribes: AtomicU64,
+    publishes: AtomicU64,
+    unknown: Arc<RouteStats>,
+    routes: RwLock<BTreeMap<RouteKey, Arc<RouteStats>>>,
     /// Requests this side made, by payload type and method ("" by type).
     requests: RwLock<BTreeMap<(TypeName, &'static str), Arc<Histogram>>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -88,9 +138,31 @@ pub struct Metrics {
     rejected_handshakes: Mutex<BTreeMap<u16, u64>>,
 }
 
-impl Metrics {
-    pub(crate) fn new(side: &'static str) -> Metrics {
-        Metrics {
+/// What the exporter reads: every value at one moment (each read on its own).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) side: &'static str,
+    /// `(name, help, value)` of the counters without labels.
+    pub(crate) counters: Vec<(&'static str, &'static str, u64)>,
+    /// `(name, help, value)` of the gauges without labels.
+    pub(crate) gauges: Vec<(&'static str, &'static str, i64)>,
+    /// Per route: labels, messages received, handler histogram.
+    pub(crate) routes: Vec<(RouteKey, u64, HistogramSnapshot)>,
+    /// Per request type and method ("" by type).
+    pub(crate) requests: Vec<(RouteKey, HistogramSnapshot)>,
+    pub(crate) broadcasts: HistogramSnapshot,
+    pub(crate) errors: Vec<(&'static str, u64)>,
+    pub(crate) slow_consumers: Vec<(&'static str, u64)>,
+    pub(crate) rejected_handshakes: Vec<(u16, u64)>,
+}
+
+impl Counters {
+    /// Counters for `side` (`server` or `client`) with latency buckets `bounds`
+    /// (strictly increasing, finite, checked by the builder).
+    pub(crate) fn new(side: &'static str, bounds: &[f64]) -> Counters {
+        let bounds: Arc<[f64]> = bounds.into();
+        Counters {
             side,
             received_frames: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
@@ -100,27 +172,18 @@ impl Metrics {
             in_flight: AtomicI64::new(0),
             connections: AtomicI64::new(0),
             state: AtomicI64::new(0),
-            broadcasts: Histogram::default(),
+            broadcasts: Histogram::new(&bounds),
             subscribes: AtomicU64::new(0),
             unsubscribes: AtomicU64::new(0),
             publishes: AtomicU64::new(0),
-            unknown: Arc::new(TypeStats::default()),
-            types: RwLock::new(BTreeMap::new()),
+            unknown: Arc::new(RouteStats::new(&bounds)),
+            routes: RwLock::new(BTreeMap::new()),
             requests: RwLock::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             slow_consumers: Mutex::new(BTreeMap::new()),
             rejected_handshakes: Mutex::new(BTreeMap::new()),
+            bounds,
         }
-    }
-
-    /// The stats cell for a route (created once, at routing time), by its
-    /// labels: `type="…"`, plus `method="…"` for a method route.
-    pub(crate) fn type_stats(&self, labels: String) -> Arc<TypeStats> {
-        let mut types = self
-            .types
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(types.entry(labels).or_default())
     }
 
     /// `server` or `client`.
@@ -128,16 +191,86 @@ impl Metrics {
         self.side
     }
 
-    pub(crate) fn unknown_type(&self) -> &TypeStats {
+    /// The stats of a route (created once, at build time).
+    pub(crate) fn route(&self, type_name: &str, method: Option<&str>) -> Arc<RouteStats> {
+        let mut routes = self
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (type_name.to_owned(), method.map(str::to_owned));
+        Arc::clone(
+            routes
+                .entry(key)
+                .or_insert_with(|| Arc::new(RouteStats::new(&self.bounds))),
+        )
+    }
+
+    /// The stats of everything that found no route (`type="unknown"`).
+    pub(crate) fn unknown_route(&self) -> &RouteStats {
         &self.unknown
     }
 
-    pub(crate) fn observe_request(
-        &self,
-        type_name: TypeName,
-        method: &'static str,
-        took: Duration,
-    ) {
+    /// A frame of `bytes` was read from the socket.
+    pub(crate) fn frame_received(&self, bytes: usize) {
+        self.received_frames.fetch_add(1, Ordering::Relaxed);
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// `frames` frames of `bytes` in all were flushed to the socket.
+    pub(crate) fn flushed(&self, frames: u64, bytes: u64) {
+        self.sent_frames.fetch_add(frames, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Budget bytes queued (positive) or given back (negative) in outbound queues.
+    pub(crate) fn queued(&self, delta: i64) {
+        self.queued_bytes.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A handler started.
+    pub(crate) fn handler_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A handler ended, however.
+    pub(crate) fn handler_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The lifecycle state: 0 new, 1 running, 2 closing, 3 closed.
+    pub(crate) fn set_state(&self, value: i64) {
+        self.state.store(value, Ordering::Relaxed);
+    }
+
+    /// A broadcast was queued for every connection in `took`.
+    pub(crate) fn broadcast_took(&self, took: Duration) {
+        self.broadcasts.observe(took);
+    }
+
+    pub(crate) fn subscribed(&self, added: bool) {
+        let counter = if added {
+            &self.subscribes
+        } else {
+            &self.unsubscribes
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn published(&self) {
+        self.publishes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request this side made was answered (or gave up) after `took`.
+    pub(crate) fn request_took(&self, type_name: TypeName, method: &'static str, took: Duration) {
         let key = (type_name, method);
         let found = self
             .requests
@@ -150,7 +283,11 @@ impl Metrics {
                 .requests
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(requests.entry(key).or_default())
+            Arc::clone(
+                requests
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Histogram::new(&self.bounds))),
+            )
         });
         histogram.observe(took);
     }
@@ -168,188 +305,112 @@ impl Metrics {
         *lock(&self.rejected_handshakes).entry(status).or_default() += 1;
     }
 
-    /// The metrics in the Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
-        let side = self.side;
-        let mut out = String::new();
-        let scalar = |out: &mut String, name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{side=\"{side}\"}} {value}"
-            );
-        };
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        let gauge = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0).to_string();
-        scalar(
-            &mut out,
-            "goomerang_received_frames_total",
-            "counter",
-            "Frames received.",
-            load(&self.received_frames),
-        );
-        scalar(
-            &mut out,
-            "goomerang_received_bytes_total",
-            "counter",
-            "Bytes of frames received.",
-            load(&self.received_bytes),
-        );
-        scalar(
-            &mut out,
-            "goomerang_sent_frames_total",
-            "counter",
-            "Frames written to the socket.",
-            load(&self.sent_frames),
-        );
-        scalar(
-            &mut out,
-            "goomerang_sent_bytes_total",
-            "counter",
-            "Bytes of frames written to the socket.",
-            load(&self.sent_bytes),
-        );
-        scalar(
-            &mut out,
-            "goomerang_outbound_queue_bytes",
-            "gauge",
-            "Bytes waiting in outbound queues.",
-            gauge(&self.queued_bytes),
-        );
-        scalar(
-            &mut out,
-            "goomerang_handlers_in_flight",
-            "gauge",
-            "Handlers running now.",
-            gauge(&self.in_flight),
-        );
-        scalar(
-            &mut out,
-            "goomerang_connections",
-            "gauge",
-            "Open connections.",
-            gauge(&self.connections),
-        );
-        scalar(
-            &mut out,
-            "goomerang_state",
-            "gauge",
-            "Lifecycle state: 0 new, 1 running, 2 closing, 3 closed.",
-            gauge(&self.state),
-        );
-        scalar(
-            &mut out,
-            "goomerang_subscribe_total",
-            "counter",
-            "Subscriptions added.",
-            load(&self.subscribes),
-        );
-        scalar(
-            &mut out,
-            "goomerang_unsubscribe_total",
-            "counter",
-            "Subscriptions removed.",
-            load(&self.unsubscribes),
-        );
-        scalar(
-            &mut out,
-            "goomerang_publish_total",
-            "counter",
-            "Messages published.",
-            load(&self.publishes),
-        );
-
-        let _ = writeln!(
-            out,
-            "# HELP goomerang_received_messages_total Messages and requests received, by type.\n# TYPE goomerang_received_messages_total counter"
-        );
-        let types = self
-            .types
+    /// Every value, for the exporter.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let gauge = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0);
+        let mut routes: Vec<_> = self
+            .routes
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let all_types = types
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(labels, s)| (labels.as_str(), s.as_ref()))
-            .chain([("type=\"unknown\"", self.unknown.as_ref())]);
-        for (labels, stats) in all_types.clone() {
-            let _ = writeln!(
-                out,
-                "goomerang_received_messages_total{{side=\"{side}\",{labels}}} {}",
-                load(&stats.received)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP goomerang_handler_duration_seconds Handler run time, by type.\n# TYPE goomerang_handler_duration_seconds histogram"
-        );
-        for (labels, stats) in all_types {
-            stats.handler.render(
-                &mut out,
-                "goomerang_handler_duration_seconds",
-                &format!("side=\"{side}\",{labels}"),
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP goomerang_request_duration_seconds Requests this side made, until the answer, by type.\n# TYPE goomerang_request_duration_seconds histogram"
-        );
-        for ((name, method), histogram) in self
+            .map(|(key, s)| (key.clone(), load(&s.received), s.handler.snapshot()))
+            .collect();
+        routes.push((
+            ("unknown".to_owned(), None),
+            load(&self.unknown.received),
+            self.unknown.handler.snapshot(),
+        ));
+        let requests = self
             .requests
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-        {
-            let method = if method.is_empty() {
-                String::new()
-            } else {
-                format!(",method=\"{method}\"")
-            };
-            histogram.render(
-                &mut out,
-                "goomerang_request_duration_seconds",
-                &format!("side=\"{side}\",type=\"{name}\"{method}"),
-            );
+            .map(|((name, method), h)| {
+                let method = (!method.is_empty()).then(|| (*method).to_owned());
+                ((name.to_string(), method), h.snapshot())
+            })
+            .collect();
+        Snapshot {
+            side: self.side,
+            counters: vec![
+                (
+                    "goomerang_received_frames",
+                    "Frames received.",
+                    load(&self.received_frames),
+                ),
+                (
+                    "goomerang_received_bytes",
+                    "Bytes of frames received.",
+                    load(&self.received_bytes),
+                ),
+                (
+                    "goomerang_sent_frames",
+                    "Frames written to the socket.",
+                    load(&self.sent_frames),
+                ),
+                (
+                    "goomerang_sent_bytes",
+                    "Bytes of frames written to the socket.",
+                    load(&self.sent_bytes),
+                ),
+                (
+                    "goomerang_subscribe",
+                    "Subscriptions added.",
+                    load(&self.subscribes),
+                ),
+                (
+                    "goomerang_unsubscribe",
+                    "Subscriptions removed.",
+                    load(&self.unsubscribes),
+                ),
+                (
+                    "goomerang_publish",
+                    "Messages published.",
+                    load(&self.publishes),
+                ),
+            ],
+            gauges: vec![
+                (
+                    "goomerang_outbound_queue_bytes",
+                    "Bytes waiting in outbound queues.",
+                    gauge(&self.queued_bytes),
+                ),
+                (
+                    "goomerang_handlers_in_flight",
+                    "Handlers running now.",
+                    gauge(&self.in_flight),
+                ),
+                (
+                    "goomerang_connections",
+                    "Open connections.",
+                    gauge(&self.connections),
+                ),
+                (
+                    "goomerang_state",
+                    "Lifecycle state: 0 new, 1 running, 2 closing, 3 closed.",
+                    gauge(&self.state),
+                ),
+            ],
+            routes,
+            requests,
+            broadcasts: self.broadcasts.snapshot(),
+            errors: lock(&self.errors).iter().map(|(k, n)| (*k, *n)).collect(),
+            slow_consumers: lock(&self.slow_consumers)
+                .iter()
+                .map(|(k, n)| (*k, *n))
+                .collect(),
+            rejected_handshakes: lock(&self.rejected_handshakes)
+                .iter()
+                .map(|(k, n)| (*k, *n))
+                .collect(),
         }
-        let _ = writeln!(
-            out,
-            "# HELP goomerang_broadcast_duration_seconds Time to queue one broadcast for every connection.\n# TYPE goomerang_broadcast_duration_seconds histogram"
-        );
-        self.broadcasts.render(
-            &mut out,
-            "goomerang_broadcast_duration_seconds",
-            &format!("side=\"{side}\""),
-        );
+    }
 
-        let _ = writeln!(
-            out,
-            "# HELP goomerang_errors_total Errors reported, by kind.\n# TYPE goomerang_errors_total counter"
-        );
-        for (kind, n) in lock(&self.errors).iter() {
-            let _ = writeln!(
-                out,
-                "goomerang_errors_total{{side=\"{side}\",kind=\"{kind}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP goomerang_slow_consumers_total Slow consumers handled, by action.\n# TYPE goomerang_slow_consumers_total counter"
-        );
-        for (action, n) in lock(&self.slow_consumers).iter() {
-            let _ = writeln!(
-                out,
-                "goomerang_slow_consumers_total{{side=\"{side}\",action=\"{action}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP goomerang_rejected_handshakes_total Upgrades refused, by HTTP status.\n# TYPE goomerang_rejected_handshakes_total counter"
-        );
-        for (status, n) in lock(&self.rejected_handshakes).iter() {
-            let _ = writeln!(
-                out,
-                "goomerang_rejected_handshakes_total{{side=\"{side}\",status=\"{status}\"}} {n}"
-            );
-        }
-        out
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> i64 {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -358,29 +419,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histograms_are_cumulative_and_counted() {
-        let h = Histogram::default();
+    fn histograms_count_each_bucket_and_the_overflow() {
+        let h = Histogram::new(&Arc::from(&[0.001, 0.01][..]));
         h.observe(Duration::from_micros(30));
         h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_millis(5));
         h.observe(Duration::from_secs(10));
-        let mut out = String::new();
-        h.render(&mut out, "x", "side=\"server\"");
-        assert!(
-            out.contains("x_bucket{side=\"server\",le=\"0.00005\"} 1"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{side=\"server\",le=\"0.005\"} 2"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{side=\"server\",le=\"1\"} 2"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{side=\"server\",le=\"+Inf\"} 3"),
-            "{out}"
-        );
-        assert!(out.contains("x_count{side=\"server\"} 3"), "{out}");
+        let snap = h.snapshot();
+        assert_eq!(snap.count, 4);
+        assert_eq!(snap.buckets, vec![(0.001, 1), (0.01, 2), (f64::MAX, 1)]);
+        assert!((snap.sum - 10.00803).abs() < 1e-9, "{}", snap.sum);
     }
 }

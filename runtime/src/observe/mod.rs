@@ -1,3 +1,5 @@
-//! Observation: the Prometheus metrics every layer counts into.
+//! Observation: the counters every layer feeds, and their export to Prometheus.
 
+#[cfg(feature = "metrics")]
+pub(crate) mod export;
 pub(crate) mod metrics;

@@ -33,7 +33,7 @@ pub(crate) struct Route {
     pub(crate) input: TypeName,
     pub(crate) handler: BoxHandler,
     /// This type's counters, looked up once at start-up.
-    pub(crate) stats: std::sync::Arc<crate::observe::metrics::TypeStats>,
+    pub(crate) stats: std::sync::Arc<crate::observe::metrics::RouteStats>,
 }
 
 impl fmt::Debug for Route {

@@ -209,7 +209,7 @@ impl Router {
     /// Wraps every handler in its middleware chain; the result is immutable.
     pub(crate) fn finish(
         self,
-        metrics: &crate::observe::metrics::Metrics,
+        metrics: &crate::observe::metrics::Counters,
     ) -> Result<Routes, BuildError> {
         if let Some(err) = self.error {
             return Err(err);
@@ -237,10 +237,10 @@ impl Router {
             } else {
                 global.iter().cloned().chain(scoped).collect()
             };
-            let (labels, table) = match &pending.key {
-                Key::Type(name) => (format!("type=\"{name}\""), &mut routes.by_type),
+            let (stats, table) = match &pending.key {
+                Key::Type(name) => (metrics.route(name, None), &mut routes.by_type),
                 Key::Method(name) => (
-                    format!("type=\"{}\",method=\"{name}\"", pending.input),
+                    metrics.route(&pending.input.to_string(), Some(name)),
                     &mut routes.by_method,
                 ),
             };
@@ -248,7 +248,7 @@ impl Router {
                 kind: pending.kind,
                 input: pending.input,
                 handler: middleware::compose(&stack, pending.handler),
-                stats: metrics.type_stats(labels),
+                stats,
             };
             let name = match pending.key {
                 Key::Type(name) | Key::Method(name) => name,

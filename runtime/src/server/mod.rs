@@ -27,7 +27,8 @@ use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
 use crate::incident::Incident;
-use crate::observe::metrics::Metrics;
+#[cfg(feature = "metrics")]
+use crate::observe::export::Metrics;
 use crate::pubsub::backplane::{Backplane, LocalOnly, SharedBackplane};
 use crate::pubsub::hub::Hub;
 use crate::route::router::{Router, routing_methods};
@@ -56,6 +57,7 @@ pub struct ServerBuilder {
     routes: axum::Router,
     on_open: Option<OnOpen>,
     origins: Option<Origins>,
+    #[cfg(feature = "metrics")]
     metrics_path: Option<String>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -123,7 +125,8 @@ impl ServerBuilder {
     }
 
     /// Serves this server's Prometheus metrics at `path` (e.g. `/metrics`) on
-    /// the same port as the WebSocket endpoint.
+    /// the same port as the WebSocket endpoint, in the OpenMetrics text format.
+    #[cfg(feature = "metrics")]
     pub fn metrics_path(mut self, path: impl Into<String>) -> Self {
         self.metrics_path = Some(path.into());
         self
@@ -187,15 +190,17 @@ impl ServerBuilder {
     /// A [`BuildError`] for a route registered twice, a malformed method name,
     /// or middleware scoped to nothing.
     pub fn build(self) -> Result<Server, BuildError> {
-        let routes = self.router.finish(&self.hooks.metrics)?;
+        let hooks = self.hooks.finish()?;
+        let routes = self.router.finish(&hooks.metrics)?;
         let hub = Arc::new(Hub::new(
             self.backplane,
             self.config.slow_consumer,
             self.config.max_subscriptions_per_connection,
-            self.hooks.clone(),
+            hooks.clone(),
         ));
-        let metrics = Arc::clone(&self.hooks.metrics);
-        let shared = Shared::new(routes, self.config, self.hooks, Some(Arc::clone(&hub)));
+        #[cfg(feature = "metrics")]
+        let metrics = Metrics::new(&hooks.metrics);
+        let shared = Shared::new(routes, self.config, hooks, Some(Arc::clone(&hub)));
         Ok(Server {
             inner: Arc::new(ServerInner {
                 shared,
@@ -205,6 +210,7 @@ impl ServerBuilder {
                 addr: Mutex::new(None),
                 next_conn: AtomicU64::new(1),
                 stop: CancellationToken::new(),
+                #[cfg(feature = "metrics")]
                 routes: match self.metrics_path {
                     Some(path) => self.routes.merge(
                         axum::Router::new()
@@ -213,6 +219,8 @@ impl ServerBuilder {
                     ),
                     None => self.routes,
                 },
+                #[cfg(not(feature = "metrics"))]
+                routes: self.routes,
                 on_open: self.on_open,
                 origins: self.origins,
                 #[cfg(feature = "tls")]
@@ -272,6 +280,7 @@ impl Server {
             routes: axum::Router::new(),
             on_open: None,
             origins: None,
+            #[cfg(feature = "metrics")]
             metrics_path: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -428,9 +437,11 @@ impl Server {
         *lock(&self.inner.addr)
     }
 
-    /// This server's metrics (Prometheus text via [`Metrics::render`]).
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.shared.hooks.metrics
+    /// This server's metrics: register them into your `prometheus-client`
+    /// registry, or read them with [`Metrics::render`].
+    #[cfg(feature = "metrics")]
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(&self.inner.shared.hooks.metrics)
     }
 
     /// The lifecycle state.
@@ -518,7 +529,7 @@ impl Server {
             None => {
                 let started = std::time::Instant::now();
                 let reached = self.inner.hub.broadcast(frame, except);
-                hooks.metrics.broadcasts.observe(started.elapsed());
+                hooks.metrics.broadcast_took(started.elapsed());
                 hooks.broadcast(&type_name, reached);
                 reached
             }
@@ -632,9 +643,13 @@ fn offered_subprotocols(headers: &HeaderMap) -> Vec<&str> {
         .collect()
 }
 
-async fn render_metrics(AxumState(metrics): AxumState<Arc<Metrics>>) -> Response {
+#[cfg(feature = "metrics")]
+async fn render_metrics(AxumState(metrics): AxumState<Metrics>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         metrics.render(),
     )
         .into_response()

@@ -1,0 +1,198 @@
+//! `Metrics`: a server's or client's counters as a `prometheus-client` collector, for the application's registry or in text.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::observe::metrics::{Counters, HistogramSnapshot};
+
+/// The Prometheus metrics of a [`Server`](crate::Server) or
+/// [`Client`](crate::Client), from [`Server::metrics`](crate::Server::metrics)
+/// or [`Client::metrics`](crate::Client::metrics). A cheap handle: clones
+/// read the same counters, which the runtime keeps in atomics.
+///
+/// It is a [`prometheus_client`] [`Collector`]: [`register`](Self::register)
+/// it into the registry your application already serves, or read it in the
+/// OpenMetrics text format with [`render`](Self::render) (which
+/// `ServerBuilder::metrics_path` serves).
+///
+/// ```no_run
+/// # fn demo(server: &goomerang::Server) {
+/// let mut registry = prometheus_client::registry::Registry::default();
+/// server.metrics().register(&mut registry);
+/// let mut text = String::new();
+/// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+/// # }
+/// ```
+///
+/// Every metric has a `side` label (`server` or `client`); the others are
+/// bounded: `type` (message types with a registered handler, `unknown` for the
+/// rest; for requests, the types this side's code sends), `method` (beside
+/// `type`, for routes and requests by method), `kind` (the
+/// [`Incident::kind`](crate::Incident::kind) of `on_error` reports), `action`,
+/// `status`. Topic names, which clients choose, are never labels. Histogram
+/// buckets are set with the builders' `metrics_buckets`.
+///
+/// A server and a client registered into one registry give their metric
+/// families twice, told apart by `side`; register them under different
+/// prefixes (`Registry::sub_registry_with_prefix`) if your scraper objects.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    counters: Arc<Counters>,
+}
+
+impl Metrics {
+    pub(crate) fn new(counters: &Arc<Counters>) -> Metrics {
+        Metrics {
+            counters: Arc::clone(counters),
+        }
+    }
+
+    /// Adds these metrics to `registry`; they are read at every scrape.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.clone()));
+    }
+
+    /// The metrics in the OpenMetrics text format (ending with `# EOF`).
+    pub fn render(&self) -> String {
+        let mut registry = Registry::default();
+        self.register(&mut registry);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// A counter family with one label besides `side`: name, help, label, values.
+type Labelled<'a> = (&'a str, &'a str, &'a str, Vec<(String, u64)>);
+
+/// A histogram as read at scrape time: sum, count and per-bucket counts.
+#[derive(Debug)]
+struct Histogram<'a>(&'a HistogramSnapshot);
+
+impl EncodeMetric for Histogram<'_> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let HistogramSnapshot {
+            sum,
+            count,
+            buckets,
+        } = self.0;
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            *sum, *count, buckets, None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snap = self.counters.snapshot();
+        let side = [("side", snap.side)];
+        for (name, help, value) in &snap.counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            metric
+                .encode_family(&side)?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(value, None)?;
+        }
+        for (name, help, value) in &snap.gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            metric.encode_family(&side)?.encode_gauge(value)?;
+        }
+
+        let route_labels = |(type_name, method): &(String, Option<String>)| {
+            let mut labels = vec![("side", snap.side.to_owned()), ("type", type_name.clone())];
+            if let Some(method) = method {
+                labels.push(("method", method.clone()));
+            }
+            labels
+        };
+        let mut metric = encoder.encode_descriptor(
+            "goomerang_received_messages",
+            "Messages and requests received, by route.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, received, _) in &snap.routes {
+            metric
+                .encode_family(&route_labels(key))?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                    received, None,
+                )?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "goomerang_handler_duration_seconds",
+            "Handler run time, by route.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (key, _, histogram) in &snap.routes {
+            Histogram(histogram).encode(metric.encode_family(&route_labels(key))?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "goomerang_request_duration_seconds",
+            "Requests this side made, until the answer, by type and method.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (key, histogram) in &snap.requests {
+            Histogram(histogram).encode(metric.encode_family(&route_labels(key))?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "goomerang_broadcast_duration_seconds",
+            "Time to queue one broadcast for every connection.",
+            None,
+            MetricType::Histogram,
+        )?;
+        Histogram(&snap.broadcasts).encode(metric.encode_family(&side)?)?;
+
+        let labelled: [Labelled<'_>; 3] = [
+            (
+                "goomerang_errors",
+                "Incidents reported to on_error, by kind.",
+                "kind",
+                snap.errors
+                    .iter()
+                    .map(|(k, n)| ((*k).to_owned(), *n))
+                    .collect(),
+            ),
+            (
+                "goomerang_slow_consumers",
+                "Slow consumers handled, by action.",
+                "action",
+                snap.slow_consumers
+                    .iter()
+                    .map(|(k, n)| ((*k).to_owned(), *n))
+                    .collect(),
+            ),
+            (
+                "goomerang_rejected_handshakes",
+                "Upgrades refused, by HTTP status.",
+                "status",
+                snap.rejected_handshakes
+                    .iter()
+                    .map(|(k, n)| (k.to_string(), *n))
+                    .collect(),
+            ),
+        ];
+        for (name, help, label, values) in &labelled {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (value, n) in values {
+                let labels = [("side", snap.side), (*label, value.as_str())];
+                metric
+                    .encode_family(&labels)?
+                    .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        Ok(())
+    }
+}

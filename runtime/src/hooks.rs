@@ -31,17 +31,17 @@ type SubscriptionHook = Arc<dyn Fn(&Connection, &Subscription) + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct Hooks {
     /// Counters fed by the same events the hooks see.
-    pub(crate) metrics: Arc<Counters>,
-    pub(crate) error: Vec<ErrorHook>,
-    pub(crate) connect: Vec<ConnHook>,
-    pub(crate) disconnect: Vec<CloseHook>,
-    pub(crate) state: Vec<StateHook>,
-    pub(crate) handler_start: Vec<StartHook>,
-    pub(crate) handler_end: Vec<EndHook>,
-    pub(crate) broadcast: Vec<BroadcastHook>,
-    pub(crate) publish: Vec<PublishHook>,
-    pub(crate) subscribe: Vec<SubscriptionHook>,
-    pub(crate) unsubscribe: Vec<SubscriptionHook>,
+    metrics: Arc<Counters>,
+    error: Vec<ErrorHook>,
+    connect: Vec<ConnHook>,
+    disconnect: Vec<CloseHook>,
+    state: Vec<StateHook>,
+    handler_start: Vec<StartHook>,
+    handler_end: Vec<EndHook>,
+    broadcast: Vec<BroadcastHook>,
+    publish: Vec<PublishHook>,
+    subscribe: Vec<SubscriptionHook>,
+    unsubscribe: Vec<SubscriptionHook>,
     /// Histogram bounds asked for with `metrics_buckets`, checked by [`finish`](Self::finish).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     buckets: Option<Vec<f64>>,
@@ -89,6 +89,11 @@ impl Hooks {
             unsubscribe: Vec::new(),
             buckets: None,
         }
+    }
+
+    /// The counters fed by the same events the hooks see.
+    pub(crate) fn metrics(&self) -> &Arc<Counters> {
+        &self.metrics
     }
 
     /// Sets the latency histograms' upper bounds (seconds), checked at build time.
@@ -197,6 +202,32 @@ impl Hooks {
     }
 }
 
+/// Registration, one method per hook kind (the builders' `on_*` methods call them).
+macro_rules! adders {
+    ($($add:ident: $field:ident($hook:ty)),* $(,)?) => {
+        impl Hooks {
+            $(
+                pub(crate) fn $add(&mut self, hook: $hook) {
+                    self.$field.push(hook);
+                }
+            )*
+        }
+    };
+}
+
+adders! {
+    add_error: error(ErrorHook),
+    add_connect: connect(ConnHook),
+    add_disconnect: disconnect(CloseHook),
+    add_state: state(StateHook),
+    add_handler_start: handler_start(StartHook),
+    add_handler_end: handler_end(EndHook),
+    add_broadcast: broadcast(BroadcastHook),
+    add_publish: publish(PublishHook),
+    add_subscribe: subscribe(SubscriptionHook),
+    add_unsubscribe: unsubscribe(SubscriptionHook),
+}
+
 /// Adds the hook-registration methods to a builder with a `hooks: Hooks` field.
 macro_rules! hook_methods {
     () => {
@@ -222,7 +253,7 @@ macro_rules! hook_methods {
             mut self,
             hook: impl Fn(&$crate::Incident, Option<&$crate::Connection>) + Send + Sync + 'static,
         ) -> Self {
-            self.hooks.error.push(std::sync::Arc::new(hook));
+            self.hooks.add_error(std::sync::Arc::new(hook));
             self
         }
 
@@ -231,7 +262,7 @@ macro_rules! hook_methods {
             mut self,
             hook: impl Fn(&$crate::Connection) + Send + Sync + 'static,
         ) -> Self {
-            self.hooks.connect.push(std::sync::Arc::new(hook));
+            self.hooks.add_connect(std::sync::Arc::new(hook));
             self
         }
 
@@ -240,7 +271,7 @@ macro_rules! hook_methods {
             mut self,
             hook: impl Fn(&$crate::Connection, &$crate::CloseInfo) + Send + Sync + 'static,
         ) -> Self {
-            self.hooks.disconnect.push(std::sync::Arc::new(hook));
+            self.hooks.add_disconnect(std::sync::Arc::new(hook));
             self
         }
 
@@ -249,7 +280,7 @@ macro_rules! hook_methods {
             mut self,
             hook: impl Fn($crate::State) + Send + Sync + 'static,
         ) -> Self {
-            self.hooks.state.push(std::sync::Arc::new(hook));
+            self.hooks.add_state(std::sync::Arc::new(hook));
             self
         }
 
@@ -258,7 +289,7 @@ macro_rules! hook_methods {
             mut self,
             hook: impl Fn(&$crate::Context) + Send + Sync + 'static,
         ) -> Self {
-            self.hooks.handler_start.push(std::sync::Arc::new(hook));
+            self.hooks.add_handler_start(std::sync::Arc::new(hook));
             self
         }
 
@@ -271,7 +302,7 @@ macro_rules! hook_methods {
             + Sync
             + 'static,
         ) -> Self {
-            self.hooks.handler_end.push(std::sync::Arc::new(hook));
+            self.hooks.add_handler_end(std::sync::Arc::new(hook));
             self
         }
     };

@@ -133,7 +133,7 @@ impl ClientBuilder {
             return Err(err);
         }
         let hooks = self.hooks.finish()?;
-        let routes = self.router.finish(&hooks.metrics)?;
+        let routes = self.router.finish(hooks.metrics())?;
         let (current, _) = watch::channel(None);
         // No supervisor yet: `connect` starts one with a fresh token.
         let stop = CancellationToken::new();
@@ -231,13 +231,13 @@ impl Client {
             *stop = CancellationToken::new();
             stop.clone()
         };
-        let (ws, peer) = dial(url, &self.inner.shared.config, &self.inner.handshake).await?;
+        let (ws, peer) = dial(url, self.inner.shared.config(), &self.inner.handshake).await?;
         let shared = &self.inner.shared;
         shared.set_shutting_down(false);
-        shared.handlers.reopen();
-        shared.connections.reopen();
+        shared.handlers().reopen();
+        shared.connections().reopen();
         let conn = self.inner.install(peer);
-        shared.connections.spawn(supervise(
+        shared.connections().spawn(supervise(
             Arc::downgrade(&self.inner),
             url.to_owned(),
             ws,
@@ -252,7 +252,7 @@ impl Client {
     /// registry, or read them with [`Metrics::render`].
     #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> Metrics {
-        Metrics::new(&self.inner.shared.hooks.metrics)
+        Metrics::new(self.inner.shared.metrics())
     }
 
     /// The lifecycle state.
@@ -301,7 +301,7 @@ impl Client {
     }
 
     fn default_timeout(&self) -> Duration {
-        self.inner.shared.config.request_timeout
+        self.inner.shared.config().request_timeout
     }
 
     /// Sends a one-way message to the server; see [`Connection::send`].
@@ -365,7 +365,7 @@ impl Client {
             return conn.request_method(method, message).await;
         }
         // Disconnected: the wait for a reconnection counts against the deadline.
-        let timeout = message.timeout_or(self.inner.shared.config.request_timeout);
+        let timeout = message.timeout_or(self.inner.shared.config().request_timeout);
         let started = Instant::now();
         let conn = self.connection_by(timeout).await?;
         let remaining = timeout.saturating_sub(started.elapsed());
@@ -490,27 +490,27 @@ impl Client {
             Err(State::Closed) if was_retrying && self.inner.reconnect.is_some() => {
                 // Between connections: just stop the supervisor.
                 lock(&self.inner.stop).cancel();
-                self.inner.shared.connections.close();
-                self.inner.shared.connections.wait().await;
+                self.inner.shared.connections().close();
+                self.inner.shared.connections().wait().await;
                 return Ok(());
             }
             Err(_) => return Err(Error::NotRunning),
         }
         let shared = &self.inner.shared;
-        shared.hooks.state(State::Closing);
+        shared.hooks().state(State::Closing);
         lock(&self.inner.stop).cancel();
         shared.set_shutting_down(true);
-        shared.handlers.close();
-        let _ = tokio::time::timeout(shared.config.close_timeout, shared.handlers.wait()).await;
+        shared.handlers().close();
+        let _ = tokio::time::timeout(shared.config().close_timeout, shared.handlers().wait()).await;
         let conn = self.inner.current.borrow().clone();
         if let Some(conn) = conn {
             conn.close().await;
         }
-        shared.connections.close();
-        shared.connections.wait().await;
+        shared.connections().close();
+        shared.connections().wait().await;
         self.inner.current.send_replace(None);
         self.inner.state.set(State::Closed);
-        shared.hooks.state(State::Closed);
+        shared.hooks().state(State::Closed);
         Ok(())
     }
 }
@@ -522,12 +522,12 @@ impl ClientInner {
         let conn = Connection::new(
             id,
             peer,
-            Arc::clone(&self.shared.core),
+            Arc::clone(self.shared.core()),
             http::Extensions::new(),
         );
         self.current.send_replace(Some(conn.clone()));
         self.state.set(State::Running);
-        self.shared.hooks.state(State::Running);
+        self.shared.hooks().state(State::Running);
         conn
     }
 }
@@ -553,7 +553,7 @@ async fn supervise(
             .transition(State::Running, State::Closed)
             .is_ok()
         {
-            client.shared.hooks.state(State::Closed);
+            client.shared.hooks().state(State::Closed);
         }
         let Some(policy) = client.reconnect.clone() else {
             return;
@@ -561,7 +561,7 @@ async fn supervise(
         if stop.is_cancelled() {
             return;
         }
-        let config = client.shared.config.clone();
+        let config = client.shared.config().clone();
         let handshake = client.handshake.clone();
         drop(client);
         let mut attempt = 0;
@@ -585,7 +585,7 @@ async fn supervise(
                         return;
                     };
                     tracing::debug!(attempt, %err, "reconnect attempt failed");
-                    client.shared.hooks.error(&Incident::Reconnect(err), None);
+                    client.shared.hooks().error(&Incident::Reconnect(err), None);
                     attempt += 1;
                 }
             }
@@ -601,8 +601,8 @@ async fn supervise(
         let subs: Vec<Subscription> = lock(&client.subscriptions).iter().cloned().collect();
         if !subs.is_empty() {
             // Acks need the reader, which runs below: renew from a task of its own.
-            let (renewing, hooks) = (conn.clone(), client.shared.hooks.clone());
-            client.shared.connections.spawn(async move {
+            let (renewing, hooks) = (conn.clone(), client.shared.hooks().clone());
+            client.shared.connections().spawn(async move {
                 for sub in subs {
                     if let Err(status) = renewing.control(FrameKind::Subscribe, &sub).await {
                         hooks.error(

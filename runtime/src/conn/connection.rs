@@ -57,7 +57,10 @@ impl Connection {
         core: Arc<Core>,
         state: http::Extensions,
     ) -> Connection {
-        let outbox = Outbox::new(core.config.outbound_queue_bytes, Arc::clone(&core.metrics));
+        let outbox = Outbox::new(
+            core.config().outbound_queue_bytes,
+            Arc::clone(core.metrics()),
+        );
         let inner = Inner {
             id,
             peer_addr,
@@ -197,7 +200,7 @@ impl Connection {
         message: impl IntoMessage<Req>,
     ) -> Result<Response<Resp>, Status> {
         let (payload, headers, timeout) = message.into_message().into_parts();
-        let timeout = timeout.unwrap_or(self.inner.core.config.request_timeout);
+        let timeout = timeout.unwrap_or(self.inner.core.config().request_timeout);
         let type_name = TypeName::of::<Req>();
         let head = Head {
             method,
@@ -207,14 +210,14 @@ impl Connection {
         let reply = self.call(head, &payload, timeout).await;
         self.inner
             .core
-            .metrics
+            .metrics()
             .request_took(type_name, method, started.elapsed());
         decode_reply(reply?)
     }
 
     /// Sends an acknowledged SUBSCRIBE or UNSUBSCRIBE and waits for its REPLY/ERROR.
     pub(crate) async fn control(&self, kind: FrameKind, sub: &Subscription) -> Result<(), Status> {
-        let timeout = self.inner.core.config.request_timeout;
+        let timeout = self.inner.core.config().request_timeout;
         let headers = Headers::new();
         let head = Head {
             topic: &sub.pattern,
@@ -344,7 +347,7 @@ impl Connection {
     }
 
     fn check_sendable(&self, bytes: &Bytes) -> Result<(), Error> {
-        let max = self.inner.core.config.max_message_size;
+        let max = self.inner.core.config().max_message_size;
         if bytes.len() > max {
             return Err(Error::MessageTooLarge {
                 size: bytes.len(),
@@ -446,7 +449,7 @@ impl Connection {
             Ok(None) => error_frame(id, &Status::internal("handler produced no reply")),
             Err(status) => error_frame(id, &status),
         };
-        let max = self.inner.core.config.max_message_size;
+        let max = self.inner.core.config().max_message_size;
         if bytes.len() > max {
             let status = Status::resource_exhausted(format!(
                 "reply of {} bytes exceeds the {max} byte message limit",
@@ -526,7 +529,7 @@ impl Connection {
     }
 
     pub(crate) fn config(&self) -> &crate::Config {
-        &self.inner.core.config
+        self.inner.core.config()
     }
 
     /// The queue to the socket (the driver attaches the write half to it).

@@ -12,20 +12,20 @@ use crate::observe::metrics::Counters;
 
 #[derive(Debug)]
 pub(crate) struct Core {
-    pub(crate) config: Config,
-    pub(crate) metrics: Arc<Counters>,
+    config: Config,
+    metrics: Arc<Counters>,
     /// The global handler cap: each running handler holds one slot.
-    pub(crate) global: Arc<Limit>,
+    global: Arc<Limit>,
     /// Every handler task; shutdown closes it and waits for it to drain.
-    pub(crate) handlers: TaskTracker,
+    handlers: TaskTracker,
     /// Every connection task (reader plus its writer); shutdown waits for it too.
-    pub(crate) connections: TaskTracker,
+    connections: TaskTracker,
     /// Set when the owner begins shutting down: requests arriving after it get
     /// UNAVAILABLE, local `request` calls fail the same way.
     shutting_down: AtomicBool,
     /// Cancelled when shutdown's deadline passes: one-way handlers (which
     /// otherwise outlive their connection) are dropped.
-    pub(crate) abort: CancellationToken,
+    abort: CancellationToken,
 }
 
 impl Core {
@@ -39,6 +39,34 @@ impl Core {
             shutting_down: AtomicBool::new(false),
             abort: CancellationToken::new(),
         })
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Counters> {
+        &self.metrics
+    }
+
+    /// The global handler cap: each running handler holds one slot.
+    pub(crate) fn global(&self) -> &Arc<Limit> {
+        &self.global
+    }
+
+    /// Every handler task; shutdown closes it and waits for it to drain.
+    pub(crate) fn handlers(&self) -> &TaskTracker {
+        &self.handlers
+    }
+
+    /// Every connection task; shutdown waits for it too.
+    pub(crate) fn connections(&self) -> &TaskTracker {
+        &self.connections
+    }
+
+    /// Cancelled when shutdown's deadline passes.
+    pub(crate) fn abort(&self) -> &CancellationToken {
+        &self.abort
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

@@ -43,8 +43,8 @@ impl Dispatcher {
         let ordered = config.ordered.then(|| {
             let (tx, rx) = mpsc::channel(config.max_concurrent_per_connection);
             shared
-                .handlers
-                .spawn(ordered_worker(rx, Arc::clone(&shared.global)));
+                .handlers()
+                .spawn(ordered_worker(rx, Arc::clone(shared.global())));
             tx
         });
         Dispatcher {
@@ -90,13 +90,13 @@ impl Dispatcher {
         // Fast path: with room under both caps, run the handler here until its
         // first await; only work that suspends becomes a task of its own.
         if self.per_conn.try_acquire() {
-            if shared.global.try_acquire() {
+            if shared.global().try_acquire() {
                 let mut run = job.start(received);
                 match futures_util::poll!(&mut run.handler) {
                     Poll::Ready(result) => match run.finish_now(Some(result)) {
                         None => {
                             self.per_conn.release();
-                            shared.global.release();
+                            shared.global().release();
                         }
                         // The reply waits for room in a task that keeps the
                         // handler's slots, so a stalled peer still meets the caps.
@@ -112,13 +112,13 @@ impl Dispatcher {
         self.conn.outbox().reader_waits();
         let slots = async {
             let local = Slot::acquire(&self.per_conn).await;
-            (local, Slot::acquire(&shared.global).await)
+            (local, Slot::acquire(shared.global()).await)
         };
         let slots = tokio::select! {
             _ = kill.cancelled() => return,
             slots = slots => slots,
         };
-        shared.handlers.spawn(async move {
+        shared.handlers().spawn(async move {
             let _slots = slots;
             job.start(Instant::now()).complete().await;
         });
@@ -127,8 +127,8 @@ impl Dispatcher {
     /// Runs `work` as a task that holds the slots of both caps the caller took.
     fn spawn_holding_slots(&self, work: impl Future<Output = ()> + Send + 'static) {
         let shared = &self.shared;
-        let slots = (Slot::taken(&self.per_conn), Slot::taken(&shared.global));
-        shared.handlers.spawn(async move {
+        let slots = (Slot::taken(&self.per_conn), Slot::taken(shared.global()));
+        shared.handlers().spawn(async move {
             let _slots = slots;
             work.await;
         });
@@ -154,22 +154,22 @@ impl Dispatcher {
             return Ok(None);
         }
         let found = if frame.method.is_empty() {
-            shared.routes.by_type(&frame.type_name)
+            shared.routes().by_type(&frame.type_name)
         } else {
-            shared.routes.by_method(&frame.method)
+            shared.routes().by_method(&frame.method)
         };
         let Some(route) = found else {
-            let unknown = shared.hooks.metrics.unknown_route();
+            let unknown = shared.metrics().unknown_route();
             unknown.received();
             let err = Incident::UnknownRoute {
                 type_name: frame.type_name.to_string(),
                 method: frame.method.to_string(),
             };
-            shared.hooks.error(&err, Some(conn));
+            shared.hooks().error(&err, Some(conn));
             let ambiguous = frame
                 .method
                 .is_empty()
-                .then(|| shared.routes.ambiguous(&frame.type_name))
+                .then(|| shared.routes().ambiguous(&frame.type_name))
                 .flatten();
             let status = match ambiguous {
                 Some(methods) => Status::unimplemented(format!(
@@ -209,7 +209,7 @@ impl Dispatcher {
         } else {
             // One-way work outlives its connection (nothing is lost when the
             // peer closes right after sending); only a shutdown deadline stops it.
-            (Cancel::Owner(Arc::clone(&shared.core)), 0)
+            (Cancel::Owner(Arc::clone(shared.core())), 0)
         };
         let deadline = (is_request && frame.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(u64::from(frame.timeout_ms)));
@@ -268,11 +268,11 @@ impl Job {
         } = self;
         let observed = ctx.clone();
         let conn = observed.connection();
-        let hooks = &shared.hooks;
+        let hooks = &shared.hooks();
         if hooks.has_handler_hooks() {
             hooks.handler_start(&observed);
         }
-        hooks.metrics.handler_started();
+        hooks.metrics().handler_started();
         let span = tracing::debug_span!(
             "goomerang.handle",
             r#type = %observed.metadata().type_name(),
@@ -351,7 +351,7 @@ impl Run {
     /// `None` means it was stopped (CANCEL, deadline, connection end).
     fn finish(&mut self, result: Option<Result<Outcome, Panic>>) -> Option<(u64, Outcome)> {
         let conn = self.ctx.connection();
-        let hooks = &self.shared.hooks;
+        let hooks = &self.shared.hooks();
         let id = self.ctx.metadata().correlation_id();
         // A request the peer cancelled (CANCEL took it off the in-flight
         // table) gets no answer, even if its handler finished meanwhile.
@@ -441,7 +441,7 @@ impl Run {
 impl Drop for Run {
     /// Counts the run out of `goomerang_handlers_in_flight`, however it ended.
     fn drop(&mut self) {
-        let metrics = &self.shared.metrics;
+        let metrics = &self.shared.metrics();
         metrics.handler_ended();
     }
 }

@@ -37,12 +37,12 @@ where
     let (sink, stream) = ws.split();
     conn.outbox().attach(WriteHalf::new(Box::pin(sink)));
     let mut writer = tokio::spawn(write_loop(conn.clone(), Arc::clone(&shared)));
-    shared.hooks.connect(&conn);
+    shared.hooks().connect(&conn);
     let span = tracing::debug_span!(
         "goomerang.connection",
         conn = conn.id(),
         peer = ?conn.peer_addr(),
-        side = shared.metrics.side(),
+        side = shared.metrics().side(),
     );
     let info = async {
         let mut dispatcher = Dispatcher::new(&conn, &shared);
@@ -57,19 +57,19 @@ where
     let grace = if conn.is_killed() {
         Duration::ZERO
     } else {
-        shared.config.close_timeout
+        shared.config().close_timeout
     };
     if tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
     }
     conn.outbox().detach();
     tracing::debug!(conn = conn.id(), code = info.code, reason = %info.reason, initiator = ?info.initiator, "connection ended");
-    shared.hooks.disconnect(&conn, &info);
+    shared.hooks().disconnect(&conn, &info);
 }
 
 async fn write_loop(conn: Connection, shared: Arc<Shared>) {
     if let Err(err) = conn.outbox().write_loop().await {
-        write_failed(&conn, &shared.hooks, err);
+        write_failed(&conn, shared.hooks(), err);
     }
 }
 
@@ -118,7 +118,7 @@ where
         }
         let next = tokio::select! {
             biased;
-            next = next_frame(&mut stream, conn, &shared.hooks, &mut busy) => next,
+            next = next_frame(&mut stream, conn, shared.hooks(), &mut busy) => next,
             _ = conn.kill_token().cancelled() => break,
             _ = conn.closing_token().cancelled(), if !closing => continue,
             _ = &mut close_deadline, if closing => break,
@@ -127,7 +127,7 @@ where
                 let now = Instant::now();
                 let silent = now - last_seen;
                 if silent >= k.interval + k.timeout {
-                    shared.hooks.error(&Incident::KeepaliveTimeout { silent }, Some(conn));
+                    shared.hooks().error(&Incident::KeepaliveTimeout { silent }, Some(conn));
                     conn.abort(1006, "keepalive timeout: the peer stopped answering");
                     break;
                 }
@@ -149,7 +149,7 @@ where
             None => break,
             Some(Ok(message)) => message,
             Some(Err(err)) => {
-                on_read_error(conn, &shared.hooks, err, closing);
+                on_read_error(conn, shared.hooks(), err, closing);
                 break;
             }
         };
@@ -161,12 +161,12 @@ where
                 if let Err((code, detail)) =
                     handle_binary(conn, shared, dispatcher, bytes, received).await
                 {
-                    violation(conn, &shared.hooks, code, detail);
+                    violation(conn, shared.hooks(), code, detail);
                 }
             }
             WsMessage::Text(_) => violation(
                 conn,
-                &shared.hooks,
+                shared.hooks(),
                 1003,
                 "text frames are not part of the goomerang protocol; send binary Frame messages"
                     .into(),
@@ -313,13 +313,13 @@ async fn handle_binary(
     bytes: Bytes,
     received: Instant,
 ) -> Result<(), (u16, String)> {
-    shared.metrics.frame_received(bytes.len());
+    shared.metrics().frame_received(bytes.len());
     let frame = frame::decode(bytes).map_err(|err| (1007, format!("undecodable frame: {err}")))?;
     let kind = FrameKind::try_from(frame.kind)
         .ok()
         .filter(|k| *k != FrameKind::Unspecified)
         .ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
-    let hooks = &shared.hooks;
+    let hooks = &shared.hooks();
     match kind {
         FrameKind::Message => {
             if frame.id != 0 {
@@ -349,7 +349,7 @@ async fn handle_binary(
         | FrameKind::Subscribe
         | FrameKind::Unsubscribe
         | FrameKind::Publish => {
-            let hub = match &shared.pubsub {
+            let hub = match shared.pubsub() {
                 Some(hub) => hub,
                 None => {
                     return Err((

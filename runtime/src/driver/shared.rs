@@ -11,13 +11,13 @@ use crate::route::router::Routes;
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) core: Arc<Core>,
-    pub(crate) routes: Routes,
-    pub(crate) hooks: Hooks,
+    core: Arc<Core>,
+    routes: Routes,
+    hooks: Hooks,
     /// A server's pub/sub: it handles the client-to-server control frames
     /// (BROADCAST, SUBSCRIBE, UNSUBSCRIBE, PUBLISH). `None` on a client, which
     /// refuses them.
-    pub(crate) pubsub: Option<Arc<Hub>>,
+    pubsub: Option<Arc<Hub>>,
 }
 
 impl Shared {
@@ -28,11 +28,30 @@ impl Shared {
         pubsub: Option<Arc<Hub>>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
-            core: Core::new(config, Arc::clone(&hooks.metrics)),
+            core: Core::new(config, Arc::clone(hooks.metrics())),
             routes,
             hooks,
             pubsub,
         })
+    }
+}
+
+impl Shared {
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    pub(crate) fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    pub(crate) fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    /// A server's pub/sub hub; `None` on a client.
+    pub(crate) fn pubsub(&self) -> Option<&Arc<Hub>> {
+        self.pubsub.as_ref()
     }
 }
 

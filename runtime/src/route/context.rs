@@ -57,14 +57,14 @@ impl Cancel {
     pub(crate) fn is_cancelled(&self) -> bool {
         match self {
             Cancel::Own(token) => token.is_cancelled(),
-            Cancel::Owner(core) => core.abort.is_cancelled(),
+            Cancel::Owner(core) => core.abort().is_cancelled(),
         }
     }
 
     pub(crate) async fn cancelled(&self) {
         match self {
             Cancel::Own(token) => token.cancelled().await,
-            Cancel::Owner(core) => core.abort.cancelled().await,
+            Cancel::Owner(core) => core.abort().cancelled().await,
         }
     }
 

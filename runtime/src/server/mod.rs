@@ -150,13 +150,13 @@ impl ServerBuilder {
 
     /// Called after every broadcast with the payload type and how many connections it reached.
     pub fn on_broadcast(mut self, hook: impl Fn(&str, usize) + Send + Sync + 'static) -> Self {
-        self.hooks.broadcast.push(Arc::new(hook));
+        self.hooks.add_broadcast(Arc::new(hook));
         self
     }
 
     /// Called after every publish with the topic, payload type and how many subscribers it reached.
     pub fn on_publish(mut self, hook: impl Fn(&str, &str, usize) + Send + Sync + 'static) -> Self {
-        self.hooks.publish.push(Arc::new(hook));
+        self.hooks.add_publish(Arc::new(hook));
         self
     }
 
@@ -165,7 +165,7 @@ impl ServerBuilder {
         mut self,
         hook: impl Fn(&Connection, &Subscription) + Send + Sync + 'static,
     ) -> Self {
-        self.hooks.subscribe.push(Arc::new(hook));
+        self.hooks.add_subscribe(Arc::new(hook));
         self
     }
 
@@ -174,7 +174,7 @@ impl ServerBuilder {
         mut self,
         hook: impl Fn(&Connection, &Subscription) + Send + Sync + 'static,
     ) -> Self {
-        self.hooks.unsubscribe.push(Arc::new(hook));
+        self.hooks.add_unsubscribe(Arc::new(hook));
         self
     }
 
@@ -191,7 +191,7 @@ impl ServerBuilder {
     /// or middleware scoped to nothing.
     pub fn build(self) -> Result<Server, BuildError> {
         let hooks = self.hooks.finish()?;
-        let routes = self.router.finish(&hooks.metrics)?;
+        let routes = self.router.finish(hooks.metrics())?;
         let hub = Arc::new(Hub::new(
             self.backplane,
             self.config.slow_consumer,
@@ -199,7 +199,7 @@ impl ServerBuilder {
             hooks.clone(),
         ));
         #[cfg(feature = "metrics")]
-        let metrics = Metrics::new(&hooks.metrics);
+        let metrics = Metrics::new(hooks.metrics());
         let shared = Shared::new(routes, self.config, hooks, Some(Arc::clone(&hub)));
         Ok(Server {
             inner: Arc::new(ServerInner {
@@ -321,7 +321,10 @@ impl Server {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: report, pause, go on.
-                    self.inner.shared.hooks.error(&Incident::Accept(err), None);
+                    self.inner
+                        .shared
+                        .hooks()
+                        .error(&Incident::Accept(err), None);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -331,7 +334,7 @@ impl Server {
                 app.clone().layer(axum::Extension(ConnectInfo(peer))),
             );
             let stop = stop.clone();
-            let timeout = self.inner.shared.config.handshake_timeout;
+            let timeout = self.inner.shared.config().handshake_timeout;
             #[cfg(feature = "tls")]
             if let Some(acceptor) = self.inner.tls.clone() {
                 http.spawn(async move {
@@ -347,7 +350,7 @@ impl Server {
             http.spawn(serve_http(tcp, service, timeout, stop));
         }
         http.close();
-        let _ = tokio::time::timeout(self.inner.shared.config.close_timeout, http.wait()).await;
+        let _ = tokio::time::timeout(self.inner.shared.config().close_timeout, http.wait()).await;
         Ok(())
     }
 
@@ -379,7 +382,7 @@ impl Server {
             served = &mut serving => return served,
             () = &mut signal => {}
         }
-        let timeout = self.inner.shared.config.shutdown_timeout;
+        let timeout = self.inner.shared.config().shutdown_timeout;
         let (served, shut) = tokio::join!(serving, self.shutdown(timeout));
         served?;
         match shut {
@@ -413,7 +416,7 @@ impl Server {
                 _ => Error::Closed,
             })?;
         Hub::start_backplane(&self.inner.hub);
-        self.inner.shared.hooks.state(State::Running);
+        self.inner.shared.hooks().state(State::Running);
         Ok(())
     }
 
@@ -441,7 +444,7 @@ impl Server {
     /// registry, or read them with [`Metrics::render`].
     #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> Metrics {
-        Metrics::new(&self.inner.shared.hooks.metrics)
+        Metrics::new(self.inner.shared.metrics())
     }
 
     /// The lifecycle state.
@@ -511,14 +514,14 @@ impl Server {
             "",
             message.into_message(),
         );
-        let max = self.inner.shared.config.max_message_size;
+        let max = self.inner.shared.config().max_message_size;
         if frame.len() > max {
             return Err(Error::MessageTooLarge {
                 size: frame.len(),
                 max,
             });
         }
-        let hooks = &self.inner.shared.hooks;
+        let hooks = &self.inner.shared.hooks();
         let type_name = TypeName::of::<T>().to_string();
         Ok(match topic {
             Some(topic) => {
@@ -529,7 +532,7 @@ impl Server {
             None => {
                 let started = std::time::Instant::now();
                 let reached = self.inner.hub.broadcast(frame, except);
-                hooks.metrics.broadcast_took(started.elapsed());
+                hooks.metrics().broadcast_took(started.elapsed());
                 hooks.broadcast(&type_name, reached);
                 reached
             }
@@ -574,17 +577,17 @@ impl Server {
                 _ => Error::Closed,
             })?;
         let shared = &self.inner.shared;
-        shared.hooks.state(State::Closing);
+        shared.hooks().state(State::Closing);
         let deadline = tokio::time::Instant::now() + timeout;
         shared.set_shutting_down(true);
         // 1. In-flight handlers finish (new work is refused meanwhile).
-        shared.handlers.close();
-        let drained = tokio::time::timeout_at(deadline, shared.handlers.wait())
+        shared.handlers().close();
+        let drained = tokio::time::timeout_at(deadline, shared.handlers().wait())
             .await
             .is_ok();
-        let remaining = shared.handlers.len();
+        let remaining = shared.handlers().len();
         if !drained {
-            shared.abort.cancel();
+            shared.abort().cancel();
         }
         // 2. Every connection gets a close frame, in parallel. A peer that does
         //    not answer within the close timeout (or the deadline) is cut off:
@@ -592,10 +595,10 @@ impl Server {
         for conn in self.connections() {
             conn.start_close(code, reason);
         }
-        shared.connections.close();
+        shared.connections().close();
         let handshake_deadline =
-            deadline.min(tokio::time::Instant::now() + shared.config.close_timeout);
-        if tokio::time::timeout_at(handshake_deadline, shared.connections.wait())
+            deadline.min(tokio::time::Instant::now() + shared.config().close_timeout);
+        if tokio::time::timeout_at(handshake_deadline, shared.connections().wait())
             .await
             .is_err()
         {
@@ -605,8 +608,8 @@ impl Server {
         }
         // Killed connections and aborted handlers end at their next await.
         let _ = tokio::time::timeout(KILL_GRACE, async {
-            shared.handlers.wait().await;
-            shared.connections.wait().await;
+            shared.handlers().wait().await;
+            shared.connections().wait().await;
         })
         .await;
         let result = if drained {
@@ -616,7 +619,7 @@ impl Server {
         };
         self.inner.stop.cancel();
         self.inner.state.set(State::Closed);
-        shared.hooks.state(State::Closed);
+        shared.hooks().state(State::Closed);
         result
     }
 }
@@ -691,8 +694,8 @@ fn reject(status: StatusCode, message: &str) -> Response {
 fn refuse(server: &ServerInner, status: StatusCode, message: &str) -> Response {
     server
         .shared
-        .hooks
-        .metrics
+        .hooks()
+        .metrics()
         .rejected_handshake(status.as_u16());
     reject(status, message)
 }
@@ -776,7 +779,7 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
             );
         }
     }
-    if server.hub.count() >= server.shared.config.max_connections {
+    if server.hub.count() >= server.shared.config().max_connections {
         return refuse(
             &server,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -808,10 +811,10 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
     let on_upgrade = hyper::upgrade::on(&mut req);
     let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(&server.shared);
-    let conn = Connection::new(id, peer, Arc::clone(&shared.core), state);
+    let conn = Connection::new(id, peer, Arc::clone(shared.core()), state);
     server.hub.register(&conn);
     let registry = Arc::clone(&server.hub);
-    let tracker = shared.connections.clone();
+    let tracker = shared.connections().clone();
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

@@ -16,6 +16,7 @@ use crate::conn::calls::Calls;
 use crate::conn::close::{CloseInfo, CloseState};
 use crate::conn::core::Core;
 use crate::conn::outbox::{Outbound, Outbox, Refused};
+use crate::conn::writer::Writer;
 use crate::error::Error;
 use crate::wire::frame::{self, Head, Incoming};
 use crate::wire::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
@@ -37,9 +38,10 @@ struct Inner {
     id: u64,
     peer_addr: Option<SocketAddr>,
     core: Arc<Core>,
-    /// The queue to the socket. Frames are bounded by its byte budget,
-    /// except CANCEL frames, which are bounded by the requests this side made.
-    outbox: Outbox,
+    /// The queue to the socket and its writer. Frames are bounded by the
+    /// queue's byte budget, except CANCEL frames, which are bounded by the
+    /// requests this side made.
+    writer: Writer,
     /// Requests in flight both ways.
     calls: Calls,
     /// Closing and closed: tokens, flags and how it ended.
@@ -61,11 +63,12 @@ impl Connection {
             core.config().outbound_queue_bytes,
             Arc::clone(core.metrics()),
         );
+        let writer = Writer::new(outbox, Arc::clone(core.metrics()));
         let inner = Inner {
             id,
             peer_addr,
             core,
-            outbox,
+            writer,
             calls: Calls::default(),
             close: CloseState::default(),
             state,
@@ -314,9 +317,7 @@ impl Connection {
     /// 123 bytes RFC 6455 allows); later calls do nothing. Sends fail from now on.
     pub(crate) fn start_close(&self, code: u16, reason: &str) {
         self.inner.close.begin(code, reason, |code, reason| {
-            self.inner
-                .outbox
-                .push_control(Outbound::Close { code, reason });
+            self.outbox().push_control(Outbound::Close { code, reason });
         });
     }
 
@@ -363,8 +364,8 @@ impl Connection {
     /// Queues an encoded frame, waiting for room in the byte budget.
     pub(crate) async fn enqueue(&self, bytes: Bytes) -> Result<(), Error> {
         self.check_sendable(&bytes)?;
-        let permits = self.inner.outbox.permits_for(bytes.len());
-        match self.inner.outbox.push(bytes, permits).await {
+        let permits = self.outbox().permits_for(bytes.len());
+        match self.outbox().push(bytes, permits).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.closed_error()),
         }
@@ -377,12 +378,12 @@ impl Connection {
         if let Err(err) = self.check_sendable(&bytes) {
             return Ok(Err(err));
         }
-        let permits = self.inner.outbox.permits_for(bytes.len());
+        let permits = self.outbox().permits_for(bytes.len());
         let waker = futures_util::task::noop_waker();
         // A no-op waker: a write that cannot finish at once is handed to the
         // writer task, which registers its own.
         let mut cx = std::task::Context::from_waker(&waker);
-        match self.inner.outbox.push_and_write(bytes, permits, &mut cx) {
+        match self.inner.writer.push_and_write(bytes, permits, &mut cx) {
             Ok(()) => Ok(Ok(())),
             Err(Refused::Closed(_)) => Ok(Err(self.closed_error())),
             Err(Refused::Full(bytes)) => Err(bytes),
@@ -399,8 +400,8 @@ impl Connection {
         if let Err(err) = self.check_sendable(&bytes) {
             return Err((err, bytes));
         }
-        let permits = self.inner.outbox.permits_for(bytes.len());
-        match self.inner.outbox.try_push(bytes, permits) {
+        let permits = self.outbox().permits_for(bytes.len());
+        match self.outbox().try_push(bytes, permits) {
             Ok(()) => Ok(()),
             Err(Refused::Full(bytes)) => Err((Error::QueueFull, bytes)),
             Err(Refused::Closed(bytes)) => Err((self.closed_error(), bytes)),
@@ -409,7 +410,7 @@ impl Connection {
 
     /// Queues a keepalive ping.
     pub(crate) fn ping(&self) {
-        self.inner.outbox.push_control(Outbound::Ping);
+        self.outbox().push_control(Outbound::Ping);
     }
 
     pub(crate) fn closed_error(&self) -> Error {
@@ -517,7 +518,7 @@ impl Connection {
     /// Marks the connection ended: fails every waiting request, cancels request handlers.
     pub(crate) fn finish(&self, info: CloseInfo) {
         self.inner.close.finish(info);
-        self.inner.outbox.close();
+        self.outbox().close();
         let status: Status = self.closed_error().into();
         self.inner.calls.fail_all(|| {
             Status::new(
@@ -532,9 +533,14 @@ impl Connection {
         self.inner.core.config()
     }
 
-    /// The queue to the socket (the driver attaches the write half to it).
-    pub(crate) fn outbox(&self) -> &Outbox {
-        &self.inner.outbox
+    /// The queue to the socket.
+    fn outbox(&self) -> &Outbox {
+        self.inner.writer.outbox()
+    }
+
+    /// The socket's writer (the driver attaches the write half to it).
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.inner.writer
     }
 
     /// Cancelled when the connection is dropped at once.
@@ -580,7 +586,7 @@ impl Drop for PendingGuard<'_> {
                 ..Frame::default()
             });
             // Outside the byte budget: bounded by this side's own requests, and it must not be lost.
-            let _ = self.conn.inner.outbox.try_push(cancel, 0);
+            let _ = self.conn.outbox().try_push(cancel, 0);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! One connection below the routing layer: the `Connection` handle, what all
-//! connections of one endpoint share (`Core`), the handler caps, and the
-//! outbound queue.
+//! connections of one endpoint share (`Core`), the handler caps, the
+//! outbound queue and the writer that drains it into the socket.
 
 pub(crate) mod calls;
 pub(crate) mod close;
@@ -9,3 +9,4 @@ pub(crate) mod core;
 pub(crate) mod limit;
 pub(crate) mod outbox;
 pub(crate) mod peer;
+pub(crate) mod writer;

@@ -1,33 +1,21 @@
-//! `Outbox`: a connection's outbound queue and byte budget under one lock, and the batched writes that drain it.
+//! `Outbox`: a connection's outbound queue and byte budget under one lock, and the claim that says who drains it.
 //!
-//! Whoever drains it writes every queued item, then flushes once. That is
-//! the writer task, or another task that finds the writer idle: the
-//! connection's reader, which writes what the frames it handled queued
-//! (replies, mostly) when it is about to wait for the socket, and a requester,
-//! which writes its request itself since it waits for the answer anyway. So a
-//! round trip on a quiet connection wakes no writer task. While the reader
-//! handles frames, pushes do not wake the writer: the reader will write them.
+//! Senders push here; the [`Writer`](crate::conn::writer::Writer) drains it
+//! to the socket. Which task drains (the writer task, the reader, or a
+//! requester) follows the rule written down in `writer.rs`: the queue only
+//! records whether someone has claimed the draining, so that a push wakes
+//! the writer task only when nobody is at it.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
-use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use futures_util::Sink;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use crate::observe::metrics::Counters;
 use crate::sync::lock;
-
-/// Frames written before one flush, at most; bounds the latency of a huge backlog.
-const MAX_BATCH: usize = 512;
-
-/// The write half of a connection's WebSocket, whatever the transport.
-pub(crate) type WsSink = Pin<Box<dyn Sink<WsMessage, Error = tungstenite::Error> + Send>>;
 
 /// An item for the socket.
 #[derive(Debug)]
@@ -56,18 +44,14 @@ pub(crate) struct Outbox {
     /// Bytes of frames allowed queued and unflushed at once.
     budget: usize,
     /// The writer task waits here while the queue is empty; a push that
-    /// finds it idle wakes it (unless the reader is busy, see the module doc).
+    /// finds it idle wakes it (unless the reader is busy, see `writer.rs`).
     writer: Notify,
-    /// Senders waiting for budget wait here; the writer wakes them after a flush.
+    /// Senders waiting for budget wait here; a flush wakes them.
     room: Notify,
     /// Set while the reader is handling frames: it writes what they queue.
     reader_busy: AtomicBool,
-    /// Where the budget bytes in use are published (`goomerang_outbound_queued_bytes`).
+    /// Where the budget bytes in use are published (`goomerang_outbound_queue_bytes`).
     metrics: Arc<Counters>,
-    /// The socket's write half while the connection runs; held (briefly,
-    /// never across an await) by whoever writes: the writer task, the reader,
-    /// or a requester (see [`push_and_write`](Self::push_and_write)).
-    half: Mutex<Option<WriteHalf>>,
 }
 
 #[derive(Debug)]
@@ -75,12 +59,23 @@ struct State {
     items: VecDeque<Outbound>,
     /// Budget bytes held by queued and written-but-unflushed frames.
     bytes: usize,
-    /// The writer found the queue empty and waits to be woken.
+    /// Nobody drains: the writer task waits to be woken.
     writer_idle: bool,
     /// Senders inside `push`, waiting for room.
     room_waiters: usize,
     /// The connection ended: nothing more is queued.
     closed: bool,
+}
+
+/// What the writer task does after draining.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AfterDrain {
+    /// Nothing left and the connection ended: stop.
+    Stop,
+    /// Nothing left: it is idle until woken.
+    Idle,
+    /// More came meanwhile: drain again.
+    Again,
 }
 
 impl Outbox {
@@ -98,7 +93,6 @@ impl Outbox {
             room: Notify::new(),
             reader_busy: AtomicBool::new(false),
             metrics,
-            half: Mutex::new(None),
         }
     }
 
@@ -172,56 +166,6 @@ impl Outbox {
         Ok(())
     }
 
-    /// Gives the outbox the socket's write half when the connection starts.
-    pub(crate) fn attach(&self, half: WriteHalf) {
-        *lock(&self.half) = Some(half);
-    }
-
-    /// Drops the write half (and with it the socket) when the connection has ended.
-    pub(crate) fn detach(&self) {
-        drop(lock(&self.half).take());
-    }
-
-    /// Writes queued items from outside the writer task, if the sink is free
-    /// (`None` if it is taken, or already gone).
-    fn write_here(&self, cx: &mut Context<'_>) -> Option<Poll<Result<(), tungstenite::Error>>> {
-        let mut guard = match self.half.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        let half = guard.as_mut()?;
-        Some(self.poll_write(half, cx))
-    }
-
-    /// Queues a frame and, when the writer is idle, writes and flushes it from
-    /// the calling task: for a request, whose caller waits for the answer
-    /// anyway, this saves waking the writer. Otherwise as [`try_push`](Self::try_push).
-    pub(crate) fn push_and_write(
-        &self,
-        bytes: Bytes,
-        permits: u32,
-        cx: &mut Context<'_>,
-    ) -> Result<(), Refused> {
-        {
-            let mut state = lock(&self.state);
-            self.queue(&mut state, bytes, permits, false)?;
-            if !state.writer_idle || self.reader_busy.load(Ordering::Relaxed) {
-                // The writer (or the reader) is at it and will take this too.
-                self.wake_writer(&mut state, false);
-                return Ok(());
-            }
-            // Claim the queue, so pushes from now on do not wake the writer for it.
-            state.writer_idle = false;
-        }
-        match self.write_here(cx) {
-            // An error is the writer's to report: it meets it on its next write.
-            Some(result) => drop(self.after_write(result)),
-            None => self.hand_to_writer(),
-        }
-        Ok(())
-    }
-
     /// Queues a control item (close, ping) outside the budget; false if the connection ended.
     pub(crate) fn push_control(&self, item: Outbound) -> bool {
         let mut state = lock(&self.state);
@@ -252,7 +196,7 @@ impl Outbox {
     }
 
     /// Gives back the budget bytes of flushed frames, waking senders waiting for room.
-    fn release(&self, bytes: usize) {
+    pub(crate) fn release(&self, bytes: usize) {
         if bytes == 0 {
             return;
         }
@@ -266,7 +210,7 @@ impl Outbox {
         }
     }
 
-    /// The reader starts handling a read batch (see the module doc).
+    /// The reader starts handling a read batch (see `writer.rs`).
     pub(crate) fn reader_busy(&self) {
         self.reader_busy.store(true, Ordering::Relaxed);
     }
@@ -281,135 +225,82 @@ impl Outbox {
         }
     }
 
-    /// The reader is about to wait for the socket: it writes and flushes what
-    /// was queued, unless the writer is at it already. What it cannot finish
-    /// (the socket is full, or the sink is taken) is left to the writer.
-    pub(crate) fn reader_idle(&self, cx: &mut Context<'_>) -> Result<(), tungstenite::Error> {
-        self.reader_busy.store(false, Ordering::Relaxed);
-        {
-            let mut state = lock(&self.state);
-            if state.items.is_empty() || !state.writer_idle {
-                return Ok(());
-            }
-            // Claim the queue, so pushes from now on do not wake the writer for it.
-            state.writer_idle = false;
+    /// Queues a frame (as [`try_push`](Self::try_push)) and claims the
+    /// draining for the caller if nobody is at it: `Ok(true)` means the
+    /// caller must write the queue out (see `writer.rs`).
+    pub(crate) fn push_and_claim(&self, bytes: Bytes, permits: u32) -> Result<bool, Refused> {
+        let mut state = lock(&self.state);
+        self.queue(&mut state, bytes, permits, false)?;
+        if !state.writer_idle || self.reader_busy.load(Ordering::Relaxed) {
+            // The writer (or the reader) is at it and will take this too.
+            self.wake_writer(&mut state, false);
+            return Ok(false);
         }
-        match self.write_here(cx) {
-            Some(result) => self.after_write(result),
-            None => {
-                self.hand_to_writer();
-                Ok(())
-            }
-        }
+        // Claimed: pushes from now on do not wake the writer for it.
+        state.writer_idle = false;
+        Ok(true)
     }
 
-    /// After a write outside the writer task: hands over to the writer what is
-    /// left (items pushed meanwhile, a close to finish, a full socket, an error
-    /// for it to report), or marks the writer idle again.
-    fn after_write(
-        &self,
-        result: Poll<Result<(), tungstenite::Error>>,
-    ) -> Result<(), tungstenite::Error> {
-        if let Poll::Ready(Ok(())) = result {
+    /// The reader stops handling frames and claims the draining if there is
+    /// something queued and nobody is at it: `true` means it must write.
+    pub(crate) fn reader_claims(&self) -> bool {
+        self.reader_busy.store(false, Ordering::Relaxed);
+        let mut state = lock(&self.state);
+        if state.items.is_empty() || !state.writer_idle {
+            return false;
+        }
+        state.writer_idle = false;
+        true
+    }
+
+    /// After a caller (not the writer task) wrote the queue out: if all of it
+    /// went (`drained`) and nothing came meanwhile, nobody drains any more;
+    /// otherwise the writer task takes over.
+    pub(crate) fn release_claim(&self, drained: bool) {
+        if drained {
             let mut state = lock(&self.state);
             if state.items.is_empty() && !state.closed {
                 state.writer_idle = true;
-                return Ok(());
+                return;
             }
         }
         self.hand_to_writer();
-        match result {
-            Poll::Ready(Err(err)) => Err(err),
-            _ => Ok(()),
-        }
     }
 
-    fn hand_to_writer(&self) {
+    /// Hands the draining to the writer task and wakes it.
+    pub(crate) fn hand_to_writer(&self) {
         let mut state = lock(&self.state);
         state.writer_idle = false;
         drop(state);
         self.writer.notify_one();
     }
 
-    /// Writes queued items and flushes, until the queue is empty and flushed
-    /// (or the close frame went out).
-    fn poll_write(
-        &self,
-        half: &mut WriteHalf,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), tungstenite::Error>> {
-        loop {
-            if half.done {
-                return Poll::Ready(Ok(()));
-            }
-            if half.batch.is_empty() {
-                std::mem::swap(&mut lock(&self.state).items, &mut half.batch);
-            }
-            let mut count = 0;
-            while !half.batch.is_empty() && count < MAX_BATCH {
-                ready!(half.sink.as_mut().poll_ready(cx))?;
-                let Some(item) = half.batch.pop_front() else {
-                    break;
-                };
-                let message = match item {
-                    Outbound::Frame { bytes, permits } => {
-                        half.unflushed += permits as usize;
-                        half.frames += 1;
-                        half.bytes += bytes.len() as u64;
-                        WsMessage::Binary(bytes)
-                    }
-                    Outbound::Ping => WsMessage::Ping(Bytes::new()),
-                    Outbound::Close { code, reason } => {
-                        half.done = true;
-                        half.batch.clear();
-                        WsMessage::Close(Some(CloseFrame {
-                            code: code.into(),
-                            reason: reason.into(),
-                        }))
-                    }
-                };
-                half.sink.as_mut().start_send(message)?;
-                half.dirty = true;
-                count += 1;
-            }
-            if half.dirty {
-                ready!(half.sink.as_mut().poll_flush(cx))?;
-                half.dirty = false;
-                self.release(std::mem::take(&mut half.unflushed));
-                // Counted per flush, not per frame: two atomics a batch.
-                let frames = std::mem::take(&mut half.frames);
-                let bytes = std::mem::take(&mut half.bytes);
-                self.metrics.flushed(frames, bytes);
-            }
-            if half.batch.is_empty() && (half.done || lock(&self.state).items.is_empty()) {
-                return Poll::Ready(Ok(()));
-            }
-        }
+    /// Moves everything queued into `batch` (which the writer has emptied).
+    pub(crate) fn take_into(&self, batch: &mut std::collections::VecDeque<Outbound>) {
+        std::mem::swap(&mut lock(&self.state).items, batch);
     }
 
-    /// The writer task's loop: drains the queue whenever woken, until the close
-    /// frame went out or the connection ended with nothing left to write.
-    pub(crate) async fn write_loop(&self) -> Result<(), tungstenite::Error> {
-        loop {
-            self.writer.notified().await;
-            let written = std::future::poll_fn(|cx| match lock(&self.half).as_mut() {
-                Some(half) => self.poll_write(half, cx).map_ok(|()| half.done),
-                None => Poll::Ready(Ok(true)),
-            });
-            if written.await? {
-                return Ok(());
-            }
-            let mut state = lock(&self.state);
-            if state.items.is_empty() {
-                if state.closed {
-                    return Ok(());
-                }
-                state.writer_idle = true;
-            } else {
-                // More came while the last flush was under way: go again.
-                self.writer.notify_one();
-            }
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.state).items.is_empty()
+    }
+
+    /// Waits until the writer task is woken to drain.
+    pub(crate) async fn woken(&self) {
+        self.writer.notified().await;
+    }
+
+    /// The writer task drained the queue: decides what it does next.
+    pub(crate) fn after_drain(&self) -> AfterDrain {
+        let mut state = lock(&self.state);
+        if !state.items.is_empty() {
+            // More came while the last flush was under way: go again.
+            return AfterDrain::Again;
         }
+        if state.closed {
+            return AfterDrain::Stop;
+        }
+        state.writer_idle = true;
+        AfterDrain::Idle
     }
 }
 
@@ -419,46 +310,6 @@ struct RoomWaiter<'a>(&'a Outbox);
 impl Drop for RoomWaiter<'_> {
     fn drop(&mut self) {
         lock(&self.0.state).room_waiters -= 1;
-    }
-}
-
-/// The sink and the batch being written; held (briefly, never across an
-/// await) by whoever is writing: the writer task or the reader.
-pub(crate) struct WriteHalf {
-    sink: WsSink,
-    batch: VecDeque<Outbound>,
-    /// Budget bytes written since the last flush.
-    unflushed: usize,
-    /// Something was written since the last flush.
-    dirty: bool,
-    /// Frames and their bytes written since the last flush, for the metrics.
-    frames: u64,
-    bytes: u64,
-    /// The close frame went out: nothing more is written.
-    done: bool,
-}
-
-impl std::fmt::Debug for WriteHalf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteHalf")
-            .field("batch", &self.batch.len())
-            .field("unflushed", &self.unflushed)
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WriteHalf {
-    pub(crate) fn new(sink: WsSink) -> WriteHalf {
-        WriteHalf {
-            sink,
-            batch: VecDeque::new(),
-            unflushed: 0,
-            dirty: false,
-            frames: 0,
-            bytes: 0,
-            done: false,
-        }
     }
 }
 

@@ -80,7 +80,7 @@ impl Dispatcher {
             let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send(job) else {
                 return;
             };
-            self.conn.outbox().reader_waits();
+            self.conn.writer().reader_waits();
             tokio::select! {
                 _ = kill.cancelled() => {}
                 _ = queue.send(job) => {}
@@ -109,7 +109,7 @@ impl Dispatcher {
             self.per_conn.release();
         }
         // What handlers queued goes out while the reader waits for room.
-        self.conn.outbox().reader_waits();
+        self.conn.writer().reader_waits();
         let slots = async {
             let local = Slot::acquire(&self.per_conn).await;
             (local, Slot::acquire(shared.global()).await)

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::conn::close::{CloseInfo, Initiator};
 use crate::conn::connection::Connection;
-use crate::conn::outbox::WriteHalf;
+use crate::conn::writer::WriteHalf;
 use crate::hooks::Hooks;
 use crate::incident::Incident;
 use crate::pubsub::control;
@@ -35,7 +35,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    conn.outbox().attach(WriteHalf::new(Box::pin(sink)));
+    conn.writer().attach(WriteHalf::new(Box::pin(sink)));
     let mut writer = tokio::spawn(write_loop(conn.clone(), Arc::clone(&shared)));
     shared.hooks().connect(&conn);
     let span = tracing::debug_span!(
@@ -62,13 +62,13 @@ where
     if tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
     }
-    conn.outbox().detach();
+    conn.writer().detach();
     tracing::debug!(conn = conn.id(), code = info.code, reason = %info.reason, initiator = ?info.initiator, "connection ended");
     shared.hooks().disconnect(&conn, &info);
 }
 
 async fn write_loop(conn: Connection, shared: Arc<Shared>) {
-    if let Err(err) = conn.outbox().write_loop().await {
+    if let Err(err) = conn.writer().write_loop().await {
         write_failed(&conn, shared.hooks(), err);
     }
 }
@@ -216,26 +216,26 @@ async fn next_frame<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let outbox = conn.outbox();
+    let writer = conn.writer();
     std::future::poll_fn(|cx| {
         if *busy >= FLUSH_EVERY {
             *busy = 1;
-            if let Err(err) = outbox.reader_idle(cx) {
+            if let Err(err) = writer.reader_idle(cx) {
                 write_failed(conn, hooks, err);
             }
-            outbox.reader_busy();
+            writer.reader_busy();
         }
         match stream.poll_next_unpin(cx) {
             Poll::Ready(next) => {
                 // Set on every frame: a dispatch that waited cleared it.
-                outbox.reader_busy();
+                writer.reader_busy();
                 *busy += 1;
                 Poll::Ready(next)
             }
             Poll::Pending => {
                 if *busy > 0 {
                     *busy = 0;
-                    if let Err(err) = outbox.reader_idle(cx) {
+                    if let Err(err) = writer.reader_idle(cx) {
                         write_failed(conn, hooks, err);
                     }
                 }

@@ -1,4 +1,4 @@
-//! Small synchronisation helpers shared by every layer.
+//! Small synchronisation helpers shared by every layer, and the primitives the hand-written concurrency is built on.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -6,4 +6,29 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// critical section here leaves the data consistent).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the handler caps ([`Limit`](crate::conn::limit::Limit)) and the
+/// outbox budget are built on: std's primitives, or shuttle's when the crate
+/// is built with `--cfg goomerang_shuttle` so that the model-checking tests
+/// (`scripts/model-check`) can explore every interleaving of their atomics
+/// and locks.
+pub(crate) mod model {
+    #[cfg(goomerang_shuttle)]
+    pub(crate) use shuttle::sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+    #[cfg(not(goomerang_shuttle))]
+    pub(crate) use std::sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+
+    /// [`lock`](super::lock) for a model mutex.
+    pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

@@ -5,7 +5,8 @@
 //! caps count with atomics and only touch a `Notify` while someone waits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::sync::model::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -108,7 +109,7 @@ impl Drop for Slot {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(goomerang_shuttle)))]
 mod tests {
     use super::*;
 
@@ -143,5 +144,61 @@ mod tests {
             .await
             .expect("no waiter is left behind");
         assert_eq!(limit.used(), 0);
+    }
+}
+
+/// Model checks (`scripts/model-check`): shuttle runs these tasks in many
+/// interleavings of the atomics above, and reports a deadlock if a release
+/// ever fails to wake a waiter.
+#[cfg(all(test, goomerang_shuttle))]
+mod model {
+    use super::*;
+    use shuttle::future::{block_on, spawn, yield_now};
+
+    /// Three tasks take and give back slots of a cap of `cap`, one of them by
+    /// `try_acquire`: at most `cap` hold a slot at once, every waiter gets one,
+    /// and all slots come back.
+    fn contend(cap: usize) {
+        let limit = Arc::new(Limit::new(cap));
+        let holders = Arc::new(AtomicUsize::new(0));
+        let hold = |limit: Arc<Limit>, holders: Arc<AtomicUsize>| async move {
+            let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+            assert!(now <= limit.cap, "{now} holders of a cap of {}", limit.cap);
+            yield_now().await;
+            holders.fetch_sub(1, Ordering::SeqCst);
+            limit.release();
+        };
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (limit, holders) = (Arc::clone(&limit), Arc::clone(&holders));
+                spawn(async move {
+                    limit.acquire().await;
+                    hold(limit, holders).await;
+                })
+            })
+            .collect();
+        let trier = {
+            let (limit, holders) = (Arc::clone(&limit), Arc::clone(&holders));
+            spawn(async move {
+                while !limit.try_acquire() {
+                    yield_now().await;
+                }
+                hold(limit, holders).await;
+            })
+        };
+        block_on(async {
+            for waiter in waiters {
+                waiter.await.expect("waiter");
+            }
+            trier.await.expect("trier");
+        });
+        assert_eq!(limit.used(), 0);
+    }
+
+    #[test]
+    fn the_cap_holds_and_no_waiter_is_lost() {
+        shuttle::check_pct(|| contend(1), 3000, 3);
+        shuttle::check_pct(|| contend(2), 3000, 3);
+        shuttle::check_random(|| contend(1), 3000);
     }
 }

@@ -408,7 +408,7 @@ impl Counters {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(goomerang_shuttle)))]
     pub(crate) fn queued_bytes(&self) -> i64 {
         self.queued_bytes.load(Ordering::Relaxed)
     }

@@ -8,7 +8,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What the handler caps ([`Limit`](crate::conn::limit::Limit)) and the
+/// What the handler caps (`conn::limit`) and the
 /// outbox budget are built on: std's primitives, or shuttle's when the crate
 /// is built with `--cfg goomerang_shuttle` so that the model-checking tests
 /// (`scripts/model-check`) can explore every interleaving of their atomics

@@ -29,16 +29,16 @@ use crate::route::router::{Router, routing_methods};
 use crate::state::{State, StateCell};
 use crate::sync::lock;
 #[cfg(feature = "tls")]
-use crate::tls::{ClientIo, TlsError};
+use crate::tls::TlsError;
 use crate::wire::frame::{self, SUBPROTOCOL};
 use crate::wire::message::{IntoMessage, Payload, Response};
 use crate::wire::proto::FrameKind;
 use crate::wire::status::Status;
 use reconnect::{Reconnect, WhileDisconnected};
 
-/// Without TLS the client's stream is plain TCP.
-#[cfg(not(feature = "tls"))]
-type ClientIo = tokio::net::TcpStream;
+/// The client's transport: plain TCP (`ws://`), or TLS over it (`wss://`)
+/// with the `tls` feature.
+type ClientIo = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>;
 use crate::wire::topic::{self, Subscription};
 
 type Ws = WebSocketStream<ClientIo>;
@@ -700,7 +700,7 @@ async fn dial(
         let _ = tcp.set_nodelay(true);
         let peer = tcp.peer_addr().ok();
         #[cfg(not(feature = "tls"))]
-        let io = tcp;
+        let io = ClientIo::Plain(tcp);
         #[cfg(feature = "tls")]
         let io = if secure {
             let tls = handshake.tls.clone().ok_or(TlsError::NotConfigured)?;
@@ -714,7 +714,7 @@ async fn dial(
                 .connect(name, tcp)
                 .await
                 .map_err(TlsError::Handshake)?;
-            ClientIo::Tls(Box::new(stream))
+            ClientIo::Rustls(stream)
         } else {
             ClientIo::Plain(tcp)
         };

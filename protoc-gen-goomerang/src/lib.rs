@@ -17,6 +17,7 @@ mod model;
 mod names;
 pub mod plugin;
 mod server;
+mod typescript;
 
 use proc_macro2::TokenStream;
 use prost_reflect::DescriptorPool;
@@ -72,16 +73,22 @@ fn problems_text(problems: &[String]) -> String {
     }
 }
 
+/// The module TypeScript output imports the client from, unless `ts_import` says otherwise.
+const TS_IMPORT: &str = "@goomerang/client";
+
 /// Generation options; the plugin reads them from its parameter string.
 #[derive(Clone, Debug)]
 pub struct Options {
     runtime: syn::Path,
+    /// TypeScript output for @goomerang/client (`lang=ts`), importing the runtime from this module.
+    typescript: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             runtime: syn::parse_quote!(::goomerang),
+            typescript: None,
         }
     }
 }
@@ -89,8 +96,13 @@ impl Default for Options {
 impl Options {
     /// Parses a plugin parameter string: comma-separated `key=value` pairs.
     ///
-    /// Keys: `runtime=<path>` — the path of the goomerang crate in generated
-    /// code (default `::goomerang`; set it when you re-export goomerang).
+    /// Keys:
+    /// - `runtime=<path>` — the path of the goomerang crate in generated Rust
+    ///   code (default `::goomerang`; set it when you re-export goomerang);
+    /// - `lang=rust|ts` — the language to generate (default `rust`). `ts`
+    ///   writes `<file>_goomerang.ts` beside protoc-gen-es's `<file>_pb.ts`;
+    /// - `ts_import=<module>` — where TypeScript output imports the client
+    ///   from (default `@goomerang/client`).
     ///
     /// # Errors
     /// [`Error::Parameter`] naming any unknown key or bad value.
@@ -108,14 +120,43 @@ impl Options {
                         Error::Parameter(format!("runtime={value:?} is not a Rust path: {err}"))
                     })?;
                 }
+                "lang" => match value.trim() {
+                    "rust" => options.typescript = None,
+                    "ts" | "typescript" => {
+                        options
+                            .typescript
+                            .get_or_insert_with(|| TS_IMPORT.to_owned());
+                    }
+                    other => {
+                        return Err(Error::Parameter(format!(
+                            "lang={other:?}: the languages are rust and ts"
+                        )));
+                    }
+                },
+                "ts_import" => {
+                    let module = value.trim();
+                    if module.is_empty() || module.contains(['"', '\\', '\n']) {
+                        return Err(Error::Parameter(format!(
+                            "ts_import={value:?} is not a module specifier"
+                        )));
+                    }
+                    options.typescript = Some(module.to_owned());
+                }
                 other => {
                     return Err(Error::Parameter(format!(
-                        "unknown key {other:?} (known keys: runtime)"
+                        "unknown key {other:?} (known keys: runtime, lang, ts_import)"
                     )));
                 }
             }
         }
         Ok(options)
+    }
+
+    /// Generates TypeScript for @goomerang/client instead of Rust, importing
+    /// the client from `module` (usually `@goomerang/client`).
+    pub fn typescript(mut self, module: impl Into<String>) -> Self {
+        self.typescript = Some(module.into());
+        self
     }
 
     /// Sets the path of the goomerang crate used by generated code.
@@ -147,6 +188,10 @@ pub fn generate(
     options: &Options,
 ) -> Result<Vec<GeneratedFile>, Error> {
     let packages = model::services_by_package(pool, files)?;
+    if let Some(module) = &options.typescript {
+        let services: Vec<&model::Service> = packages.values().flatten().collect();
+        return Ok(typescript::render(&services, module));
+    }
     packages
         .into_iter()
         .map(|(package, services)| render(&package, &services, options))

@@ -21,6 +21,8 @@ pub(crate) struct Service {
     /// e.g. `helloworld.v1.Greeter`.
     pub(crate) full_name: String,
     pub(crate) package: String,
+    /// The .proto file declaring it, e.g. `chat/v1/chat.proto`.
+    pub(crate) file: String,
     pub(crate) side: Side,
     pub(crate) docs: Vec<String>,
     pub(crate) methods: Vec<Method>,
@@ -48,6 +50,8 @@ pub(crate) struct Method {
 pub(crate) struct TypeRef {
     pub(crate) full_name: String,
     pub(crate) nesting: usize,
+    /// The .proto file declaring it.
+    pub(crate) file: String,
 }
 
 impl TypeRef {
@@ -61,6 +65,7 @@ impl TypeRef {
         TypeRef {
             full_name: message.full_name().to_owned(),
             nesting,
+            file: message.parent_file().name().to_owned(),
         }
     }
 }
@@ -105,6 +110,7 @@ pub(crate) fn services_by_package(
                     name: service.name().to_owned(),
                     full_name: service.full_name().to_owned(),
                     package: service.package_name().to_owned(),
+                    file: file_name.clone(),
                     side,
                     docs: comments.get(service.path()),
                     methods,

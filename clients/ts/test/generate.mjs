@@ -12,6 +12,6 @@ writeFileSync("build/proto/goomerang/v1/options.proto", execFileSync(plugin, ["-
 writeFileSync("build/proto/buf.yaml", "version: v2\n");
 execFileSync(
   "./node_modules/.bin/buf",
-  ["generate", "build/proto", "--template", "test/buf.gen.yaml", "--path", "build/proto/lab"],
+  ["generate", "build/proto", "--template", "test/buf.gen.yaml"],
   { stdio: "inherit" },
 );

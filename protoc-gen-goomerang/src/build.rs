@@ -109,7 +109,11 @@ impl Builder {
         prost.enable_type_names().out_dir(&out_dir);
         prost.compile_fds(fds)?;
         for file in generate(&pool, &files, &self.options)? {
-            std::fs::write(out_dir.join(&file.name), file.content)?;
+            let path = out_dir.join(&file.name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, file.content)?;
         }
         Ok(())
     }

@@ -30,24 +30,70 @@ fn stem(file: &str) -> &str {
     file.strip_suffix(".proto").unwrap_or(file)
 }
 
-fn render_file(file: &str, services: &[&Service], runtime: &str) -> String {
-    let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut runtime_types = BTreeSet::new();
-    for service in services {
-        for method in &service.methods {
-            for ty in [&method.input, &method.output] {
-                let (module, name) = schema_import(file, ty);
-                imports.entry(module).or_default().insert(name);
-            }
-            match (service.side, method.one_way) {
-                (Side::Server, false) => runtime_types.insert("CallOptions"),
-                (Side::Server, true) => runtime_types.insert("SendOptions"),
-                (Side::Client, _) => runtime_types.insert("HandlerContext"),
-            };
+/// The local name of each message type's schema in one generated file:
+/// protoc-gen-es's name, or, when two imported modules export that name, one
+/// qualified with the type's package.
+struct Schemas {
+    /// By full type name: the module it comes from, the exported name, the local name.
+    types: BTreeMap<String, (String, String, String)>,
+}
+
+impl Schemas {
+    fn new(file: &str, services: &[&Service]) -> Schemas {
+        let mut found: BTreeMap<String, (String, String, String)> = BTreeMap::new();
+        for ty in services
+            .iter()
+            .flat_map(|s| &s.methods)
+            .flat_map(|m| [&m.input, &m.output])
+        {
+            let (module, name) = schema_import(file, ty);
+            found.insert(ty.full_name.clone(), (module, name.clone(), name));
         }
+        let mut modules_by_name: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (module, name, _) in found.values() {
+            modules_by_name
+                .entry(name.clone())
+                .or_default()
+                .insert(module.clone());
+        }
+        for (full_name, (_, name, local)) in &mut found {
+            if modules_by_name[name.as_str()].len() > 1 {
+                *local = format!("{}Schema", full_name.replace('.', "_"));
+            }
+        }
+        Schemas { types: found }
     }
-    runtime_types.insert("Client");
-    runtime_types.insert("MethodDesc");
+
+    /// The local identifier of `ty`'s schema.
+    fn of(&self, ty: &TypeRef) -> &str {
+        &self.types[&ty.full_name].2
+    }
+
+    /// The import lines, one per module, sorted.
+    fn imports(&self) -> String {
+        let mut by_module: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for (module, name, local) in self.types.values() {
+            let item = if name == local {
+                name.clone()
+            } else {
+                format!("{name} as {local}")
+            };
+            by_module.entry(module).or_default().insert(item);
+        }
+        by_module
+            .into_iter()
+            .map(|(module, items)| {
+                format!(
+                    "import {{ {} }} from \"{module}\";\n",
+                    items.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect()
+    }
+}
+
+fn render_file(file: &str, services: &[&Service], runtime: &str) -> String {
+    let schemas = Schemas::new(file, services);
 
     let mut out = String::new();
     let package = services.first().map(|s| s.package.as_str()).unwrap_or("");
@@ -62,29 +108,20 @@ fn render_file(file: &str, services: &[&Service], runtime: &str) -> String {
         }
     );
     out.push('\n');
+    // Namespace imports: no service name can clash with a runtime name.
     let _ = writeln!(
         out,
-        "import type {{ MessageInitShape, MessageShape }} from \"@bufbuild/protobuf\";"
+        "import type * as protobuf from \"@bufbuild/protobuf\";"
     );
-    let _ = writeln!(
-        out,
-        "import type {{ {} }} from \"{runtime}\";",
-        runtime_types.into_iter().collect::<Vec<_>>().join(", ")
-    );
-    for (module, names) in &imports {
-        let _ = writeln!(
-            out,
-            "import {{ {} }} from \"{module}\";",
-            names.iter().cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
+    let _ = writeln!(out, "import type * as goomerang from \"{runtime}\";");
+    out.push_str(&schemas.imports());
     for service in services {
         out.push('\n');
-        descriptor(&mut out, file, service);
+        descriptor(&mut out, &schemas, service);
         out.push('\n');
         match service.side {
-            Side::Server => client_class(&mut out, file, service),
-            Side::Client => handlers(&mut out, file, service),
+            Side::Server => client_class(&mut out, &schemas, service),
+            Side::Client => handlers(&mut out, &schemas, service),
         }
     }
     out
@@ -129,12 +166,18 @@ fn relative_module(from_file: &str, target: &str) -> String {
     }
 }
 
-/// lowerCamelCase of a protobuf method name, as protoc-gen-es names things.
+/// lowerCamelCase of a protobuf method name, as protoc-gen-es names things;
+/// `constructor`, which a class cannot have as a method, gets a `_`.
 fn lower_camel(name: &str) -> String {
     let mut chars = name.chars();
-    match chars.next() {
+    let camel: String = match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
+    };
+    if camel == "constructor" {
+        format!("{camel}_")
+    } else {
+        camel
     }
 }
 
@@ -158,7 +201,7 @@ fn doc(out: &mut String, indent: &str, lines: &[String], fallback: &str, depreca
     let _ = writeln!(out, "{indent} */");
 }
 
-fn descriptor(out: &mut String, file: &str, service: &Service) {
+fn descriptor(out: &mut String, schemas: &Schemas, service: &Service) {
     doc(
         out,
         "",
@@ -178,37 +221,41 @@ fn descriptor(out: &mut String, file: &str, service: &Service) {
             "    {}: {{ name: \"{}\", input: {}, output: {}, oneWay: {} }},",
             lower_camel(&method.name),
             method.path,
-            schema_import(file, &method.input).1,
-            schema_import(file, &method.output).1,
+            schemas.of(&method.input),
+            schemas.of(&method.output),
             method.one_way
         );
     }
     let _ = writeln!(out, "  }},");
     let _ = writeln!(
         out,
-        "}} as const satisfies {{ name: string; methods: Record<string, MethodDesc> }};"
+        "}} as const satisfies {{ name: string; methods: Record<string, goomerang.MethodDesc> }};"
     );
 }
 
-fn client_class(out: &mut String, file: &str, service: &Service) {
+fn client_class(out: &mut String, schemas: &Schemas, service: &Service) {
     let _ = writeln!(
         out,
-        "/** Calls {} on the server, through a connected {{@link Client}}. */",
+        "/** Calls {} on the server, through a connected client. */",
         service.full_name
     );
     let _ = writeln!(out, "export class {}Client {{", service.name);
-    let _ = writeln!(out, "  constructor(private readonly client: Client) {{}}");
+    let _ = writeln!(out, "  readonly #client: goomerang.Client;");
+    out.push('\n');
+    let _ = writeln!(out, "  constructor(client: goomerang.Client) {{");
+    let _ = writeln!(out, "    this.#client = client;");
+    let _ = writeln!(out, "  }}");
     for method in &service.methods {
         out.push('\n');
-        client_method(out, file, service, method);
+        client_method(out, schemas, service, method);
     }
     let _ = writeln!(out, "}}");
 }
 
-fn client_method(out: &mut String, file: &str, service: &Service, method: &Method) {
+fn client_method(out: &mut String, schemas: &Schemas, service: &Service, method: &Method) {
     let name = lower_camel(&method.name);
-    let input = schema_import(file, &method.input).1;
-    let output = schema_import(file, &method.output).1;
+    let input = schemas.of(&method.input);
+    let output = schemas.of(&method.output);
     let fallback = if method.one_way {
         format!(
             "Sends {} (one-way: resolves once sent, never answered).",
@@ -221,28 +268,28 @@ fn client_method(out: &mut String, file: &str, service: &Service, method: &Metho
     if method.one_way {
         let _ = writeln!(
             out,
-            "  {name}(request: MessageInitShape<typeof {input}>, options?: SendOptions): Promise<void> {{"
+            "  {name}(request: protobuf.MessageInitShape<typeof {input}>, options?: goomerang.SendOptions): Promise<void> {{"
         );
         let _ = writeln!(
             out,
-            "    return this.client.send({}.methods.{name}, request, options);",
+            "    return this.#client.send({}.methods.{name}, request, options);",
             service.name
         );
     } else {
         let _ = writeln!(
             out,
-            "  {name}(request: MessageInitShape<typeof {input}>, options?: CallOptions): Promise<MessageShape<typeof {output}>> {{"
+            "  {name}(request: protobuf.MessageInitShape<typeof {input}>, options?: goomerang.CallOptions): Promise<protobuf.MessageShape<typeof {output}>> {{"
         );
         let _ = writeln!(
             out,
-            "    return this.client.request({}.methods.{name}, request, options);",
+            "    return this.#client.request({}.methods.{name}, request, options);",
             service.name
         );
     }
     let _ = writeln!(out, "  }}");
 }
 
-fn handlers(out: &mut String, file: &str, service: &Service) {
+fn handlers(out: &mut String, schemas: &Schemas, service: &Service) {
     let _ = writeln!(
         out,
         "/** What a client implementing {} provides; the server calls it. */",
@@ -251,8 +298,8 @@ fn handlers(out: &mut String, file: &str, service: &Service) {
     let _ = writeln!(out, "export interface {}Handlers {{", service.name);
     for method in &service.methods {
         let name = lower_camel(&method.name);
-        let input = schema_import(file, &method.input).1;
-        let output = schema_import(file, &method.output).1;
+        let input = schemas.of(&method.input);
+        let output = schemas.of(&method.output);
         let fallback = if method.one_way {
             format!("Handles {} (one-way: nothing is sent back).", method.path)
         } else {
@@ -262,12 +309,12 @@ fn handlers(out: &mut String, file: &str, service: &Service) {
         if method.one_way {
             let _ = writeln!(
                 out,
-                "  {name}(request: MessageShape<typeof {input}>, ctx: HandlerContext): void | Promise<void>;"
+                "  {name}(request: protobuf.MessageShape<typeof {input}>, ctx: goomerang.HandlerContext): void | Promise<void>;"
             );
         } else {
             let _ = writeln!(
                 out,
-                "  {name}(request: MessageShape<typeof {input}>, ctx: HandlerContext): MessageInitShape<typeof {output}> | Promise<MessageInitShape<typeof {output}>>;"
+                "  {name}(request: protobuf.MessageShape<typeof {input}>, ctx: goomerang.HandlerContext): protobuf.MessageInitShape<typeof {output}> | Promise<protobuf.MessageInitShape<typeof {output}>>;"
             );
         }
     }
@@ -280,7 +327,7 @@ fn handlers(out: &mut String, file: &str, service: &Service) {
     );
     let _ = writeln!(
         out,
-        "export function register{}(client: Client, handlers: {}Handlers): Client {{",
+        "export function register{}(client: goomerang.Client, handlers: {}Handlers): goomerang.Client {{",
         service.name, service.name
     );
     for method in &service.methods {

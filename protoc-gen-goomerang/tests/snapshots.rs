@@ -31,6 +31,57 @@ fn generated_code_snapshots() {
     }
 }
 
+#[test]
+fn typescript_snapshots() {
+    let out = support::temp_dir("ts");
+    protoc_gen_goomerang::Builder::new()
+        .out_dir(&out)
+        .options(protoc_gen_goomerang::Options::default().typescript("@goomerang/client"))
+        .compile(&support::fixtures(), &[support::fixtures_dir()])
+        .expect("the TypeScript output generates");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("read output dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with("_goomerang.ts"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "features_goomerang.ts",
+            "hazards_goomerang.ts",
+            "nested_goomerang.ts",
+            "nopackage_goomerang.ts",
+            "shared_goomerang.ts",
+        ],
+        "one file per .proto with services"
+    );
+    for name in &names {
+        let content = std::fs::read_to_string(out.join(name)).expect("read generated file");
+        assert!(
+            content.starts_with("// @generated"),
+            "{name} lacks the @generated line"
+        );
+        insta::assert_snapshot!(name.as_str(), content);
+    }
+}
+
+#[test]
+fn typescript_parameters_are_checked() {
+    let lang = protoc_gen_goomerang::Options::parse("lang=go").expect_err("refused");
+    assert_eq!(
+        lang.to_string(),
+        "invalid parameter: lang=\"go\": the languages are rust and ts"
+    );
+    assert!(protoc_gen_goomerang::Options::parse("lang=ts,ts_import=./client.js").is_ok());
+    let import = protoc_gen_goomerang::Options::parse("ts_import=a\"b").expect_err("refused");
+    assert!(
+        import.to_string().contains("is not a module specifier"),
+        "{import}"
+    );
+}
+
 /// Generates from one inline proto; returns the error text.
 fn generation_error(name: &str, source: &str) -> String {
     let dir = support::temp_dir(&format!("err-{name}"));

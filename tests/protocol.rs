@@ -361,3 +361,24 @@ async fn the_client_refuses_a_server_that_selects_no_version_or_one_it_did_not_o
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_unsubscribe_from_nothing_is_acknowledged_so_browsers_can_probe_with_it() {
+    bounded(async {
+        let server = server().await;
+        let mut peer = raw_peer(&server).await;
+        let probe = Frame {
+            kind: FrameKind::Unsubscribe as i32,
+            id: 9,
+            topic: "goomerang.keepalive.probe".into(),
+            ..Frame::default()
+        };
+        send_frame(&mut peer, &probe).await;
+        let reply = expect_reply(&mut peer, 9).await;
+        assert_eq!((reply.r#type.as_str(), reply.payload.len()), ("", 0));
+        // Again: still an acknowledgement, never an error.
+        send_frame(&mut peer, &Frame { id: 10, ..probe }).await;
+        expect_reply(&mut peer, 10).await;
+    })
+    .await;
+}

@@ -162,3 +162,45 @@ describe("a peer that breaks the protocol", { timeout: 20_000 }, () => {
     fake.close();
   });
 });
+
+describe("keepalive probes", { timeout: 20_000 }, () => {
+  /** A peer that answers probes (UNSUBSCRIBE with an id) if `answer`, and reports each. */
+  const prober = (answer: boolean, onProbe: (frame: ReturnType<typeof fromBinary<typeof FrameSchema>>) => void) =>
+    peer((socket) =>
+      socket.on("message", (data) => {
+        const frame = fromBinary(FrameSchema, new Uint8Array(data as Buffer));
+        if (frame.kind !== FrameKind.UNSUBSCRIBE) return;
+        onProbe(frame);
+        if (answer) socket.send(encode({ kind: FrameKind.REPLY, id: frame.id }));
+      }),
+    );
+
+  test("a silent server is dropped after the interval and the timeout", async () => {
+    const probes: string[] = [];
+    const fake = await prober(false, (frame) => probes.push(`${frame.id}:${frame.topic}`));
+    const c = client(fake.url, { reconnect: false, keepalive: { intervalMs: 50, timeoutMs: 50 } });
+    await c.connect();
+    await next<void>((deliver) => c.onState((state) => state === "closed" && deliver()));
+    assert.ok(probes.length >= 1, "a probe went out first");
+    assert.match(probes[0]!, /^[1-9]\d*:goomerang\.keepalive\.probe$/);
+    fake.close();
+  });
+
+  test("a server that answers the probes keeps the connection", async () => {
+    let answered = 0;
+    let third: () => void = () => {};
+    const fake = await prober(true, () => {
+      answered += 1;
+      if (answered === 3) third();
+    });
+    const c = client(fake.url, { reconnect: false, keepalive: { intervalMs: 30, timeoutMs: 30 } });
+    const states: string[] = [];
+    c.onState((state) => states.push(state));
+    await c.connect();
+    await next<void>((deliver) => (third = deliver));
+    assert.equal(c.state, "open");
+    assert.deepEqual(states, ["connecting", "open"], "never dropped between probes");
+    c.close();
+    fake.close();
+  });
+});

@@ -100,3 +100,61 @@ describe("in headless Chromium", { timeout: 90_000 }, () => {
     await page.close();
   });
 });
+
+describe("the browser-chat example in two tabs", { timeout: 90_000 }, () => {
+  const CHAT_SERVER = process.env.GOOMERANG_CHAT_SERVER ?? "../../target/debug/browser-chat";
+  let browser: Browser;
+  let stop: () => void = () => {};
+  let port = 0;
+
+  before(async () => {
+    const { spawn } = await import("node:child_process");
+    const { createInterface } = await import("node:readline");
+    const child = spawn(CHAT_SERVER, ["--port", "0", "--web", "../../examples/browser-chat/web/dist"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    stop = () => child.kill("SIGKILL");
+    port = await new Promise<number>((resolve, reject) => {
+      child.once("exit", (code) => reject(new Error(`browser-chat exited with ${code}`)));
+      createInterface({ input: child.stdout }).on("line", (line) => {
+        const match = /^LISTENING (\d+)$/.exec(line);
+        if (match !== null) resolve(Number(match[1]));
+      });
+    });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+  });
+  after(async () => {
+    await browser?.close();
+    stop();
+  });
+
+  /** Joins as `name` and answers the server's question with `answer`. */
+  async function join(page: Page, name: string, answer: string): Promise<void> {
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.locator("#state", { hasText: "open" }).waitFor();
+    await page.fill("#name", name);
+    await page.click("#join button");
+    await page.locator("#question").waitFor({ state: "visible" });
+    assert.equal(await page.textContent("#question-text"), `${name}, what brings you here?`);
+    await page.fill("#answer-text", answer);
+    await page.click("#answer button");
+  }
+
+  test("tabs chat through a topic and answer the server's question", async () => {
+    const bob = await browser.newPage({ viewport: { width: 760, height: 560 } });
+    const ada = await browser.newPage({ viewport: { width: 760, height: 560 } });
+    await join(bob, "bob", "the coffee");
+    await bob.locator("#log", { hasText: "bob is here for the coffee" }).waitFor();
+    await join(ada, "ada", "typed calls both ways");
+    await bob.locator("#log", { hasText: "ada is here for typed calls both ways" }).waitFor();
+    await ada.fill("#line", "hello bob, this went through a topic");
+    await ada.click("#say button");
+    await bob.locator("#log", { hasText: "ada: hello bob, this went through a topic" }).waitFor();
+    await bob.fill("#line", "hi ada!");
+    await bob.click("#say button");
+    await ada.locator("#log", { hasText: "bob: hi ada!" }).waitFor();
+    const log = await bob.textContent("#log");
+    assert.match(log ?? "", /server: Welcome, bob!/);
+    await bob.screenshot({ path: "build/browser-chat.png" });
+  });
+});

@@ -60,45 +60,6 @@ impl Lobby for Arc<ChatLobby> {
     }
 }
 
-/// Serves `dir`'s files at `/<name>` and `index.html` at `/`.
-fn page(dir: PathBuf) -> axum::Router {
-    use axum::extract::Path;
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-
-    async fn file(dir: Arc<PathBuf>, name: String) -> axum::response::Response {
-        let name = if name.is_empty() {
-            "index.html".to_owned()
-        } else {
-            name
-        };
-        if name.contains("..") || name.contains('/') {
-            return StatusCode::NOT_FOUND.into_response();
-        }
-        let kind = match name.rsplit('.').next() {
-            Some("html") => "text/html; charset=utf-8",
-            Some("js") => "text/javascript; charset=utf-8",
-            Some("css") => "text/css; charset=utf-8",
-            _ => "application/octet-stream",
-        };
-        match tokio::fs::read(dir.join(&name)).await {
-            Ok(bytes) => ([(header::CONTENT_TYPE, kind)], bytes).into_response(),
-            Err(_) => StatusCode::NOT_FOUND.into_response(),
-        }
-    }
-    let dir = Arc::new(dir);
-    let root = Arc::clone(&dir);
-    axum::Router::new()
-        .route(
-            "/",
-            axum::routing::get(move || file(Arc::clone(&root), String::new())),
-        )
-        .route(
-            "/{name}",
-            axum::routing::get(move |Path(name): Path<String>| file(Arc::clone(&dir), name)),
-        )
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut port = 8080u16;
@@ -123,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let server = Server::builder()
         .service(LobbyServer::new(Arc::clone(&lobby)))
-        .routes(page(web))
+        .routes(axum::Router::new().fallback_service(tower_http::services::ServeDir::new(web)))
         .build()?;
     let _ = lobby.server.set(server.clone());
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;

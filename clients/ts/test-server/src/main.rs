@@ -1,7 +1,7 @@
 //! The lab server: implements `lab.v1.Lab` for the TypeScript client's tests and serves a
 //! directory of static files (the browser test's page) on the same port.
 //!
-//! `goomerang-lab-server [--port N] [--static DIR]` prints `LISTENING <port>` once it accepts
+//! `goomerang-lab-server [--port N] [--static DIR]` (files served by tower-http's `ServeDir`) prints `LISTENING <port>` once it accepts
 //! connections, then serves until killed. A connection whose handshake carries the token `bad`
 //! (query `?token=bad` or subprotocol `token.bad`) is refused with 401.
 
@@ -133,45 +133,6 @@ impl Lab for Shared {
     }
 }
 
-/// Serves `dir`'s files at `/<name>` (and `index.html` at `/`).
-fn static_files(dir: PathBuf) -> axum::Router {
-    use axum::extract::Path;
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-
-    async fn serve(dir: Arc<PathBuf>, name: String) -> axum::response::Response {
-        let name = if name.is_empty() {
-            "index.html".to_owned()
-        } else {
-            name
-        };
-        if name.contains("..") || name.contains('/') {
-            return StatusCode::NOT_FOUND.into_response();
-        }
-        let kind = match name.rsplit('.').next() {
-            Some("html") => "text/html; charset=utf-8",
-            Some("js") => "text/javascript; charset=utf-8",
-            Some("css") => "text/css; charset=utf-8",
-            _ => "application/octet-stream",
-        };
-        match tokio::fs::read(dir.join(&name)).await {
-            Ok(bytes) => ([(header::CONTENT_TYPE, kind)], bytes).into_response(),
-            Err(_) => StatusCode::NOT_FOUND.into_response(),
-        }
-    }
-    let dir = Arc::new(dir);
-    let root = Arc::clone(&dir);
-    axum::Router::new()
-        .route(
-            "/",
-            axum::routing::get(move || serve(Arc::clone(&root), String::new())),
-        )
-        .route(
-            "/{name}",
-            axum::routing::get(move |Path(name): Path<String>| serve(Arc::clone(&dir), name)),
-        )
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut port = 0u16;
@@ -196,7 +157,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(Accept::new())
         });
     if let Some(dir) = static_dir {
-        builder = builder.routes(static_files(dir));
+        builder = builder
+            .routes(axum::Router::new().fallback_service(tower_http::services::ServeDir::new(dir)));
     }
     let server = builder.build()?;
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;

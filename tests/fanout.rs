@@ -91,7 +91,7 @@ async fn server_broadcast_reaches_every_client_once() {
 #[tokio::test]
 async fn client_initiated_broadcast_is_relayed_to_all() {
     bounded(async {
-        let server = start(Server::builder()).await;
+        let server = start(Server::builder().allow_client_broadcast(|_conn| true)).await;
         let (a, mut a_in) = listener(&server).await;
         let (b, mut b_in) = listener(&server).await;
         connections(&server, 2).await;
@@ -344,7 +344,12 @@ async fn a_backplane_carries_broadcast_and_publish_across_replicas() {
             bus: bus.clone(),
             me: Mutex::new(None),
         };
-        let one = start(Server::builder().backplane(port(&bus))).await;
+        let one = start(
+            Server::builder()
+                .backplane(port(&bus))
+                .allow_client_broadcast(|_conn| true),
+        )
+        .await;
         let two = start(Server::builder().backplane(port(&bus))).await;
         let (on_one, mut one_in) = listener(&one).await;
         let (on_two, mut two_in) = listener(&two).await;

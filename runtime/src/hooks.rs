@@ -182,6 +182,11 @@ impl Hooks {
         }
     }
 
+    /// A client's pub/sub frame was refused (by middleware or a policy).
+    pub(crate) fn refused(&self, action: &'static str) {
+        self.metrics.refused(action);
+    }
+
     pub(crate) fn publish(&self, topic: &str, type_name: &str, recipients: usize) {
         self.metrics.published();
         for hook in &self.publish {

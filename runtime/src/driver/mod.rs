@@ -363,7 +363,8 @@ async fn handle_binary(
             };
             let id = frame.id;
             let (type_name, method) = (frame.type_name.clone(), frame.method.clone());
-            let result = control::handle(conn, hub, hooks, kind, frame);
+            let result =
+                control::handle(conn, hub, shared.routes().middleware(), hooks, kind, frame);
             match (id, result) {
                 (0, Ok(())) => {}
                 (0, Err(status)) => conn.report_to_peer(&status, &type_name, &method).await,

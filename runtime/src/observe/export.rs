@@ -155,7 +155,7 @@ impl Collector for Metrics {
         )?;
         Histogram(&snap.broadcasts).encode(metric.encode_family(&side)?)?;
 
-        let labelled: [Labelled<'_>; 3] = [
+        let labelled: [Labelled<'_>; 4] = [
             (
                 "goomerang_errors",
                 "Incidents reported to on_error, by kind.",
@@ -181,6 +181,15 @@ impl Collector for Metrics {
                 snap.rejected_handshakes
                     .iter()
                     .map(|(k, n)| (k.to_string(), *n))
+                    .collect(),
+            ),
+            (
+                "goomerang_pubsub_refused",
+                "Clients' pub/sub frames refused (by middleware or a policy), by action.",
+                "action",
+                snap.refused
+                    .iter()
+                    .map(|(k, n)| ((*k).to_owned(), *n))
                     .collect(),
             ),
         ];

@@ -136,6 +136,7 @@ pub(crate) struct Counters {
     errors: Mutex<BTreeMap<&'static str, u64>>,
     slow_consumers: Mutex<BTreeMap<&'static str, u64>>,
     rejected_handshakes: Mutex<BTreeMap<u16, u64>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// What the exporter reads: every value at one moment (each read on its own).
@@ -155,6 +156,7 @@ pub(crate) struct Snapshot {
     pub(crate) errors: Vec<(&'static str, u64)>,
     pub(crate) slow_consumers: Vec<(&'static str, u64)>,
     pub(crate) rejected_handshakes: Vec<(u16, u64)>,
+    pub(crate) refused: Vec<(&'static str, u64)>,
 }
 
 impl Counters {
@@ -182,6 +184,7 @@ impl Counters {
             errors: Mutex::new(BTreeMap::new()),
             slow_consumers: Mutex::new(BTreeMap::new()),
             rejected_handshakes: Mutex::new(BTreeMap::new()),
+            refused: Mutex::new(BTreeMap::new()),
             bounds,
         }
     }
@@ -301,6 +304,11 @@ impl Counters {
         *lock(&self.slow_consumers).entry(action).or_default() += 1;
     }
 
+    /// A client's pub/sub frame was refused; `action` is its kind.
+    pub(crate) fn refused(&self, action: &'static str) {
+        *lock(&self.refused).entry(action).or_default() += 1;
+    }
+
     pub(crate) fn rejected_handshake(&self, status: u16) {
         *lock(&self.rejected_handshakes).entry(status).or_default() += 1;
     }
@@ -405,6 +413,7 @@ impl Counters {
                 .iter()
                 .map(|(k, n)| (*k, *n))
                 .collect(),
+            refused: lock(&self.refused).iter().map(|(k, n)| (*k, *n)).collect(),
         }
     }
 

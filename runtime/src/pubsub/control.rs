@@ -1,5 +1,7 @@
 //! The server's side of the client-to-server control frames: BROADCAST, SUBSCRIBE, UNSUBSCRIBE and PUBLISH.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::conn::connection::Connection;
@@ -7,6 +9,8 @@ use crate::error::Error;
 use crate::hooks::Hooks;
 use crate::incident::Incident;
 use crate::pubsub::hub::Hub;
+use crate::route::middleware::Middleware;
+use crate::wire::control::{Control, ControlKind};
 use crate::wire::frame::{self, Incoming};
 use crate::wire::proto::{Frame, FrameKind};
 use crate::wire::status::Status;
@@ -17,10 +21,36 @@ use crate::wire::topic::{self, Subscription};
 pub(crate) fn handle(
     conn: &Connection,
     hub: &Hub,
+    middleware: &[Arc<dyn Middleware>],
     hooks: &Hooks,
     kind: FrameKind,
     frame: Incoming,
 ) -> Result<(), Status> {
+    let control_kind = match kind {
+        FrameKind::Subscribe => ControlKind::Subscribe,
+        FrameKind::Unsubscribe => ControlKind::Unsubscribe,
+        FrameKind::Publish => ControlKind::Publish,
+        _ => ControlKind::Broadcast,
+    };
+    let control = Control {
+        kind: control_kind,
+        topic: &frame.topic,
+        group: (!frame.queue_group.is_empty()).then_some(frame.queue_group.as_str()),
+        type_name: &frame.type_name,
+    };
+    // The global middleware first (a rate limit counts the frame), then the policies.
+    let admitted = middleware
+        .iter()
+        .try_for_each(|mw| mw.control(conn, &control))
+        .and_then(|()| {
+            hub.access()
+                .check(conn, &control)
+                .map_err(Status::permission_denied)
+        });
+    if let Err(status) = admitted {
+        hooks.refused(control_kind.as_str());
+        return Err(status);
+    }
     let invalid = |detail: topic::TopicError| {
         let status = Status::invalid_argument(Error::InvalidTopic(detail.clone()).to_string());
         let err = Incident::InvalidTopic(detail);

@@ -11,6 +11,7 @@ use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::hooks::Hooks;
 use crate::incident::Incident;
+use crate::pubsub::access::Access;
 use crate::pubsub::backplane::{Event, Inbound, Local, SharedBackplane};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;
@@ -27,6 +28,8 @@ pub(crate) struct Hub {
     policy: SlowConsumer,
     max_subscriptions: usize,
     hooks: Hooks,
+    /// Who may subscribe, publish and broadcast.
+    access: Access,
 }
 
 impl fmt::Debug for Hub {
@@ -44,6 +47,7 @@ impl Hub {
         policy: SlowConsumer,
         max_subscriptions: usize,
         hooks: Hooks,
+        access: Access,
     ) -> Hub {
         Hub {
             conns: Mutex::new(HashMap::new()),
@@ -52,7 +56,13 @@ impl Hub {
             policy,
             max_subscriptions,
             hooks,
+            access,
         }
+    }
+
+    /// The server's policies for clients' pub/sub frames.
+    pub(crate) fn access(&self) -> &Access {
+        &self.access
     }
 
     pub(crate) fn register(&self, conn: &Connection) {

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::conn::connection::Connection;
 use crate::route::context::Context;
 pub use crate::route::handler::BoxFuture;
 use crate::route::handler::BoxHandler;
+use crate::wire::control::Control;
 pub use crate::wire::reply::{Encoded, Outcome};
 use crate::wire::status::Status;
 
@@ -24,6 +26,17 @@ use crate::wire::status::Status;
 pub trait Middleware: Send + Sync + 'static {
     /// Handles one message; `payload` is still encoded.
     fn call(&self, ctx: Context, payload: Bytes, next: Next) -> BoxFuture<Outcome>;
+
+    /// Sees a client's pub/sub frame (SUBSCRIBE, UNSUBSCRIBE, PUBLISH,
+    /// BROADCAST) on a server, before the server's policies and before it is
+    /// acted on; an `Err` refuses it with that status. Only global middleware
+    /// (`ServerBuilder::middleware`) is asked, in registration order. The
+    /// default lets everything through; [`rate_limit`] counts these frames
+    /// against the same budget as messages.
+    fn control(&self, conn: &Connection, control: &Control<'_>) -> Result<(), Status> {
+        let _ = (conn, control);
+        Ok(())
+    }
 }
 
 /// The rest of the middleware chain, ending in the handler.
@@ -240,20 +253,31 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// Takes a token for `conn`, or refuses (closing with 1008 after too many refusals in a row).
+    fn admit(&self, conn: &Connection) -> Result<(), Status> {
+        self.take(conn).map_err(|strikes| {
+            if strikes > self.close_after {
+                conn.start_close(1008, "rate limit exceeded");
+            }
+            Status::resource_exhausted(format!(
+                "rate limit: {} messages per second, bursts of {}",
+                self.per_second, self.burst
+            ))
+        })
+    }
+}
+
 impl Middleware for RateLimit {
     fn call(&self, ctx: Context, payload: Bytes, next: Next) -> BoxFuture<Outcome> {
-        match self.take(ctx.connection()) {
+        match self.admit(ctx.connection()) {
             Ok(()) => next.run(ctx, payload),
-            Err(strikes) => {
-                if strikes > self.close_after {
-                    ctx.connection().start_close(1008, "rate limit exceeded");
-                }
-                let status = Status::resource_exhausted(format!(
-                    "rate limit: {} messages per second, bursts of {}",
-                    self.per_second, self.burst
-                ));
-                Box::pin(std::future::ready(Err(status)))
-            }
+            Err(status) => Box::pin(std::future::ready(Err(status))),
         }
+    }
+
+    /// Pub/sub frames take tokens from the same bucket as messages.
+    fn control(&self, conn: &Connection, _control: &Control<'_>) -> Result<(), Status> {
+        self.admit(conn)
     }
 }

@@ -224,7 +224,10 @@ impl Router {
             });
         }
         let global: Arc<[Arc<dyn Middleware>]> = self.middleware.clone().into();
-        let mut routes = Routes::default();
+        let mut routes = Routes {
+            middleware: Arc::clone(&global),
+            ..Routes::default()
+        };
         for pending in self.routes {
             let scoped: Vec<_> = self
                 .scoped
@@ -316,8 +319,10 @@ impl fmt::Debug for Router {
 
 /// The finished, read-only routing tables. Lookups borrow the name from the
 /// received frame: no allocation per message.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Routes {
+    /// The global middleware, which also sees clients' pub/sub frames.
+    middleware: Arc<[Arc<dyn Middleware>]>,
     /// Type routes, plus for each type without one the single method taking it.
     by_type: HashMap<Box<str>, Route>,
     by_method: HashMap<Box<str>, Route>,
@@ -326,7 +331,22 @@ pub(crate) struct Routes {
     ambiguous: HashMap<Box<str>, Vec<Box<str>>>,
 }
 
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Routes")
+            .field("middleware", &self.middleware.len())
+            .field("by_type", &self.by_type.keys().collect::<Vec<_>>())
+            .field("by_method", &self.by_method.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 impl Routes {
+    /// The global middleware, outermost first.
+    pub(crate) fn middleware(&self) -> &[Arc<dyn Middleware>] {
+        &self.middleware
+    }
+
     /// The route for a frame without a method: the type's own handler, else
     /// the one method taking that type.
     pub(crate) fn by_type(&self, type_name: &str) -> Option<&Route> {

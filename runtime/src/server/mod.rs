@@ -29,6 +29,7 @@ use crate::hooks::{Hooks, hook_methods};
 use crate::incident::Incident;
 #[cfg(feature = "metrics")]
 use crate::observe::export::Metrics;
+use crate::pubsub::access::Access;
 use crate::pubsub::backplane::{Backplane, LocalOnly, SharedBackplane};
 use crate::pubsub::hub::Hub;
 use crate::route::router::{Router, routing_methods};
@@ -59,6 +60,7 @@ pub struct ServerBuilder {
     origins: Option<Origins>,
     #[cfg(feature = "metrics")]
     metrics_path: Option<String>,
+    access: Access,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -148,6 +150,43 @@ impl ServerBuilder {
         self
     }
 
+    /// Decides which subscriptions a client may make (`SUBSCRIBE`); a refused
+    /// one is answered `PERMISSION_DENIED` and counted in
+    /// `goomerang_pubsub_refused_total{action="subscribe"}`. The connection's
+    /// handshake state (`conn.state::<T>()`) and data are at hand. Without a
+    /// policy any client may subscribe to any pattern.
+    pub fn authorize_subscribe(
+        mut self,
+        policy: impl Fn(&Connection, &Subscription) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.access.set_subscribe(Arc::new(policy));
+        self
+    }
+
+    /// Decides on which topics a client may publish (`PUBLISH`); a refused
+    /// publish reaches nobody and is answered `PERMISSION_DENIED`. Without a
+    /// policy any client may publish on any topic.
+    pub fn authorize_publish(
+        mut self,
+        policy: impl Fn(&Connection, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.access.set_publish(Arc::new(policy));
+        self
+    }
+
+    /// Lets clients broadcast (`BROADCAST`) to every connection, when `policy`
+    /// says so for the sender. Client broadcast is **off** by default: a
+    /// client's broadcast is answered `PERMISSION_DENIED` and reaches nobody.
+    /// `allow_client_broadcast(|_conn| true)` lets every client broadcast.
+    /// (`Server::broadcast` is the server's own and always allowed.)
+    pub fn allow_client_broadcast(
+        mut self,
+        policy: impl Fn(&Connection) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.access.set_broadcast(Arc::new(policy));
+        self
+    }
+
     /// Called after every broadcast with the payload type and how many connections it reached.
     pub fn on_broadcast(mut self, hook: impl Fn(&str, usize) + Send + Sync + 'static) -> Self {
         self.hooks.add_broadcast(Arc::new(hook));
@@ -197,6 +236,7 @@ impl ServerBuilder {
             self.config.slow_consumer,
             self.config.max_subscriptions_per_connection,
             hooks.clone(),
+            self.access,
         ));
         #[cfg(feature = "metrics")]
         let metrics = Metrics::new(hooks.metrics());
@@ -282,6 +322,7 @@ impl Server {
             origins: None,
             #[cfg(feature = "metrics")]
             metrics_path: None,
+            access: Access::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -1,5 +1,6 @@
 //! The wire: the frame codec, messages and their metadata, status codes, and the generated envelope.
 
+pub(crate) mod control;
 pub(crate) mod frame;
 pub(crate) mod message;
 pub(crate) mod proto;

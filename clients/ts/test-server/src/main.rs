@@ -149,6 +149,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut builder = Server::builder()
         .service(LabServer::new(Shared(Arc::new(LabImpl::default()))))
+        // Tabs and tests broadcast; a real server would decide per connection.
+        .allow_client_broadcast(|_conn| true)
         .on_open(|hs| async move {
             let bad_subprotocol = hs.subprotocols().iter().any(|p| p == "token.bad");
             if hs.query("token").as_deref() == Some("bad") || bad_subprotocol {

@@ -1,6 +1,6 @@
-//! Who may subscribe, publish and broadcast: the server's policies, client broadcast off by
-//! default, global middleware (the rate limit included) seeing clients' pub/sub frames, and
-//! the refusals counted.
+//! Who may connect, subscribe, publish and broadcast: atomic admission under the connection
+//! limit, the server's pub/sub policies, client broadcast off by default, global middleware
+//! (the rate limit included) seeing clients' pub/sub frames, and the refusals counted.
 
 use std::sync::{Arc, Mutex};
 
@@ -308,6 +308,85 @@ async fn a_broadcast_flood_is_rate_limited_before_it_disconnects_anyone() {
             "the receiver is still connected"
         );
         assert!(refused(&server.server, "broadcast") >= 4);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_upgrades_with_a_slow_on_open_never_exceed_the_connection_limit() {
+    const LIMIT: usize = 5;
+    const TRIES: usize = 20;
+    bounded(async {
+        let (entered_tx, mut entered) = mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let server = start(
+            Server::builder()
+                .config(goomerang::Config::default().max_connections(LIMIT))
+                .on_open({
+                    let release = Arc::clone(&release);
+                    move |_hs| {
+                        let (entered_tx, release) = (entered_tx.clone(), Arc::clone(&release));
+                        async move {
+                            let _ = entered_tx.send(());
+                            release.acquire().await.expect("open").forget();
+                            Ok(Accept::new())
+                        }
+                    }
+                }),
+        )
+        .await;
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        for _ in 0..TRIES {
+            let (url, done_tx) = (server.url(), done_tx.clone());
+            tokio::spawn(async move {
+                let _ = done_tx.send(Client::builder().connect(&url).await);
+            });
+        }
+        // Every attempt beyond the limit is refused while the admitted ones wait in on_open.
+        let mut clients = Vec::new();
+        for _ in 0..TRIES - LIMIT {
+            match done.recv().await.expect("an attempt ends") {
+                Err(goomerang::Error::Refused {
+                    status: 503,
+                    reason,
+                }) => {
+                    assert_eq!(reason, "the server is at its connection limit")
+                }
+                other => panic!("expected 503 while {LIMIT} wait in on_open, got {other:?}"),
+            }
+        }
+        for _ in 0..LIMIT {
+            entered
+                .recv()
+                .await
+                .expect("an admitted upgrade runs on_open");
+        }
+        release.add_permits(LIMIT);
+        for _ in 0..LIMIT {
+            clients.push(
+                done.recv()
+                    .await
+                    .expect("an attempt ends")
+                    .expect("admitted"),
+            );
+        }
+        assert_eq!(server.server.connections().len(), LIMIT);
+        // A slot comes back when a connection ends.
+        let first = clients.pop().expect("a client");
+        first.close().await.expect("close");
+        let url = server.url();
+        release.add_permits(1); // for the next on_open
+        let again = loop {
+            match Client::builder().connect(&url).await {
+                Ok(client) => break client,
+                Err(goomerang::Error::Refused { status: 503, .. }) => {
+                    tokio::task::yield_now().await
+                }
+                Err(other) => panic!("{other}"),
+            }
+        };
+        drop(again);
         server.stop().await;
     })
     .await;

@@ -75,10 +75,6 @@ impl Hub {
         lock(&self.topics).remove_connection(id);
     }
 
-    pub(crate) fn count(&self) -> usize {
-        lock(&self.conns).len()
-    }
-
     pub(crate) fn connections(&self) -> Vec<Connection> {
         lock(&self.conns).values().cloned().collect()
     }

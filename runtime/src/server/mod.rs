@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::connection::Connection;
+use crate::conn::limit::{Limit, Slot};
 use crate::driver;
 use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
@@ -240,6 +241,7 @@ impl ServerBuilder {
         ));
         #[cfg(feature = "metrics")]
         let metrics = Metrics::new(hooks.metrics());
+        let max_connections = self.config.max_connections;
         let shared = Shared::new(routes, self.config, hooks, Some(Arc::clone(&hub)));
         Ok(Server {
             inner: Arc::new(ServerInner {
@@ -248,6 +250,7 @@ impl ServerBuilder {
                 state: StateCell::new(),
                 path: self.path,
                 addr: Mutex::new(None),
+                admission: Arc::new(Limit::new(max_connections)),
                 next_conn: AtomicU64::new(1),
                 stop: CancellationToken::new(),
                 #[cfg(feature = "metrics")]
@@ -297,6 +300,10 @@ struct ServerInner {
     addr: Mutex<Option<SocketAddr>>,
     /// Live connections, topics and fan-out.
     hub: Arc<Hub>,
+    /// Connection slots (`Config::max_connections`): taken before `on_open`
+    /// runs, held until the connection has ended, so concurrent upgrades can
+    /// never admit more than the limit.
+    admission: Arc<Limit>,
     next_conn: AtomicU64,
     /// Cancelled at the end of shutdown: stops accepting, which ends `serve`.
     stop: CancellationToken,
@@ -820,13 +827,16 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
             );
         }
     }
-    if server.hub.count() >= server.shared.config().max_connections {
+    // Taken here, before `on_open` awaits; given back when the connection has
+    // ended, or at once if the upgrade is refused from here on.
+    if !server.admission.try_acquire() {
         return refuse(
             &server,
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is at its connection limit",
         );
     }
+    let slot = Slot::taken(&server.admission);
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -871,6 +881,7 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
             Err(err) => tracing::debug!(conn = id, error = %err, "upgrade did not complete"),
         }
         registry.unregister(id);
+        drop(slot);
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();

@@ -383,3 +383,56 @@ async fn clients_connect_from_a_chosen_local_address() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn callers_of_handlers_cut_off_by_the_shutdown_deadline_are_told_why() {
+    bounded(async {
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = Server::builder()
+            .request(move |_ctx, _work: Work| {
+                let started_tx = started_tx.clone();
+                async move {
+                    let _ = started_tx.send(());
+                    // Never finishes on its own.
+                    std::future::pending::<Result<Done, Status>>().await
+                }
+            })
+            .build()
+            .expect("valid routes");
+        let serving = tokio::spawn({
+            let server = server.clone();
+            async move { server.serve(listener).await }
+        });
+        let client = Client::builder()
+            .reconnect(None)
+            .connect(&format!("ws://{addr}/ws"))
+            .await
+            .expect("connect");
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client
+                    .request::<_, Done>(
+                        goomerang::Message::new(Work::default()).timeout(Duration::from_secs(25)),
+                    )
+                    .await
+            }
+        });
+        started.recv().await.expect("the handler runs");
+        let shutdown = server.shutdown(Duration::from_millis(200)).await;
+        assert!(
+            matches!(shutdown, Err(Error::ShutdownTimedOut { remaining: 1 })),
+            "{shutdown:?}"
+        );
+        let status = call.await.expect("task").expect_err("cut off");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "the server shut down (200ms deadline) before this request's handler finished"
+        );
+        serving.await.expect("task").expect("serve returns");
+    })
+    .await;
+}

@@ -102,11 +102,15 @@ impl Calls {
         }
     }
 
-    /// Cancels every running handler of the peer's requests.
-    pub(crate) fn cancel_all(&self) {
+    /// Cancels every running handler of the peer's requests; returns their ids.
+    pub(crate) fn cancel_all(&self) -> Vec<u64> {
         let running: Vec<_> = lock(&self.inflight).drain().collect();
-        for (_, (_, token)) in running {
-            token.cancel();
-        }
+        running
+            .into_iter()
+            .map(|(id, (_, token))| {
+                token.cancel();
+                id
+            })
+            .collect()
     }
 }

@@ -515,6 +515,16 @@ impl Connection {
         self.inner.calls.cancel(id);
     }
 
+    /// Gives up on every request of the peer still being handled: each handler
+    /// is cancelled and its caller answered `status` now (queued outside the
+    /// byte budget, so the answer goes out before the close that follows). A
+    /// handler finishing later sends nothing: the id is no longer in flight.
+    pub(crate) fn abandon_inflight(&self, status: &Status) {
+        for id in self.inner.calls.cancel_all() {
+            let _ = self.outbox().try_push(error_frame(id, status), 0);
+        }
+    }
+
     /// Marks the connection ended: fails every waiting request, cancels request handlers.
     pub(crate) fn finish(&self, info: CloseInfo) {
         self.inner.close.finish(info);

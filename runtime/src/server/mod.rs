@@ -39,6 +39,7 @@ use crate::sync::lock;
 use crate::wire::frame::{self, SUBPROTOCOL};
 use crate::wire::message::{IntoMessage, Payload, TypeName};
 use crate::wire::proto::FrameKind;
+use crate::wire::status::Status;
 use crate::wire::topic::{self, Subscription};
 use handshake::{Accept, Handshake, OnOpen, Origins, Reject};
 
@@ -635,6 +636,13 @@ impl Server {
             .is_ok();
         let remaining = shared.handlers().len();
         if !drained {
+            // Callers still waiting are told why, before their connection closes.
+            let status = Status::unavailable(format!(
+                "the server shut down ({timeout:?} deadline) before this request's handler finished"
+            ));
+            for conn in self.connections() {
+                conn.abandon_inflight(&status);
+            }
             shared.abort().cancel();
         }
         // 2. Every connection gets a close frame, in parallel. A peer that does

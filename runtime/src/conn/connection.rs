@@ -329,8 +329,12 @@ impl Connection {
     }
 
     /// Drops the connection at once, recording nothing (see [`abort`](Self::abort)).
+    /// The queue closes too: whoever waits for room in it (the reader
+    /// answering a frame, a sender) stops waiting, so a peer that never reads
+    /// cannot hold the connection's tasks once it is killed.
     pub(crate) fn kill(&self) {
         self.inner.close.kill();
+        self.outbox().close();
     }
 
     pub(crate) fn is_killed(&self) -> bool {
@@ -426,7 +430,7 @@ impl Connection {
     }
 
     /// Queues the answer to the peer's request `id` if the queue has room now;
-    /// otherwise hands it back so the caller can wait elsewhere (a reader must not).
+    /// otherwise hands it back so the caller can wait elsewhere.
     pub(crate) fn try_reply(&self, id: u64, outcome: Outcome) -> Option<Bytes> {
         match self.try_enqueue_or_return(self.reply_frame(id, outcome)) {
             Err((Error::QueueFull, bytes)) => Some(bytes),

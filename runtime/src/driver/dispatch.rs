@@ -329,9 +329,10 @@ impl Run {
     }
 
     /// [`finish`](Self::finish) for a handler that ended on the reader's
-    /// poll: the reply is queued without waiting (a reader must not wait on
-    /// its own outbound queue). With the queue full, returns the wait for room
-    /// for the caller to run as a task.
+    /// poll: the reply is queued without waiting, to keep the fast path fast.
+    /// With the queue full, returns the wait for room for the caller to run as
+    /// a task holding the handler's slots (see the backpressure guide for when
+    /// the reader itself waits).
     fn finish_now(
         mut self,
         result: Option<Result<Outcome, Panic>>,

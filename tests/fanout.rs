@@ -194,6 +194,8 @@ async fn queue_groups_deliver_each_message_to_one_member() {
                 .subscribe_group("jobs.>", "workers")
                 .await
                 .expect("subscribe");
+            // Everyone's, outside the group: the end-of-jobs sentinel.
+            client.subscribe("jobs-done").await.expect("subscribe");
             workers.push((client, inbox));
         }
         for i in 0..30 {
@@ -205,13 +207,23 @@ async fn queue_groups_deliver_each_message_to_one_member() {
                 1
             );
         }
+        // Published after the jobs, on each worker's own queue: it arrives after them.
+        assert_eq!(
+            server
+                .server
+                .publish("jobs-done", note("done"))
+                .expect("publish"),
+            3
+        );
         let mut per_worker = Vec::new();
         let mut all = Vec::new();
         for (_, inbox) in &mut workers {
             let mut got = 0;
-            while let Ok(Some((text, _))) =
-                tokio::time::timeout(Duration::from_millis(200), inbox.recv()).await
-            {
+            loop {
+                let (text, _) = inbox.recv().await.expect("inbox open");
+                if text == "done" {
+                    break;
+                }
                 all.push(text);
                 got += 1;
             }

@@ -31,8 +31,13 @@ async fn server_states_and_misuse_errors() {
         });
         // Wait for RUNNING by connecting, not by sleeping: connect retries only
         // until the accept loop is up, which `serve` sets before accepting.
+        let (client_state_tx, mut client_states) = tokio::sync::mpsc::unbounded_channel();
         let client = loop {
-            match Client::builder().connect(&format!("ws://{addr}/ws")).await {
+            let tx = client_state_tx.clone();
+            let builder = Client::builder().on_state_change(move |state| {
+                let _ = tx.send(state);
+            });
+            match builder.connect(&format!("ws://{addr}/ws")).await {
                 Ok(client) => break client,
                 Err(Error::Refused { status: 503, .. }) => tokio::task::yield_now().await,
                 Err(other) => panic!("connect: {other}"),
@@ -63,7 +68,13 @@ async fn server_states_and_misuse_errors() {
             *states.lock().expect("lock"),
             [State::Running, State::Closing, State::Closed]
         );
-        // The server closed the client's connection with 1001.
+        // The server closed the client's connection with 1001; its supervisor says so.
+        while client_states
+            .recv()
+            .await
+            .expect("the client reports its state")
+            != State::Closed
+        {}
         let conn = client.connection().err();
         assert!(matches!(conn, Some(Error::NotRunning)));
         assert_eq!(client.state(), State::Closed);

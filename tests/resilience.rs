@@ -341,7 +341,16 @@ async fn fail_fast_and_no_reconnect_policies() {
                 )),
             )
             .await;
-        let never = server.connect(Client::builder().reconnect(None)).await;
+        let (never_state_tx, mut never_states) = mpsc::unbounded_channel();
+        let never = server
+            .connect(
+                Client::builder()
+                    .reconnect(None)
+                    .on_state_change(move |state| {
+                        let _ = never_state_tx.send(state);
+                    }),
+            )
+            .await;
         let (a, b) = (
             fail_fast.connection().expect("a"),
             never.connection().expect("b"),
@@ -356,6 +365,13 @@ async fn fail_fast_and_no_reconnect_policies() {
             .expect_err("fails fast");
         assert_eq!(err.code(), Code::Unavailable);
         assert!(started.elapsed() < Duration::from_secs(5));
+        // Without reconnection the client ends when its connection does; its supervisor says so.
+        while never_states
+            .recv()
+            .await
+            .expect("the client reports its state")
+            != State::Closed
+        {}
         assert!(matches!(
             never.send(Note::default()).await,
             Err(Error::NotRunning)

@@ -30,19 +30,26 @@ fn run(command: &mut Command) {
     );
 }
 
-/// The include dir grpcio-tools ships with the well-known types.
+/// The include dir grpcio-tools ships with the well-known types; when
+/// grpcio-tools (or the directory) is missing, the test skips, or fails under
+/// GOOMERANG_REQUIRE_TOOLS.
 fn grpc_tools_include() -> Option<PathBuf> {
-    let output = Command::new("python3")
+    let found = Command::new("python3")
         .args([
             "-c",
             "import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))",
         ])
         .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("_proto"))
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("_proto"))
+        .filter(|dir| dir.join("google/protobuf/empty.proto").is_file());
+    if found.is_none() {
+        tool_missing(
+            "grpcio-tools (python3 -m pip install grpcio-tools) with its _proto include dir",
+        );
+    }
+    found
 }
 
 #[test]
@@ -98,8 +105,12 @@ fn buf() -> Option<PathBuf> {
         .map(|_| PathBuf::from("buf"))
 }
 
+/// Whether `tool --version` runs and succeeds (spawning is not enough).
 fn which(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
 }
 
 /// Copies `from` (files only, one level) into `to`.

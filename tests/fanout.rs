@@ -1,7 +1,6 @@
 //! Broadcast and topic pub/sub over real connections: wildcards, queue groups, cleanup, limits, hooks, backplane.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use goomerang::pubsub::{Backplane, Event, Inbound};
 use goomerang::{Client, Code, Config, Server, Status};

@@ -273,7 +273,35 @@ async fn replies_wait_for_room_in_a_tiny_outbound_queue() {
                 assert_eq!(pong.n, n);
             }
         });
-        futures_util::future::join_all(calls).await;
+        // Meanwhile, the server's queued bytes never exceed the budget.
+        let queued = |server: &goomerang::Server| -> u64 {
+            let text = server.metrics().render();
+            text.lines()
+                .find_map(|l| l.strip_prefix("goomerang_outbound_queue_bytes{side=\"server\"} "))
+                .expect("the gauge is exported")
+                .parse()
+                .expect("a number")
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let watch = async {
+            let mut peak = 0;
+            while !done.load(Ordering::SeqCst) {
+                peak = peak.max(queued(&server.server));
+                tokio::task::yield_now().await;
+            }
+            peak
+        };
+        let run = async {
+            futures_util::future::join_all(calls).await;
+            done.store(true, Ordering::SeqCst);
+        };
+        let (peak, ()) = tokio::join!(watch, run);
+        assert!(peak <= 64, "{peak} bytes queued under a 64-byte budget");
+        // Every reply was flushed: the budget comes back whole (its last bytes just
+        // after the last flush, which the client may have seen first).
+        while queued(&server.server) != 0 {
+            tokio::task::yield_now().await;
+        }
         client.close().await.expect("close");
         server.stop().await;
     })

@@ -25,9 +25,29 @@ async fn counter(server: &TestServer) -> (Client, mpsc::UnboundedReceiver<()>) {
     (client, rx)
 }
 
-async fn slow_consumer_run(
-    policy: SlowConsumer,
-) -> (Vec<u64>, Vec<(u64, bool)>, Option<(u16, Initiator)>) {
+/// What a slow-consumer run saw: messages per healthy client, slow-consumer
+/// reports, the silent peer's close, and the most bytes the server held queued
+/// at the end of a wave (once the healthy clients had read everything).
+struct SlowRun {
+    received: Vec<u64>,
+    reports: Vec<(u64, bool)>,
+    close: Option<(u16, Initiator)>,
+    peak_queued_after_wave: u64,
+}
+
+/// The server's queued outbound bytes, all connections.
+fn queued_bytes(server: &Server) -> u64 {
+    server
+        .metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("goomerang_outbound_queue_bytes{side=\"server\"} "))
+        .expect("the gauge is exported")
+        .parse()
+        .expect("a number")
+}
+
+async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
     let (err_tx, mut errors) = mpsc::unbounded_channel();
     let (close_tx, mut closes) = mpsc::unbounded_channel();
     let server = start(
@@ -60,6 +80,7 @@ async fn slow_consumer_run(
     let payload = "x".repeat(1000);
     let mut received = vec![0u64; healthy.len()];
     let mut reports = Vec::new();
+    let mut peak_queued_after_wave = 0;
     // Waves of 50 one-KiB broadcasts; each wave the healthy clients read in
     // full before the next. Every broadcast call returns without waiting.
     for _wave in 0..600 {
@@ -77,6 +98,9 @@ async fn slow_consumer_run(
                 received[i] += 1;
             }
         }
+        // The healthy clients read the whole wave: what is still queued is the
+        // silent peer's (bounded by its budget), never theirs held back.
+        peak_queued_after_wave = peak_queued_after_wave.max(queued_bytes(&server.server));
         while let Ok(report) = errors.try_recv() {
             reports.push(report);
         }
@@ -96,23 +120,41 @@ async fn slow_consumer_run(
         client.close().await.expect("close");
     }
     server.stop().await;
-    (received, reports, close)
+    SlowRun {
+        received,
+        reports,
+        close,
+        peak_queued_after_wave,
+    }
+}
+
+/// The silent peer held nobody back: every healthy client got every broadcast,
+/// and after each wave nothing was left queued beyond the silent peer's own
+/// 64 KiB budget (plus the last flush's bytes, given back just after it).
+fn assert_never_slowed(run: &SlowRun) {
+    let received = &run.received;
+    assert!(
+        received.iter().all(|&n| n == received[0] && n >= 50),
+        "{received:?}"
+    );
+    let bound = (64 << 10) + 4 * 1100;
+    assert!(
+        run.peak_queued_after_wave <= bound,
+        "{} bytes queued after a wave (bound {bound})",
+        run.peak_queued_after_wave
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_reading_client_is_disconnected_and_never_slows_the_others() {
     bounded(async {
-        let (received, reports, close) = slow_consumer_run(SlowConsumer::Disconnect).await;
-        assert_eq!(reports[0], (5, true), "the silent peer, disconnected");
+        let run = slow_consumer_run(SlowConsumer::Disconnect).await;
+        assert_eq!(run.reports[0], (5, true), "the silent peer, disconnected");
         assert_eq!(
-            close,
+            run.close,
             Some((goomerang::pubsub::CLOSE_SLOW_CONSUMER, Initiator::Local))
         );
-        // Every healthy client got every broadcast sent so far, in lockstep.
-        assert!(
-            received.iter().all(|&n| n == received[0] && n > 0),
-            "{received:?}"
-        );
+        assert_never_slowed(&run);
     })
     .await;
 }
@@ -120,12 +162,13 @@ async fn a_non_reading_client_is_disconnected_and_never_slows_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drop_policy_skips_messages_for_a_full_queue_and_keeps_the_connection() {
     bounded(async {
-        let (received, reports, _) = slow_consumer_run(SlowConsumer::Drop).await;
-        assert_eq!(reports[0], (5, false), "the silent peer, message dropped");
-        assert!(
-            received.iter().all(|&n| n == received[0] && n > 0),
-            "{received:?}"
+        let run = slow_consumer_run(SlowConsumer::Drop).await;
+        assert_eq!(
+            run.reports[0],
+            (5, false),
+            "the silent peer, message dropped"
         );
+        assert_never_slowed(&run);
     })
     .await;
 }

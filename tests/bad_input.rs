@@ -295,6 +295,13 @@ async fn a_request_answered_twice_yields_the_first_reply_only() {
 async fn abrupt_disconnects_are_clean_and_do_not_spin() {
     bounded(async {
         let (server, _errors, mut closes) = observed_server(Config::default()).await;
+        // The tasks alive with no connection: whatever a peer starts must end with it.
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let idle = tasks();
         // 1) a peer that closes with 1001 (going away)
         let mut peer = raw_peer(&server).await;
         peer.close(Some(CloseFrame {
@@ -325,6 +332,12 @@ async fn abrupt_disconnects_are_clean_and_do_not_spin() {
         drop(tcp);
 
         still_serving(&server).await;
+        // No task keeps running (spinning, or waiting on a dead peer): the count
+        // comes back to what it was. Each check waits a scheduler turn.
+        while tasks() > idle {
+            tokio::task::yield_now().await;
+        }
+        assert!(server.server.connections().is_empty());
         server.stop().await;
     })
     .await;

@@ -29,6 +29,8 @@ async fn counter(server: &TestServer) -> (Client, mpsc::UnboundedReceiver<()>) {
 /// reports, the silent peer's close, and the most bytes the server held queued
 /// at the end of a wave (once the healthy clients had read everything).
 struct SlowRun {
+    /// The server's id of the silent peer's connection.
+    silent: u64,
     received: Vec<u64>,
     reports: Vec<(u64, bool)>,
     close: Option<(u16, Initiator)>,
@@ -48,6 +50,8 @@ fn queued_bytes(server: &Server) -> u64 {
 }
 
 async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
+    // Server-side ids in connection order (each connect is awaited before the next).
+    let opened = Arc::new(Mutex::new(Vec::new()));
     let (err_tx, mut errors) = mpsc::unbounded_channel();
     let (close_tx, mut closes) = mpsc::unbounded_channel();
     let server = start(
@@ -65,6 +69,10 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
             })
             .on_disconnect(move |conn, info| {
                 let _ = close_tx.send((conn.id(), info.code, info.initiator));
+            })
+            .on_connect({
+                let opened = Arc::clone(&opened);
+                move |conn| opened.lock().expect("lock").push(conn.id())
             }),
     )
     .await;
@@ -77,6 +85,11 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
     while server.server.connections().len() != 5 {
         tokio::task::yield_now().await;
     }
+    let silent_id = *opened
+        .lock()
+        .expect("lock")
+        .last()
+        .expect("five connections");
     let payload = "x".repeat(1000);
     let mut received = vec![0u64; healthy.len()];
     let mut reports = Vec::new();
@@ -110,7 +123,7 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
     }
     let close = if policy == SlowConsumer::Disconnect {
         let (id, code, initiator) = closes.recv().await.expect("slow consumer disconnected");
-        assert_eq!(id, 5);
+        assert_eq!(id, silent_id);
         Some((code, initiator))
     } else {
         None
@@ -121,6 +134,7 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
     }
     server.stop().await;
     SlowRun {
+        silent: silent_id,
         received,
         reports,
         close,
@@ -149,7 +163,11 @@ fn assert_never_slowed(run: &SlowRun) {
 async fn a_non_reading_client_is_disconnected_and_never_slows_the_others() {
     bounded(async {
         let run = slow_consumer_run(SlowConsumer::Disconnect).await;
-        assert_eq!(run.reports[0], (5, true), "the silent peer, disconnected");
+        assert_eq!(
+            run.reports[0],
+            (run.silent, true),
+            "the silent peer, disconnected"
+        );
         assert_eq!(
             run.close,
             Some((goomerang::pubsub::CLOSE_SLOW_CONSUMER, Initiator::Local))
@@ -165,7 +183,7 @@ async fn the_drop_policy_skips_messages_for_a_full_queue_and_keeps_the_connectio
         let run = slow_consumer_run(SlowConsumer::Drop).await;
         assert_eq!(
             run.reports[0],
-            (5, false),
+            (run.silent, false),
             "the silent peer, message dropped"
         );
         assert_never_slowed(&run);

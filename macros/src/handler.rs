@@ -60,6 +60,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     match validate(&function) {
         Ok(kind) => generate(&args, function, kind),
+        // A variadic `fn` is not Rust outside `extern` blocks: the input would
+        // only add the compiler's errors to ours, so it is dropped.
+        Err(err) if function.sig.variadic.is_some() => err.to_compile_error(),
         Err(err) => with_error(err, item),
     }
 }
@@ -91,6 +94,12 @@ fn validate(function: &ItemFn) -> syn::Result<Kind> {
             "a goomerang handler is a free function; it cannot take `self`",
         ));
     }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new_spanned(
+            variadic,
+            "a goomerang handler cannot be variadic",
+        ));
+    }
     if sig.inputs.len() != 2 {
         let span = if sig.inputs.is_empty() {
             sig.paren_token.span.join()
@@ -103,12 +112,6 @@ fn validate(function: &ItemFn) -> syn::Result<Kind> {
                 "a goomerang handler takes two arguments, `(ctx: goomerang::Context, message: YourMessage)`; found {}",
                 sig.inputs.len()
             ),
-        ));
-    }
-    if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new_spanned(
-            variadic,
-            "a goomerang handler cannot be variadic",
         ));
     }
     match &sig.output {

@@ -68,7 +68,14 @@ fn files_for(request: &[u8]) -> Result<Vec<crate::GeneratedFile>, Error> {
     let set = RawFileSet {
         file: request.proto_file,
     };
-    let pool = DescriptorPool::decode(set.encode_to_vec().as_slice())
+    // prost-reflect 0.16 can panic while describing some malformed
+    // descriptors (found by fuzzing this function); a plugin answers with an
+    // error instead.
+    let encoded = set.encode_to_vec();
+    let pool = std::panic::catch_unwind(|| DescriptorPool::decode(encoded.as_slice()))
+        .map_err(|_| {
+            Error::Input("invalid descriptors: the descriptor decoder gave up on them".into())
+        })?
         .map_err(|err| Error::Input(format!("invalid descriptors: {err}")))?;
     generate(&pool, &request.file_to_generate, &options)
 }
@@ -76,6 +83,15 @@ fn files_for(request: &[u8]) -> Result<Vec<crate::GeneratedFile>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptors_the_decoder_panics_on_are_an_error() {
+        // Found by the plugin_request fuzz target: prost-reflect panics describing them.
+        let input = include_bytes!("../tests/data/descriptor-decoder-panic.bin");
+        let response = run(input);
+        let error = response.error.expect("an error, not a panic");
+        assert!(error.contains("invalid descriptors"), "{error}");
+    }
 
     #[test]
     fn garbage_input_is_an_error_not_a_panic() {

@@ -36,6 +36,9 @@ mod config;
 mod conn;
 mod driver;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hooks;
 mod incident;
 mod observe;

@@ -11,3 +11,39 @@ pub use crate::wire::control::{Control, ControlKind};
 pub use crate::wire::topic::{MAX_TOPIC_LEN, Subscription, TopicError};
 pub use backplane::{Backplane, Event, Inbound, LocalOnly};
 pub use hub::CLOSE_SLOW_CONSUMER;
+
+/// Checks the subscription table against a plain reading of the pattern
+/// rules, for the topic fuzz target: `pattern` must route `topic` to its
+/// subscriber exactly when the rules say it matches.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_match(pattern: &str, topic: &str) {
+    let mut table = topics::Table::default();
+    let sub = Subscription {
+        pattern: pattern.to_owned(),
+        group: None,
+    };
+    table.subscribe(1, &sub);
+    let routed = table.route(topic) == [1];
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let topic_tokens: Vec<&str> = topic.split('.').collect();
+    let expected = match pattern.last() {
+        Some(&">") => {
+            let prefix = &pattern[..pattern.len() - 1];
+            topic_tokens.len() > prefix.len()
+                && prefix
+                    .iter()
+                    .zip(&topic_tokens)
+                    .all(|(p, t)| *p == "*" || p == t)
+        }
+        _ => {
+            pattern.len() == topic_tokens.len()
+                && pattern
+                    .iter()
+                    .zip(&topic_tokens)
+                    .all(|(p, t)| *p == "*" || p == t)
+        }
+    };
+    assert_eq!(routed, expected, "{pattern:?} against {topic:?}");
+    table.unsubscribe(1, &sub);
+    assert!(table.is_empty(), "unsubscribing leaves nothing behind");
+}

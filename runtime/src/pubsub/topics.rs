@@ -119,7 +119,7 @@ impl Table {
     }
 
     /// Whether the table holds nothing at all (used to check cleanup).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn is_empty(&self) -> bool {
         self.root.is_empty() && self.by_conn.is_empty()
     }

@@ -904,3 +904,22 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
     }
     response
 }
+
+/// What the server does with an upgrade request's parts before any I/O, for
+/// the handshake fuzz target: validation, the offered subprotocols, the query.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_upgrade(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) {
+    let _ = validate_upgrade(headers, method);
+    let subprotocols: Vec<String> = offered_subprotocols(headers)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let handshake = Handshake {
+        uri: uri.clone(),
+        headers: headers.clone(),
+        peer_addr: None,
+        subprotocols,
+    };
+    let _ = handshake.query("token");
+    let _ = handshake.header("authorization");
+}

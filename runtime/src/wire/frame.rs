@@ -247,7 +247,7 @@ pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
     Ok(frame)
 }
 
-fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), prost::DecodeError> {
+fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), Undecodable> {
     use prost::encoding::{bytes, hash_map, int32, int64, message, string, uint32, uint64};
     let mut frame = Incoming::default();
     let mut type_name = Bytes::new();
@@ -258,15 +258,23 @@ fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), prost::Deco
         match tag {
             1 => int32::merge(wire, &mut frame.kind, &mut buf, ctx)?,
             2 => uint64::merge(wire, &mut frame.id, &mut buf, ctx)?,
-            3 => bytes::merge(wire, &mut type_name, &mut buf, ctx)?,
+            3 => {
+                bytes::merge(wire, &mut type_name, &mut buf, ctx)?;
+                // Checked at every occurrence, as prost's string fields are.
+                utf8(&type_name, "type name")?;
+            }
             4 => bytes::merge(wire, &mut frame.payload, &mut buf, ctx)?,
-            5 => hash_map::merge(
-                string::merge,
-                string::merge,
-                &mut frame.headers,
-                &mut buf,
-                ctx,
-            )?,
+            5 => {
+                // As prost's generated code does: a map entry must be length-delimited.
+                prost::encoding::check_wire_type(WireType::LengthDelimited, wire)?;
+                hash_map::merge(
+                    string::merge,
+                    string::merge,
+                    &mut frame.headers,
+                    &mut buf,
+                    ctx,
+                )?
+            }
             6 => uint32::merge(wire, &mut frame.timeout_ms, &mut buf, ctx)?,
             7 => message::merge(
                 wire,
@@ -277,11 +285,44 @@ fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), prost::Deco
             8 => string::merge(wire, &mut frame.topic, &mut buf, ctx)?,
             9 => string::merge(wire, &mut frame.queue_group, &mut buf, ctx)?,
             10 => int64::merge(wire, &mut frame.created_unix_us, &mut buf, ctx)?,
-            11 => bytes::merge(wire, &mut method, &mut buf, ctx)?,
+            11 => {
+                bytes::merge(wire, &mut method, &mut buf, ctx)?;
+                utf8(&method, "method")?;
+            }
             _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
         }
     }
     Ok((frame, type_name, method))
+}
+
+/// Why the bytes are not a frame.
+#[derive(Debug)]
+enum Undecodable {
+    Prost(prost::DecodeError),
+    /// A string field (named) is not UTF-8.
+    Utf8(&'static str),
+}
+
+impl From<prost::DecodeError> for Undecodable {
+    fn from(err: prost::DecodeError) -> Undecodable {
+        Undecodable::Prost(err)
+    }
+}
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undecodable::Prost(err) => err.fmt(f),
+            Undecodable::Utf8(field) => write!(f, "the {field} is not UTF-8"),
+        }
+    }
+}
+
+/// Refuses a string field that is not UTF-8, at every occurrence (as prost does).
+fn utf8(bytes: &[u8], field: &'static str) -> Result<(), Undecodable> {
+    std::str::from_utf8(bytes)
+        .map(drop)
+        .map_err(|_| Undecodable::Utf8(field))
 }
 
 /// Now, in microseconds since the Unix epoch (0 if the clock is before it).
@@ -407,7 +448,22 @@ mod tests {
         encode_varint(1, &mut bad_method);
         bad_method.extend_from_slice(&[0xff]);
         let truncated = Bytes::from_static(&[0x22, 0x05, 0x01]);
-        for bytes in [bad_utf8.freeze(), bad_method.freeze(), truncated] {
+        // Found by the frame fuzz target: a headers entry (field 5) with the
+        // end-group wire type, which prost refuses before reading the map entry.
+        let map_wire_type = Bytes::from_static(&[104, 39, 16, 2, 44, 2, 104, 39, 104, 39]);
+        // Also found by it: a bad type name followed by a good one (the last wins,
+        // but each occurrence must be UTF-8).
+        let mut bad_then_good = bad_utf8.clone();
+        encode_key(3, WireType::LengthDelimited, &mut bad_then_good);
+        encode_varint(1, &mut bad_then_good);
+        bad_then_good.extend_from_slice(b"a");
+        for bytes in [
+            bad_utf8.freeze(),
+            bad_method.freeze(),
+            truncated,
+            map_wire_type,
+            bad_then_good.freeze(),
+        ] {
             assert!(decode(bytes.clone()).is_err());
             assert!(Frame::decode(bytes).is_err());
         }

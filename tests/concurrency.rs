@@ -274,19 +274,11 @@ async fn replies_wait_for_room_in_a_tiny_outbound_queue() {
             }
         });
         // Meanwhile, the server's queued bytes never exceed the budget.
-        let queued = |server: &goomerang::Server| -> u64 {
-            let text = server.metrics().render();
-            text.lines()
-                .find_map(|l| l.strip_prefix("goomerang_outbound_queue_bytes{side=\"server\"} "))
-                .expect("the gauge is exported")
-                .parse()
-                .expect("a number")
-        };
         let done = std::sync::atomic::AtomicBool::new(false);
         let watch = async {
             let mut peak = 0;
             while !done.load(Ordering::SeqCst) {
-                peak = peak.max(queued(&server.server));
+                peak = peak.max(queued_bytes(&server.server));
                 tokio::task::yield_now().await;
             }
             peak
@@ -299,7 +291,7 @@ async fn replies_wait_for_room_in_a_tiny_outbound_queue() {
         assert!(peak <= 64, "{peak} bytes queued under a 64-byte budget");
         // Every reply was flushed: the budget comes back whole (its last bytes just
         // after the last flush, which the client may have seen first).
-        while queued(&server.server) != 0 {
+        while queued_bytes(&server.server) != 0 {
             tokio::task::yield_now().await;
         }
         client.close().await.expect("close");

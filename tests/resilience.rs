@@ -37,18 +37,6 @@ struct SlowRun {
     peak_queued_after_wave: u64,
 }
 
-/// The server's queued outbound bytes, all connections.
-fn queued_bytes(server: &Server) -> u64 {
-    server
-        .metrics()
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix("goomerang_outbound_queue_bytes{side=\"server\"} "))
-        .expect("the gauge is exported")
-        .parse()
-        .expect("a number")
-}
-
 async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
     // Server-side ids in connection order (each connect is awaited before the next).
     let opened = Arc::new(Mutex::new(Vec::new()));

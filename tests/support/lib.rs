@@ -290,3 +290,22 @@ pub fn frame_for<T: prost::Message + prost::Name>(kind: FrameKind, id: u64, payl
         ..Frame::default()
     }
 }
+
+/// The value of the series `series` (its name and labels, exactly as exported)
+/// in `server`'s metrics, `None` when it is not exported (a labelled counter
+/// that never counted).
+pub fn metric(server: &Server, series: &str) -> Option<u64> {
+    let prefix = format!("{series} ");
+    server
+        .metrics()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()).map(str::to_owned))
+        .map(|value| value.parse().expect("an integer sample"))
+}
+
+/// Bytes waiting in `server`'s outbound queues, all connections.
+pub fn queued_bytes(server: &Server) -> u64 {
+    metric(server, "goomerang_outbound_queue_bytes{side=\"server\"}")
+        .expect("the gauge is exported")
+}

@@ -373,49 +373,71 @@ async fn foreign_subprotocols_are_refused() {
     .await;
 }
 
-#[tokio::test]
+// The clock is paused: it only moves when every task (the server's too) is
+// waiting and no socket has anything to read. So the flooder's two-second
+// timeout fires exactly when the server has stopped reading it and nothing
+// else can happen; no wall-clock quiet period decides that.
+#[tokio::test(start_paused = true)]
 async fn a_flood_from_a_peer_that_never_reads_stays_bounded_and_isolated() {
     bounded(async {
         // Every unknown-type message earns an ERROR frame back; the flooder
         // never reads them. With a 4 KiB outbound budget the server must stop
         // reading from that peer (backpressure) rather than queue without end.
-        let (server, ..) = observed_server(Config::default().outbound_queue_bytes(4096)).await;
+        const BUDGET: u64 = 4096;
+        let (server, _errors, mut closes) =
+            observed_server(Config::default().outbound_queue_bytes(BUDGET as usize)).await;
         let mut flooder = raw_peer(&server).await;
-        let junk = frame_for(
+        let mut junk = frame_for(
             FrameKind::Message,
             0,
             &Note {
                 text: "x".repeat(200),
             },
         );
-        let mut junk = junk;
         // A long type name makes each ERROR reply ~1 KiB, so the replies
         // outgrow the kernel's loopback buffers quickly.
         junk.r#type = format!("nobody.{}", "x".repeat(1000));
         let bytes = Bytes::from(prost::Message::encode_to_vec(&junk));
-        let flood = tokio::spawn(async move {
-            // Bounded: 50k frames (~11 MB) or until writing stalls for good.
-            for _ in 0..50_000 {
-                if tokio::time::timeout(
-                    Duration::from_secs(2),
-                    flooder.send(WsMessage::Binary(bytes.clone())),
-                )
-                .await
-                .is_err()
+        let sent = {
+            // Bounded: 50k frames (~61 MB) or until writing stalls for good.
+            let mut sent = 0u32;
+            while sent < 50_000 {
+                let send = flooder.send(WsMessage::Binary(bytes.clone()));
+                if tokio::time::timeout(Duration::from_secs(2), send)
+                    .await
+                    .is_err()
                 {
-                    return (true, flooder);
+                    break;
                 }
+                sent += 1;
             }
-            (false, flooder)
-        });
-        // Others are served while the flood runs.
-        still_serving(&server).await;
-        let (stalled, flooder) = flood.await.expect("flood task");
+            sent
+        };
         assert!(
-            stalled,
+            sent < 50_000,
             "the server kept reading a peer it could not answer"
         );
+        // Stalled: the queue holds at most its budget plus the one reply
+        // that found it under budget.
+        let queued = queued_bytes(&server.server);
+        assert!(
+            queued <= BUDGET + 1100,
+            "{queued} bytes queued with a {BUDGET}-byte budget"
+        );
+        // Others are served while the flooder's connection is stuck.
+        still_serving(&server).await;
+        // Going away unblocks the reader that waits for room in its queue:
+        // the connection closes and its queue is released.
         drop(flooder);
+        // (The first `still_serving` client closed normally, with 1000.)
+        let closed = loop {
+            let info = closes.recv().await.expect("the flooder's close");
+            if info.code != 1000 {
+                break info;
+            }
+        };
+        assert_eq!(closed.code, 1006, "{closed:?}");
+        assert_eq!(queued_bytes(&server.server), 0);
         still_serving(&server).await;
         server.stop().await;
     })

@@ -185,6 +185,21 @@ impl Outbox {
         self.room.notify_waiters();
     }
 
+    /// Closes the queue and drops what it still holds, giving back every
+    /// budget byte held (queued or written but never flushed). Called once
+    /// nothing can write any more.
+    pub(crate) fn discard(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        state.items.clear();
+        let held = std::mem::take(&mut state.bytes);
+        drop(state);
+        if held != 0 {
+            self.metrics.queued(-(held as i64));
+        }
+        self.room.notify_waiters();
+    }
+
     /// Wakes the idle writer; `always` even while the reader is busy.
     fn wake_writer(&self, state: &mut State, always: bool) {
         if state.writer_idle && (always || !self.reader_busy.load(Ordering::Relaxed)) {
@@ -365,6 +380,25 @@ mod tests {
     }
 
     #[test]
+    fn discard_gives_back_every_held_byte() {
+        let outbox = outbox(100);
+        outbox.try_push(frame(30), 30).expect("room");
+        outbox.try_push(frame(40), 40).expect("room");
+        let mut batch = std::collections::VecDeque::new();
+        outbox.take_into(&mut batch);
+        outbox.try_push(frame(10), 10).expect("room");
+        // 70 taken by a writer that never flushed them, 10 still queued.
+        assert_eq!(outbox.metrics.queued_bytes(), 80);
+        outbox.discard();
+        assert_eq!(outbox.metrics.queued_bytes(), 0);
+        assert!(outbox.is_empty());
+        assert!(matches!(
+            outbox.try_push(frame(1), 1),
+            Err(Refused::Closed(_))
+        ));
+    }
+
+    #[test]
     fn nothing_is_queued_after_close() {
         let outbox = outbox(100);
         outbox.close();
@@ -450,7 +484,7 @@ mod model {
 
     /// Writes out a batch: counts its frames and gives their budget back.
     fn drain(outbox: &Outbox, written: &AtomicUsize) {
-        let mut batch = VecDeque::new();
+        let mut batch = std::collections::VecDeque::new();
         outbox.take_into(&mut batch);
         let mut held = 0;
         for item in batch {

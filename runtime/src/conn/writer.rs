@@ -69,9 +69,12 @@ impl Writer {
         *lock(&self.half) = Some(half);
     }
 
-    /// Drops the write half (and with it the socket) when the connection has ended.
+    /// Drops the write half (and with it the socket) when the connection has
+    /// ended, and with it whatever was never written: its budget bytes are
+    /// given back, so `goomerang_outbound_queue_bytes` counts live queues only.
     pub(crate) fn detach(&self) {
         drop(lock(&self.half).take());
+        self.outbox.discard();
     }
 
     /// Writes queued items from outside the writer task, if the sink is free

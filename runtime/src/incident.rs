@@ -120,6 +120,11 @@ pub enum Incident {
     /// A reconnection attempt failed; the client waits its back-off and tries again.
     #[error("reconnection attempt failed: {0}")]
     Reconnect(#[source] Error),
+    /// The backplane that links replicas failed to reach its broker, or to
+    /// ship or read an event; local delivery carries on. See
+    /// [`Backplane`](crate::pubsub::Backplane).
+    #[error(transparent)]
+    Backplane(#[from] crate::pubsub::BackplaneError),
 }
 
 impl Incident {
@@ -141,6 +146,7 @@ impl Incident {
             Incident::InvalidTopic(_) => "invalid_topic",
             Incident::Accept(_) => "accept",
             Incident::Reconnect(_) => "reconnect",
+            Incident::Backplane(_) => "backplane",
         }
     }
 }

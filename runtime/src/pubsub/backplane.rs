@@ -15,10 +15,25 @@ pub enum Event {
         /// The encoded frame.
         frame: Bytes,
     },
-    /// Deliver to the subscribers of `topic`.
+    /// Deliver to the subscribers of `topic`. Queue groups are served here
+    /// too unless the backplane [balances them](Backplane::balances_groups),
+    /// in which case this reaches plain subscriptions only.
     Publish {
         /// The (wildcard-free) topic.
         topic: String,
+        /// The encoded frame.
+        frame: Bytes,
+    },
+    /// Deliver to one member of the queue group `group` subscribed at
+    /// `pattern` (which matches `topic`). A backplane that balances queue
+    /// groups delivers this on exactly one replica that has a member.
+    Group {
+        /// The (wildcard-free) topic published to.
+        topic: String,
+        /// The pattern the group subscribed with.
+        pattern: String,
+        /// The group's name.
+        group: String,
         /// The encoded frame.
         frame: Bytes,
     },
@@ -33,17 +48,83 @@ pub enum Event {
 /// locally, and [`forward`](Backplane::forward) for every event that
 /// originates on this replica (after delivering it locally). `forward` must
 /// not block: queue the event and ship it from a task of your own, and stop
-/// that task when the `Inbound` reports the server gone.
+/// that task when the `Inbound` reports the server gone. A replica must not
+/// deliver its own events back to itself: they were delivered locally already.
+///
+/// **Queue groups.** By default each replica balances its own members, so a
+/// message reaches one member *per replica*. A backplane that returns `true`
+/// from [`balances_groups`](Backplane::balances_groups) takes the groups
+/// over: the server then leaves group members out of local delivery and of
+/// [`Event::Publish`], tells the backplane when a group gets its first local
+/// member and loses its last ([`group_joined`](Backplane::group_joined),
+/// [`group_left`](Backplane::group_left)), and expects, for each published
+/// message, one [`Event::Group`] per matching group delivered on exactly one
+/// replica of the cluster (this one included).
 ///
 /// The default, [`LocalOnly`], forwards nothing: one process, no replicas.
-/// A Redis or NATS engine implements this trait with its pub/sub: publish
-/// `Event`s on a channel, deliver what arrives through `Inbound`. Queue groups
-/// are balanced per replica.
+/// The `goomerang-nats` crate implements this trait on NATS.
 pub trait Backplane: Send + Sync + 'static {
     /// Called once when the server starts.
     fn start(&self, inbound: Inbound);
     /// Ships an event that originated here to the other replicas.
     fn forward(&self, event: Event);
+    /// Whether this backplane balances queue groups across the cluster (see
+    /// the trait's documentation). Asked once, when the server is built.
+    fn balances_groups(&self) -> bool {
+        false
+    }
+    /// The queue group `group` at `pattern` got its first member on this
+    /// replica. Called in order with [`group_left`](Backplane::group_left)
+    /// for the same group, under the server's topic lock: must not block.
+    fn group_joined(&self, pattern: &str, group: &str) {
+        let _ = (pattern, group);
+    }
+    /// The queue group `group` at `pattern` lost its last member on this replica.
+    fn group_left(&self, pattern: &str, group: &str) {
+        let _ = (pattern, group);
+    }
+}
+
+/// Something a backplane could not do: reach its broker, ship or decode an
+/// event. Reported through [`Inbound::report`] to the server's `on_error`
+/// hooks as [`Incident::Backplane`](crate::Incident::Backplane) and counted
+/// in `goomerang_errors_total{kind="backplane"}`.
+#[derive(Debug, thiserror::Error)]
+#[error("{engine} backplane: {what}")]
+pub struct BackplaneError {
+    engine: &'static str,
+    what: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackplaneError {
+    /// What went wrong in the engine named `engine` (e.g. `"nats"`).
+    pub fn new(engine: &'static str, what: impl Into<String>) -> BackplaneError {
+        BackplaneError {
+            engine,
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// The same, caused by `source`.
+    pub fn with_source(
+        engine: &'static str,
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> BackplaneError {
+        BackplaneError {
+            engine,
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The engine that reported it.
+    pub fn engine(&self) -> &'static str {
+        self.engine
+    }
 }
 
 /// Delivers events from other replicas to this server's connections.
@@ -56,6 +137,8 @@ pub struct Inbound {
 pub(crate) trait Local: Send + Sync {
     /// Delivers to the local connections the event is for; how many it reached.
     fn deliver_local(&self, event: Event) -> usize;
+    /// Reports a backplane failure to the server's error hooks.
+    fn report(&self, error: BackplaneError);
 }
 
 impl Inbound {
@@ -67,6 +150,23 @@ impl Inbound {
     /// it reached, or `None` once the server is gone (stop delivering then).
     pub fn deliver(&self, event: Event) -> Option<usize> {
         Some(self.local.upgrade()?.deliver_local(event))
+    }
+
+    /// Reports a failure to the server's `on_error` hooks; `false` once the
+    /// server is gone.
+    pub fn report(&self, error: BackplaneError) -> bool {
+        match self.local.upgrade() {
+            Some(local) => {
+                local.report(error);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the server is still running (stop delivering once it is not).
+    pub fn is_alive(&self) -> bool {
+        self.local.strong_count() > 0
     }
 }
 

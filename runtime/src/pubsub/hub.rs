@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::hooks::Hooks;
 use crate::incident::Incident;
 use crate::pubsub::access::Access;
-use crate::pubsub::backplane::{Event, Inbound, Local, SharedBackplane};
+use crate::pubsub::backplane::{BackplaneError, Event, Inbound, Local, SharedBackplane};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;
 use crate::wire::topic::Subscription;
@@ -25,6 +25,9 @@ pub(crate) struct Hub {
     conns: Mutex<HashMap<u64, Connection>>,
     topics: Mutex<Table>,
     backplane: SharedBackplane,
+    /// The backplane balances queue groups across replicas: local delivery
+    /// leaves group members out, and group changes are reported to it.
+    balanced_groups: bool,
     policy: SlowConsumer,
     max_subscriptions: usize,
     hooks: Hooks,
@@ -52,6 +55,7 @@ impl Hub {
         Hub {
             conns: Mutex::new(HashMap::new()),
             topics: Mutex::new(Table::default()),
+            balanced_groups: backplane.balances_groups(),
             backplane,
             policy,
             max_subscriptions,
@@ -72,7 +76,11 @@ impl Hub {
     /// Forgets a connection and every subscription it held.
     pub(crate) fn unregister(&self, id: u64) {
         lock(&self.conns).remove(&id);
-        lock(&self.topics).remove_connection(id);
+        let mut topics = lock(&self.topics);
+        let subs = topics.remove_connection(id);
+        for sub in &subs {
+            self.group_changed(&mut topics, sub, false);
+        }
     }
 
     pub(crate) fn connections(&self) -> Vec<Connection> {
@@ -90,11 +98,38 @@ impl Hub {
                 limit: self.max_subscriptions,
             });
         }
-        Ok(topics.subscribe(conn.id(), sub))
+        let added = topics.subscribe(conn.id(), sub);
+        if added {
+            self.group_changed(&mut topics, sub, true);
+        }
+        Ok(added)
     }
 
     pub(crate) fn unsubscribe(&self, conn: &Connection, sub: &Subscription) -> bool {
-        lock(&self.topics).unsubscribe(conn.id(), sub)
+        let mut topics = lock(&self.topics);
+        let removed = topics.unsubscribe(conn.id(), sub);
+        if removed {
+            self.group_changed(&mut topics, sub, false);
+        }
+        removed
+    }
+
+    /// Tells a group-balancing backplane that a group got its first local
+    /// member or lost its last. Runs under the topic lock, so the backplane
+    /// sees joins and leaves in the order they happened.
+    fn group_changed(&self, topics: &mut Table, sub: &Subscription, joined: bool) {
+        let Some(group) = sub.group.as_deref() else {
+            return;
+        };
+        if !self.balanced_groups {
+            return;
+        }
+        let members = topics.group_len(&sub.pattern, group);
+        match (joined, members) {
+            (true, 1) => self.backplane.group_joined(&sub.pattern, group),
+            (false, 0) => self.backplane.group_left(&sub.pattern, group),
+            _ => {}
+        }
     }
 
     /// Delivers an encoded frame to every local connection (but `except`).
@@ -107,14 +142,26 @@ impl Hub {
         targets.iter().filter(|c| self.deliver(c, frame)).count()
     }
 
-    /// Delivers an encoded frame to the local subscribers of `topic`.
+    /// Delivers an encoded frame to the local subscribers of `topic` (queue
+    /// groups too, unless the backplane balances them).
     pub(crate) fn publish_local(&self, topic: &str, frame: &Bytes) -> usize {
-        let ids = lock(&self.topics).route(topic);
+        let ids = lock(&self.topics).route(topic, !self.balanced_groups);
         let targets: Vec<Connection> = {
             let conns = lock(&self.conns);
             ids.iter().filter_map(|id| conns.get(id).cloned()).collect()
         };
         targets.iter().filter(|c| self.deliver(c, frame)).count()
+    }
+
+    /// Delivers an encoded frame to one local member of a queue group.
+    fn group_local(&self, pattern: &str, group: &str, frame: &Bytes) -> usize {
+        let Some(id) = lock(&self.topics).pick(pattern, group) else {
+            return 0;
+        };
+        let Some(conn) = self.connection(id) else {
+            return 0;
+        };
+        usize::from(self.deliver(&conn, frame))
     }
 
     /// Broadcast from this replica: local delivery, then the backplane.
@@ -173,6 +220,16 @@ impl Local for Hub {
         match event {
             Event::Broadcast { frame } => self.broadcast_local(&frame, None),
             Event::Publish { topic, frame } => self.publish_local(&topic, &frame),
+            Event::Group {
+                pattern,
+                group,
+                frame,
+                ..
+            } => self.group_local(&pattern, &group, &frame),
         }
+    }
+
+    fn report(&self, error: BackplaneError) {
+        self.hooks.error(&Incident::Backplane(error), None);
     }
 }

@@ -107,15 +107,37 @@ impl Table {
 
     /// The connections a message on `topic` goes to: every plain subscriber
     /// once, plus one member (round-robin) of each matching queue group.
-    pub(crate) fn route(&mut self, topic: &str) -> Vec<u64> {
+    /// With `groups` false, queue groups are left out (a backplane balances them).
+    pub(crate) fn route(&mut self, topic: &str, groups: bool) -> Vec<u64> {
         let tokens: Vec<&str> = topic.split('.').collect();
         let mut plain = HashSet::new();
         let mut out = Vec::new();
-        collect(&mut self.root, &tokens, &mut plain, &mut out);
+        collect(&mut self.root, &tokens, groups, &mut plain, &mut out);
         out.extend(plain);
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// One member (round-robin) of the queue group `group` subscribed at
+    /// exactly `pattern`, if it has any here.
+    pub(crate) fn pick(&mut self, pattern: &str, group: &str) -> Option<u64> {
+        let group = subscribers_at(&mut self.root, pattern)?
+            .groups
+            .get_mut(group)?;
+        if group.members.is_empty() {
+            return None;
+        }
+        let pick = group.members[group.next % group.members.len()];
+        group.next = group.next.wrapping_add(1);
+        Some(pick)
+    }
+
+    /// How many local members the queue group `group` at `pattern` has.
+    pub(crate) fn group_len(&mut self, pattern: &str, group: &str) -> usize {
+        subscribers_at(&mut self.root, pattern)
+            .and_then(|s| s.groups.get(group))
+            .map_or(0, |g| g.members.len())
     }
 
     /// Whether the table holds nothing at all (used to check cleanup).
@@ -142,6 +164,26 @@ fn subscribers_mut<'a>(root: &'a mut Node, pattern: &str) -> &'a mut Subscribers
         }
     }
     &mut node.here
+}
+
+/// The subscribers of exactly `pattern`, without creating nodes.
+fn subscribers_at<'a>(root: &'a mut Node, pattern: &str) -> Option<&'a mut Subscribers> {
+    let mut node = root;
+    let mut tokens = pattern.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        if token == ">" {
+            return Some(&mut node.rest);
+        }
+        node = if token == "*" {
+            node.star.as_deref_mut()?
+        } else {
+            node.children.get_mut(token)?
+        };
+        if tokens.peek().is_none() {
+            return Some(&mut node.here);
+        }
+    }
+    None
 }
 
 /// Removes `conn` from the pattern `tokens`, pruning nodes left empty.
@@ -187,8 +229,11 @@ fn drop_from(subscribers: &mut Subscribers, conn: u64, group: Option<&str>) {
     }
 }
 
-fn take(subscribers: &mut Subscribers, plain: &mut HashSet<u64>, out: &mut Vec<u64>) {
+fn take(subscribers: &mut Subscribers, groups: bool, plain: &mut HashSet<u64>, out: &mut Vec<u64>) {
     plain.extend(subscribers.plain.iter().copied());
+    if !groups {
+        return;
+    }
     for group in subscribers.groups.values_mut() {
         if !group.members.is_empty() {
             let pick = group.members[group.next % group.members.len()];
@@ -198,18 +243,24 @@ fn take(subscribers: &mut Subscribers, plain: &mut HashSet<u64>, out: &mut Vec<u
     }
 }
 
-fn collect(node: &mut Node, tokens: &[&str], plain: &mut HashSet<u64>, out: &mut Vec<u64>) {
+fn collect(
+    node: &mut Node,
+    tokens: &[&str],
+    groups: bool,
+    plain: &mut HashSet<u64>,
+    out: &mut Vec<u64>,
+) {
     let Some((first, rest)) = tokens.split_first() else {
-        take(&mut node.here, plain, out);
+        take(&mut node.here, groups, plain, out);
         return;
     };
     // `>` matches one or more tokens: here there is at least one left.
-    take(&mut node.rest, plain, out);
+    take(&mut node.rest, groups, plain, out);
     if let Some(child) = node.children.get_mut(*first) {
-        collect(child, rest, plain, out);
+        collect(child, rest, groups, plain, out);
     }
     if let Some(star) = node.star.as_mut() {
-        collect(star, rest, plain, out);
+        collect(star, rest, groups, plain, out);
     }
 }
 
@@ -249,7 +300,7 @@ mod tests {
             ("a.b.c.d", &[4]),
         ];
         for (topic, expected) in cases {
-            assert_eq!(&t.route(topic), expected, "topic {topic}");
+            assert_eq!(&t.route(topic, true), expected, "topic {topic}");
         }
     }
 
@@ -259,7 +310,7 @@ mod tests {
         t.subscribe(7, &sub("a.b"));
         t.subscribe(7, &sub("a.*"));
         t.subscribe(7, &sub("a.>"));
-        assert_eq!(t.route("a.b"), [7]);
+        assert_eq!(t.route("a.b", true), [7]);
     }
 
     #[test]
@@ -272,7 +323,7 @@ mod tests {
         t.subscribe(10, &sub("jobs.new"));
         let mut per_worker = HashMap::new();
         for _ in 0..30 {
-            let to = t.route("jobs.new");
+            let to = t.route("jobs.new", true);
             assert_eq!(
                 to.len(),
                 3,
@@ -284,6 +335,27 @@ mod tests {
             }
         }
         assert_eq!(per_worker, HashMap::from([(1, 10), (2, 10), (3, 10)]));
+    }
+
+    #[test]
+    fn groups_left_to_a_backplane_are_picked_by_pattern_and_name() {
+        let mut t = Table::default();
+        t.subscribe(1, &grouped("jobs.*", "workers"));
+        t.subscribe(2, &grouped("jobs.*", "workers"));
+        t.subscribe(3, &grouped("jobs.>", "workers"));
+        t.subscribe(4, &sub("jobs.new"));
+        assert_eq!(t.route("jobs.new", false), [4]);
+        assert_eq!(t.group_len("jobs.*", "workers"), 2);
+        assert_eq!(t.group_len("jobs.>", "workers"), 1);
+        assert_eq!(t.group_len("jobs.*", "nobody"), 0);
+        assert_eq!(t.group_len("other.*", "workers"), 0);
+        let picks: Vec<_> = (0..4).map(|_| t.pick("jobs.*", "workers")).collect();
+        assert_eq!(picks, [Some(1), Some(2), Some(1), Some(2)]);
+        assert_eq!(t.pick("jobs.>", "workers"), Some(3));
+        assert_eq!(t.pick("jobs.new", "workers"), None);
+        assert_eq!(t.pick("jobs.*.x", "workers"), None);
+        t.unsubscribe(3, &grouped("jobs.>", "workers"));
+        assert_eq!(t.pick("jobs.>", "workers"), None);
     }
 
     #[test]
@@ -303,7 +375,7 @@ mod tests {
         t.subscribe(1, &grouped("a.*", "g"));
         t.subscribe(2, &sub("a.b"));
         assert_eq!(t.remove_connection(1).len(), 2);
-        assert_eq!(t.route("a.b"), [2]);
+        assert_eq!(t.route("a.b", true), [2]);
         t.remove_connection(2);
         assert!(t.is_empty());
     }

@@ -137,6 +137,9 @@ pub struct Stats {
     pub relayed: u64,
     /// Queue-group messages NATS picked this replica for.
     pub grouped: u64,
+    /// Events from this replica that NATS refused or could not take (each
+    /// reported to `on_error`).
+    pub failed: u64,
     /// Events from this replica dropped because the outgoing queue was full
     /// (the broker was unreachable or slower than the publishers).
     pub dropped: u64,
@@ -157,6 +160,7 @@ struct Counters {
     relayed: AtomicU64,
     grouped: AtomicU64,
     dropped: AtomicU64,
+    failed: AtomicU64,
     unclaimed: AtomicU64,
     disconnects: AtomicU64,
     /// `Connected` events of each connection, the first included.
@@ -204,6 +208,7 @@ impl NatsHandle {
             relayed: c.relayed.load(Ordering::Relaxed),
             grouped: c.grouped.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
             unclaimed: c.unclaimed.load(Ordering::Relaxed),
             disconnects: c.disconnects.load(Ordering::Relaxed),
             reconnects: connects.saturating_sub(1),
@@ -438,6 +443,7 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
                 shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
             }
             Err((what, err)) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(inbound) = shared.inbound.get() {
                     inbound.report(BackplaneError::with_source(
                         ENGINE,

@@ -8,7 +8,7 @@ pub(crate) mod control;
 pub(crate) mod hub;
 pub(crate) mod topics;
 pub use crate::wire::control::{Control, ControlKind};
-pub use crate::wire::topic::{MAX_TOPIC_LEN, Subscription, TopicError};
+pub use crate::wire::topic::{MAX_TOPIC_LEN, Subscription, TopicError, matches};
 pub use backplane::{Backplane, BackplaneError, Event, Inbound, LocalOnly};
 pub use hub::CLOSE_SLOW_CONSUMER;
 
@@ -44,6 +44,11 @@ pub(crate) fn fuzz_match(pattern: &str, topic: &str) {
         }
     };
     assert_eq!(routed, expected, "{pattern:?} against {topic:?}");
+    assert_eq!(
+        crate::wire::topic::matches(&pattern.join("."), topic),
+        expected,
+        "matches({pattern:?}, {topic:?})"
+    );
     table.unsubscribe(1, &sub);
     assert!(table.is_empty(), "unsubscribing leaves nothing behind");
 }

@@ -30,6 +30,31 @@ pub enum TopicError {
     PartialWildcard(String),
 }
 
+/// Whether a message published on `topic` reaches a subscription to
+/// `pattern`: tokens are compared one by one, `*` stands for any one token
+/// and a final `>` for one or more. Both are assumed valid.
+///
+/// ```
+/// use goomerang::pubsub::matches;
+/// assert!(matches("chat.*", "chat.room1"));
+/// assert!(matches("chat.>", "chat.room1.typing"));
+/// assert!(!matches("chat.*", "chat.room1.typing"));
+/// assert!(!matches("chat.>", "chat"));
+/// ```
+pub fn matches(pattern: &str, topic: &str) -> bool {
+    let mut topic = topic.split('.');
+    for token in pattern.split('.') {
+        if token == ">" {
+            return topic.next().is_some();
+        }
+        match topic.next() {
+            Some(t) if token == "*" || token == t => {}
+            _ => return false,
+        }
+    }
+    topic.next().is_none()
+}
+
 /// Checks a topic (`pattern` false: no wildcards) or a subscription pattern.
 pub(crate) fn validate(topic: &str, pattern: bool) -> Result<(), TopicError> {
     if topic.is_empty() {

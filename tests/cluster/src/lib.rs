@@ -47,6 +47,16 @@ pub struct Ack {
     /// Broker connections that came back.
     #[prost(uint64, tag = "9")]
     pub reconnects: u64,
+    /// Queue groups with a member anywhere, as this replica knows them
+    /// (NATS tracks them itself: there, this replica's own).
+    #[prost(uint64, tag = "10")]
+    pub known_groups: u64,
+    /// Events the broker refused or could not take.
+    #[prost(uint64, tag = "11")]
+    pub failed: u64,
+    /// Queue-group messages no member took.
+    #[prost(uint64, tag = "12")]
+    pub unclaimed: u64,
 }
 
 impl prost::Name for Command {

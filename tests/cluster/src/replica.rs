@@ -1,6 +1,6 @@
 //! `goomerang-replica`: one server replica on a backplane, for the cluster tests.
 //!
-//! `goomerang-replica --nats <url> [--namespace <ns>] [--queue <events>]` binds 127.0.0.1:0,
+//! `goomerang-replica (--nats <url> | --redis <url>) [--namespace <ns>] [--queue <events>]` binds 127.0.0.1:0,
 //! prints `listening <ws url>` on stdout, and serves until killed: `Ping`
 //! requests are echoed, `Command` requests fan a `Note` out from the server,
 //! clients may broadcast and publish.
@@ -24,23 +24,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1).cloned())
     };
-    let url = arg("--nats").ok_or("usage: goomerang-replica --nats <url> [--namespace <ns>]")?;
     let namespace = arg("--namespace").unwrap_or_else(|| "goomerang".into());
     let queue = match arg("--queue") {
         Some(n) => n.parse()?,
         None => 65_536,
     };
-
-    let nats = goomerang_nats::Nats::builder(url)
-        .namespace(namespace)
-        .queue_capacity(queue)
-        .connect()
-        .await?;
-    let nats_handle = nats.handle();
+    let builder = Server::builder();
+    let (builder, engine) = if let Some(url) = arg("--nats") {
+        let nats = goomerang_nats::Nats::builder(url)
+            .namespace(namespace)
+            .queue_capacity(queue)
+            .connect()
+            .await?;
+        let handle = nats.handle();
+        (builder.backplane(nats), Engine::Nats(handle))
+    } else if let Some(url) = arg("--redis") {
+        let redis = goomerang_redis::Redis::builder(url)
+            .namespace(namespace)
+            .queue_capacity(queue)
+            .connect()
+            .await?;
+        let handle = redis.handle();
+        (builder.backplane(redis), Engine::Redis(handle))
+    } else {
+        return Err("usage: goomerang-replica (--nats <url> | --redis <url>) [--namespace <ns>] [--queue <events>]".into());
+    };
     let incidents = Arc::new(AtomicU64::new(0));
     let server_slot: Arc<OnceLock<Server>> = Arc::new(OnceLock::new());
-    let server = Server::builder()
-        .backplane(nats)
+    let server = builder
         .allow_client_broadcast(|_| true)
         .on_error({
             let incidents = incidents.clone();
@@ -61,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let server_slot = server_slot.clone();
             move |ctx, command: Command| {
                 let server = server_slot.get().cloned();
-                let nats = nats_handle.clone();
+                let engine = engine.clone();
                 let incidents = incidents.clone();
                 let conn = ctx.connection().clone();
                 async move {
@@ -69,9 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     if command.op == "stats" {
                         // A barrier: what this replica sent the broker (its
                         // renewed subscriptions too) has been processed.
-                        nats.flush()
-                            .await
-                            .map_err(|e| Status::unavailable(e.to_string()))?;
+                        engine.flush().await.map_err(Status::unavailable)?;
                     }
                     let note = Note { text: command.text };
                     let reached = match command.op.as_str() {
@@ -82,18 +91,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         other => return Err(Status::invalid_argument(format!("op {other:?}"))),
                     }
                     .map_err(|e| Status::internal(e.to_string()))?;
-                    let stats = nats.stats();
-                    Ok::<_, Status>(Ack {
-                        reached: reached as u64,
-                        grouped: stats.grouped,
-                        reconnects: stats.reconnects,
-                        forwarded: stats.forwarded,
-                        relayed: stats.relayed,
-                        dropped: stats.dropped,
-                        groups: stats.groups,
-                        disconnects: stats.disconnects,
-                        incidents: incidents.load(Ordering::Relaxed),
-                    })
+                    let mut ack = engine.stats();
+                    ack.reached = reached as u64;
+                    ack.incidents = incidents.load(Ordering::Relaxed);
+                    Ok::<_, Status>(ack)
                 }
             }
         })
@@ -105,4 +106,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening ws://{addr}{}", goomerang::DEFAULT_PATH);
     server.serve(listener).await?;
     Ok(())
+}
+
+/// The backplane the replica runs on, reached after it moved into the server.
+#[derive(Clone, Debug)]
+enum Engine {
+    Nats(goomerang_nats::NatsHandle),
+    Redis(goomerang_redis::RedisHandle),
+}
+
+impl Engine {
+    /// A barrier with the broker.
+    async fn flush(&self) -> Result<(), String> {
+        match self {
+            Engine::Nats(nats) => nats.flush().await.map_err(|e| e.to_string()),
+            Engine::Redis(redis) => redis.flush().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The counts, in an `Ack`.
+    fn stats(&self) -> Ack {
+        match self {
+            Engine::Nats(nats) => {
+                let s = nats.stats();
+                Ack {
+                    forwarded: s.forwarded,
+                    relayed: s.relayed,
+                    grouped: s.grouped,
+                    dropped: s.dropped,
+                    failed: s.failed,
+                    unclaimed: s.unclaimed,
+                    groups: s.groups,
+                    disconnects: s.disconnects,
+                    reconnects: s.reconnects,
+                    // NATS keeps the cluster's groups itself.
+                    known_groups: s.groups,
+                    ..Ack::default()
+                }
+            }
+            Engine::Redis(redis) => {
+                let s = redis.stats();
+                Ack {
+                    forwarded: s.forwarded,
+                    relayed: s.relayed,
+                    grouped: s.grouped,
+                    dropped: s.dropped,
+                    failed: s.failed,
+                    unclaimed: s.unclaimed,
+                    groups: s.groups,
+                    disconnects: s.disconnects,
+                    reconnects: s.reconnects,
+                    known_groups: s.known_groups,
+                    ..Ack::default()
+                }
+            }
+        }
+    }
 }

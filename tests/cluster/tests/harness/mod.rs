@@ -21,93 +21,170 @@ pub(crate) async fn bounded<F: Future>(f: F) -> F::Output {
         .expect("cluster test exceeded its time bound")
 }
 
-/// Where the broker binary is: `$NATS_SERVER`, else `nats-server` on the
-/// PATH or in /usr/sbin (Debian's package). `None` when there is none and
-/// `GOOMERANG_REQUIRE_TOOLS` is unset (the test then says it skipped);
-/// with it set, a missing broker fails the test.
-pub(crate) fn nats_server() -> Option<String> {
-    let found = std::env::var("NATS_SERVER").ok().or_else(|| {
+/// The brokers a backplane runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Nats,
+    Redis,
+}
+
+impl Kind {
+    fn binary_name(self) -> &'static str {
+        match self {
+            Kind::Nats => "nats-server",
+            Kind::Redis => "redis-server",
+        }
+    }
+
+    fn env_var(self) -> &'static str {
+        match self {
+            Kind::Nats => "NATS_SERVER",
+            Kind::Redis => "REDIS_SERVER",
+        }
+    }
+}
+
+/// Where the broker's binary is: `$NATS_SERVER` / `$REDIS_SERVER`, else on
+/// the PATH or in /usr/sbin or /usr/bin (Debian's packages). `None` when
+/// there is none and `GOOMERANG_REQUIRE_TOOLS` is unset (the test then says
+/// it skipped); with it set, a missing broker fails the test.
+pub(crate) fn broker_binary(kind: Kind) -> Option<String> {
+    let name = kind.binary_name();
+    let found = std::env::var(kind.env_var()).ok().or_else(|| {
         let path = std::env::var("PATH").unwrap_or_default();
         std::env::split_paths(&path)
-            .chain([std::path::PathBuf::from("/usr/sbin")])
-            .map(|dir| dir.join("nats-server"))
+            .chain(["/usr/sbin".into(), "/usr/bin".into()])
+            .map(|dir: std::path::PathBuf| dir.join(name))
             .find(|p| p.is_file())
             .map(|p| p.display().to_string())
     });
     if found.is_none() {
         assert!(
             std::env::var_os("GOOMERANG_REQUIRE_TOOLS").is_none(),
-            "nats-server is required (GOOMERANG_REQUIRE_TOOLS is set): apt-get install nats-server"
+            "{name} is required (GOOMERANG_REQUIRE_TOOLS is set): apt-get install {name}"
         );
-        eprintln!("SKIPPED: no nats-server (apt-get install nats-server)");
+        eprintln!("SKIPPED: no {name} (apt-get install {name})");
     }
     found
 }
 
-/// A nats-server on a loopback port, killed when dropped.
+/// A broker on a loopback port, killed when dropped.
 #[derive(Debug)]
 pub(crate) struct Broker {
+    kind: Kind,
     binary: String,
     child: Option<Child>,
     port: u16,
 }
 
 impl Broker {
-    /// Starts nats-server on a port of its choosing; returns once it listens.
-    pub(crate) async fn nats(binary: String) -> Broker {
-        let (child, port) = spawn_nats(&binary, None).await;
+    /// Starts a broker of `kind`; returns once it listens.
+    pub(crate) async fn start(kind: Kind, binary: String) -> Broker {
+        let (child, port) = spawn_broker(kind, &binary, None).await;
         Broker {
+            kind,
             binary,
             child: Some(child),
             port,
         }
     }
 
-    /// The client URL.
-    pub(crate) fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+    /// The replica's arguments that point it here.
+    pub(crate) fn replica_args(&self) -> [String; 2] {
+        match self.kind {
+            Kind::Nats => ["--nats".into(), format!("nats://127.0.0.1:{}", self.port)],
+            Kind::Redis => ["--redis".into(), format!("redis://127.0.0.1:{}", self.port)],
+        }
     }
 
     /// Kills the broker (SIGKILL) and waits for it to be gone.
     pub(crate) async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill nats-server");
+            child.kill().await.expect("kill the broker");
         }
     }
 
-    /// Starts it again on the same port; returns once it listens.
+    /// Starts it again on the same port (empty: nothing was persisted);
+    /// returns once it listens.
     pub(crate) async fn restart(&mut self) {
         self.kill().await;
-        let (child, _) = spawn_nats(&self.binary, Some(self.port)).await;
+        let (child, _) = spawn_broker(self.kind, &self.binary, Some(self.port)).await;
         self.child = Some(child);
     }
 }
 
-async fn spawn_nats(binary: &str, port: Option<u16>) -> (Child, u16) {
-    let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
-    let mut child = Process::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port_arg])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn nats-server");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let marker = "Listening for client connections on 127.0.0.1:";
-    let port = loop {
-        let line = lines
-            .next_line()
-            .await
-            .expect("read nats-server's log")
-            .expect("nats-server exited before listening");
-        if let Some(at) = line.find(marker) {
-            break line[at + marker.len()..].trim().parse().expect("a port");
+async fn spawn_broker(kind: Kind, binary: &str, port: Option<u16>) -> (Child, u16) {
+    for _attempt in 0..5 {
+        // nats-server picks a free port itself (`-p -1`) and logs it; Redis
+        // cannot, so it gets one the kernel just handed out.
+        let port = match (kind, port) {
+            (_, Some(port)) => port,
+            (Kind::Nats, None) => 0,
+            (Kind::Redis, None) => std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port(),
+        };
+        let mut process = Process::new(binary);
+        let marker = match kind {
+            Kind::Nats => {
+                let p = if port == 0 {
+                    "-1".to_owned()
+                } else {
+                    port.to_string()
+                };
+                process.args(["-a", "127.0.0.1", "-p", &p]);
+                process.stdout(Stdio::null()).stderr(Stdio::piped());
+                "Listening for client connections on 127.0.0.1:"
+            }
+            Kind::Redis => {
+                process.args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ]);
+                process.stdout(Stdio::piped()).stderr(Stdio::null());
+                "Ready to accept connections"
+            }
+        };
+        let mut child = process
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the broker");
+        let log: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match kind {
+            Kind::Nats => Box::new(child.stderr.take().expect("stderr")),
+            Kind::Redis => Box::new(child.stdout.take().expect("stdout")),
+        };
+        let mut lines = BufReader::new(log).lines();
+        let mut listening = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(at) = line.find(marker) {
+                listening = Some(match kind {
+                    Kind::Nats => line[at + marker.len()..].trim().parse().expect("a port"),
+                    Kind::Redis => port,
+                });
+                break;
+            }
         }
-    };
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
+        let Some(port) = listening else {
+            // It exited before listening (the port was taken meanwhile): again.
+            continue;
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        return (child, port);
+    }
+    panic!("{binary} did not start listening in five attempts");
 }
 
 /// A `goomerang-replica` process on the broker, killed when dropped.
@@ -121,9 +198,10 @@ pub(crate) struct Replica {
 
 impl Replica {
     /// Starts a replica with the given extra arguments; returns once it listens.
-    pub(crate) async fn start(nats_url: &str, namespace: &str, extra: &[&str]) -> Replica {
+    pub(crate) async fn start(broker: &Broker, namespace: &str, extra: &[&str]) -> Replica {
         let mut child = Process::new(env!("CARGO_BIN_EXE_goomerang-replica"))
-            .args(["--nats", nats_url, "--namespace", namespace])
+            .args(broker.replica_args())
+            .args(["--namespace", namespace])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

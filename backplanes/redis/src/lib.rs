@@ -1,0 +1,768 @@
+//! `goomerang-redis`: a goomerang [`Backplane`] on Redis, so that broadcasts,
+//! publishes and queue groups span every replica of a server.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = goomerang_redis::Redis::builder("redis://127.0.0.1:6379")
+//!     .namespace("chat")
+//!     .connect()
+//!     .await?;
+//! let server = goomerang::Server::builder().backplane(redis).build()?;
+//! # let _ = server; Ok(()) }
+//! ```
+//!
+//! What crosses replicas:
+//! - `Server::broadcast`, `broadcast_except`, `publish`, and the clients'
+//!   own BROADCAST and PUBLISH frames reach every matching connection on
+//!   every replica, once, through Redis pub/sub. The replica where a message
+//!   starts encodes it; the others relay its bytes as they came.
+//! - Queue groups are balanced across the cluster: each message goes to one
+//!   member of each matching group. Replicas with members register the group
+//!   in a Redis hash; a publish pushes the message onto each matching group's
+//!   list, and exactly one replica pops it (`BLPOP`) and hands it to one of
+//!   its members.
+//!
+//! Delivery is at most once, in order from each replica. While Redis is
+//! unreachable the connections reconnect with backoff (renewing their
+//! subscriptions), local delivery carries on, and events wait in a bounded
+//! queue ([`RedisBuilder::queue_capacity`]); what does not fit is dropped
+//! and counted ([`Stats::dropped`]). Broker trouble reaches the server's
+//! `on_error` hooks as `Incident::Backplane`.
+//!
+//! Every replica of one service must use the same namespace; the keys and
+//! channels it uses are listed in the `keys` module's documentation.
+
+mod keys;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use goomerang::pubsub::{Backplane, BackplaneError, Event, Inbound, matches};
+use prost::Message as _;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, watch};
+
+use crate::keys::{Envelope, Keys, field, parse_field};
+
+/// The name this engine reports its errors under.
+const ENGINE: &str = "redis";
+/// How long one `BLPOP` waits before the popper looks at its groups again.
+const POP_WAIT_SECS: f64 = 0.2;
+/// A queue-group message popped where no member took it goes back to the
+/// front of its list for another replica, this many times at most.
+const MAX_BOUNCES: u32 = 3;
+/// How often a replica renews its registry entries and re-reads the others'.
+const REGISTRY_REFRESH: Duration = Duration::from_secs(1);
+/// A registry entry not renewed for this long is a dead replica's: ignored.
+const REGISTRY_STALE: Duration = Duration::from_secs(10);
+
+/// Redis connections used as a server's backplane. Build it with
+/// [`Redis::builder`], then hand it to `ServerBuilder::backplane`.
+#[derive(Debug)]
+pub struct Redis {
+    shared: Arc<Shared>,
+    /// Events leaving this replica, shipped in order by one task.
+    outbox: mpsc::Sender<Event>,
+    /// Taken by `start`.
+    parts: Mutex<Option<Parts>>,
+}
+
+/// What `start` sets running.
+#[derive(Debug)]
+struct Parts {
+    outbox: mpsc::Receiver<Event>,
+    pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+    changes: mpsc::UnboundedReceiver<GroupChange>,
+}
+
+struct Shared {
+    /// Publishes, list pushes, the registry.
+    commands: ConnectionManager,
+    /// Subscribed to the namespace's channels; renewed after reconnecting.
+    subscriber: ConnectionManager,
+    /// `BLPOP` only (it blocks its connection).
+    popper: ConnectionManager,
+    keys: Keys,
+    /// This replica's id, in every envelope it sends.
+    origin: u64,
+    /// Most messages a group's list keeps while nobody pops.
+    list_cap: usize,
+    /// Every group with a member somewhere in the cluster.
+    known: Mutex<Arc<Vec<(String, String)>>>,
+    /// The groups with a member here, as registered.
+    mine: Mutex<Vec<(String, String)>>,
+    group_changes: mpsc::UnboundedSender<GroupChange>,
+    inbound: OnceLock<Inbound>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("keys", &self.keys)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+enum GroupChange {
+    Joined { pattern: String, group: String },
+    Left { pattern: String, group: String },
+}
+
+/// Configures a [`Redis`] backplane.
+#[derive(Debug)]
+#[must_use]
+pub struct RedisBuilder {
+    url: String,
+    namespace: String,
+    queue_capacity: usize,
+    list_cap: usize,
+}
+
+/// Why [`RedisBuilder::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The namespace is empty or holds whitespace.
+    #[error("namespace {0:?} is empty or holds whitespace")]
+    InvalidNamespace(String),
+    /// The URL is not a Redis URL, the server could not be reached, or it
+    /// refused a command (it must speak RESP3: Redis 6 or later).
+    #[error("connecting to Redis at {url}: {source}")]
+    Redis {
+        /// The address given.
+        url: String,
+        /// What the Redis client said.
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// What a [`Redis`] backplane has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Events from this replica handed to Redis.
+    pub forwarded: u64,
+    /// Broadcasts and publishes from other replicas received (and delivered
+    /// to whoever here they are for).
+    pub relayed: u64,
+    /// Queue-group messages this replica popped (a message put back for
+    /// another replica counts on each that popped it).
+    pub grouped: u64,
+    /// Queue-group messages no member took: popped here with no member left
+    /// (or its queue full) after going round the replicas three times.
+    pub unclaimed: u64,
+    /// Events from this replica that Redis refused or could not take (each
+    /// reported to `on_error`).
+    pub failed: u64,
+    /// Events from this replica dropped because the outgoing queue was full.
+    pub dropped: u64,
+    /// Times the subscriber connection to Redis was lost.
+    pub disconnects: u64,
+    /// Times it came back, with its subscriptions renewed.
+    pub reconnects: u64,
+    /// Queue groups with a member here (popped by this replica).
+    pub groups: u64,
+    /// Queue groups with a member anywhere in the cluster, as last read.
+    pub known_groups: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    forwarded: AtomicU64,
+    relayed: AtomicU64,
+    grouped: AtomicU64,
+    unclaimed: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    disconnects: AtomicU64,
+    reconnects: AtomicU64,
+    groups: AtomicU64,
+}
+
+impl Redis {
+    /// A backplane on the Redis server at `url` (`redis://host:port/db`,
+    /// `rediss://` for TLS is not built in).
+    pub fn builder(url: impl Into<String>) -> RedisBuilder {
+        RedisBuilder {
+            url: url.into(),
+            namespace: "goomerang".to_owned(),
+            queue_capacity: 65_536,
+            list_cap: 10_000,
+        }
+    }
+
+    /// Counts of what this backplane has done.
+    pub fn stats(&self) -> Stats {
+        self.handle().stats()
+    }
+
+    /// A handle that reaches this backplane after it has moved into the server.
+    pub fn handle(&self) -> RedisHandle {
+        RedisHandle(self.shared.clone())
+    }
+}
+
+/// Reaches a [`Redis`] backplane from anywhere: its [`Stats`], and a barrier.
+#[derive(Clone, Debug)]
+pub struct RedisHandle(Arc<Shared>);
+
+impl RedisHandle {
+    /// The counts now.
+    pub fn stats(&self) -> Stats {
+        let c = &self.0.counters;
+        Stats {
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+            relayed: c.relayed.load(Ordering::Relaxed),
+            grouped: c.grouped.load(Ordering::Relaxed),
+            unclaimed: c.unclaimed.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            disconnects: c.disconnects.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            groups: c.groups.load(Ordering::Relaxed),
+            known_groups: lock(&self.0.known).len() as u64,
+        }
+    }
+
+    /// Waits until Redis answers on every connection (after a reconnection:
+    /// with the subscriptions renewed), renews this replica's entries in the
+    /// group registry and re-reads the others'.
+    ///
+    /// # Errors
+    /// Redis did not answer.
+    pub async fn flush(&self) -> Result<(), redis::RedisError> {
+        for conn in [&self.0.commands, &self.0.subscriber] {
+            redis::cmd("PING").exec_async(&mut conn.clone()).await?;
+        }
+        renew_registry(&self.0).await?;
+        refresh_registry(&self.0).await
+    }
+}
+
+impl RedisBuilder {
+    /// The key and channel prefix all replicas of one service share (default
+    /// `goomerang`); services sharing a Redis keep apart by it.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Events waiting to be handed to Redis, at most (default 65,536). While
+    /// Redis is unreachable they wait here; beyond it they are dropped and
+    /// counted, and local delivery never waits.
+    pub fn queue_capacity(mut self, events: usize) -> Self {
+        self.queue_capacity = events.max(1);
+        self
+    }
+
+    /// Messages a queue group's list keeps while no replica pops it (its
+    /// members' replica died, say), the oldest dropped first (default 10,000).
+    pub fn group_backlog(mut self, messages: usize) -> Self {
+        self.list_cap = messages.max(1);
+        self
+    }
+
+    /// Connects (three connections: commands, subscriptions, group pops)
+    /// and subscribes, so that from the moment the server starts it receives
+    /// what the other replicas send.
+    pub async fn connect(self) -> Result<Redis, ConnectError> {
+        if self.namespace.is_empty() || self.namespace.chars().any(char::is_whitespace) {
+            return Err(ConnectError::InvalidNamespace(self.namespace));
+        }
+        let error = |source| ConnectError::Redis {
+            url: self.url.clone(),
+            source,
+        };
+        // Pub/sub on a reconnecting connection needs RESP3 push messages.
+        let url = if self.url.contains("protocol=") {
+            self.url.clone()
+        } else if self.url.contains('?') {
+            format!("{}&protocol=resp3", self.url)
+        } else {
+            format!("{}?protocol=resp3", self.url)
+        };
+        let client = redis::Client::open(url.as_str()).map_err(error)?;
+        let config = || {
+            redis::aio::ConnectionManagerConfig::new()
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+                .set_number_of_retries(usize::MAX)
+        };
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let commands = ConnectionManager::new_with_config(client.clone(), config())
+            .await
+            .map_err(error)?;
+        let mut subscriber = ConnectionManager::new_with_config(
+            client.clone(),
+            config()
+                .set_push_sender(push_tx)
+                .set_automatic_resubscription(),
+        )
+        .await
+        .map_err(error)?;
+        let popper = ConnectionManager::new_with_config(
+            client,
+            // A BLPOP answers after its own timeout: no response timeout here.
+            config().set_response_timeout(None),
+        )
+        .await
+        .map_err(error)?;
+        let keys = Keys::new(&self.namespace);
+        for channel in [keys.broadcast(), keys.publish(), keys.control()] {
+            subscriber.subscribe(channel).await.map_err(error)?;
+        }
+        let (outbox, outbox_rx) = mpsc::channel(self.queue_capacity);
+        let (group_changes, changes) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            commands,
+            subscriber,
+            popper,
+            keys,
+            origin: rand::random(),
+            list_cap: self.list_cap,
+            known: Mutex::new(Arc::new(Vec::new())),
+            mine: Mutex::new(Vec::new()),
+            group_changes,
+            inbound: OnceLock::new(),
+            counters: Counters::default(),
+        });
+        refresh_registry(&shared).await.map_err(error)?;
+        Ok(Redis {
+            shared,
+            outbox,
+            parts: Mutex::new(Some(Parts {
+                outbox: outbox_rx,
+                pushes,
+                changes,
+            })),
+        })
+    }
+}
+
+impl Backplane for Redis {
+    fn start(&self, inbound: Inbound) {
+        let Some(parts) = lock(&self.parts).take() else {
+            tracing::warn!("a goomerang-redis backplane serves one server; started twice");
+            return;
+        };
+        let _ = self.shared.inbound.set(inbound.clone());
+        let (local_groups, groups_rx) = watch::channel(Vec::new());
+        tokio::spawn(ship(self.shared.clone(), parts.outbox));
+        tokio::spawn(relay(self.shared.clone(), inbound.clone(), parts.pushes));
+        tokio::spawn(manage_groups(
+            self.shared.clone(),
+            inbound.clone(),
+            parts.changes,
+            local_groups,
+        ));
+        tokio::spawn(pop_groups(self.shared.clone(), inbound.clone(), groups_rx));
+        tokio::spawn(refresh_periodically(self.shared.clone(), inbound));
+    }
+
+    fn forward(&self, event: Event) {
+        if self.outbox.try_send(event).is_err() {
+            let dropped = self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            // Reported on the first drop and every 1,024th after it.
+            if dropped.is_multiple_of(1024) {
+                report(
+                    &self.shared,
+                    BackplaneError::new(
+                        ENGINE,
+                        format!("outgoing queue full: {} events dropped so far", dropped + 1),
+                    ),
+                );
+            }
+        }
+    }
+
+    fn balances_groups(&self) -> bool {
+        true
+    }
+
+    fn group_joined(&self, pattern: &str, group: &str) {
+        let _ = self.shared.group_changes.send(GroupChange::Joined {
+            pattern: pattern.to_owned(),
+            group: group.to_owned(),
+        });
+    }
+
+    fn group_left(&self, pattern: &str, group: &str) {
+        let _ = self.shared.group_changes.send(GroupChange::Left {
+            pattern: pattern.to_owned(),
+            group: group.to_owned(),
+        });
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn report(shared: &Shared, error: BackplaneError) {
+    tracing::warn!("{error}");
+    if let Some(inbound) = shared.inbound.get() {
+        inbound.report(error);
+    }
+}
+
+/// Hands this replica's events to Redis, in order: a broadcast is one
+/// PUBLISH; a publish is a PUBLISH plus an RPUSH (and LTRIM) per matching
+/// queue group, in one pipeline. Ends when the server is gone.
+async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
+    let mut conn = shared.commands.clone();
+    while let Some(event) = outbox.recv().await {
+        let mut pipe = redis::pipe();
+        let what = match event {
+            Event::Broadcast { frame } => {
+                let envelope = envelope(&shared, String::new(), frame);
+                pipe.cmd("PUBLISH")
+                    .arg(shared.keys.broadcast())
+                    .arg(envelope)
+                    .ignore();
+                "broadcast"
+            }
+            Event::Publish { topic, frame } => {
+                let known = lock(&shared.known).clone();
+                let envelope = envelope(&shared, topic.clone(), frame);
+                for (pattern, group) in known.iter().filter(|(p, _)| matches(p, &topic)) {
+                    let list = shared.keys.queue(&field(pattern, group));
+                    pipe.cmd("RPUSH").arg(&list).arg(&envelope).ignore();
+                    pipe.cmd("LTRIM")
+                        .arg(&list)
+                        .arg(-(shared.list_cap as i64))
+                        .arg(-1)
+                        .ignore();
+                }
+                pipe.cmd("PUBLISH")
+                    .arg(shared.keys.publish())
+                    .arg(envelope)
+                    .ignore();
+                "publish"
+            }
+            // Group deliveries only ever come from Redis.
+            _ => continue,
+        };
+        match pipe.exec_async(&mut conn).await {
+            Ok(()) => {
+                shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                report(
+                    &shared,
+                    BackplaneError::with_source(ENGINE, format!("{what} not handed to Redis"), err),
+                );
+            }
+        }
+    }
+}
+
+fn envelope(shared: &Shared, topic: String, frame: Bytes) -> Vec<u8> {
+    Envelope {
+        origin: shared.origin,
+        topic,
+        frame,
+        bounces: 0,
+    }
+    .encode_to_vec()
+}
+
+/// Delivers other replicas' broadcasts and publishes here, and follows the
+/// subscriber connection's losses and renewals.
+async fn relay(
+    shared: Arc<Shared>,
+    inbound: Inbound,
+    mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+) {
+    let (broadcast, publish, control) = (
+        shared.keys.broadcast(),
+        shared.keys.publish(),
+        shared.keys.control(),
+    );
+    let mut lost = false;
+    while let Some(push) = pushes.recv().await {
+        if !inbound.is_alive() {
+            return;
+        }
+        match push.kind {
+            redis::PushKind::Disconnection if !lost => {
+                lost = true;
+                shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                report(
+                    &shared,
+                    BackplaneError::new(ENGINE, "subscriber connection lost; reconnecting"),
+                );
+            }
+            // The renewed subscriptions confirm, one per channel: the first
+            // after a loss marks the way back.
+            redis::PushKind::Subscribe if lost => {
+                lost = false;
+                shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("Redis subscriber connection re-established");
+            }
+            redis::PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (
+                    Some(redis::Value::BulkString(channel)),
+                    Some(redis::Value::BulkString(payload)),
+                ) = (data.next(), data.next())
+                else {
+                    continue;
+                };
+                if channel == control.as_bytes() {
+                    if let Err(err) = refresh_registry(&shared).await {
+                        report(
+                            &shared,
+                            BackplaneError::with_source(ENGINE, "group registry not read", err),
+                        );
+                    }
+                    continue;
+                }
+                let Ok(envelope) = Envelope::decode(Bytes::from(payload)) else {
+                    report(
+                        &shared,
+                        BackplaneError::new(ENGINE, "undecodable event dropped"),
+                    );
+                    continue;
+                };
+                if envelope.origin == shared.origin {
+                    continue;
+                }
+                let event = if channel == broadcast.as_bytes() {
+                    Event::Broadcast {
+                        frame: envelope.frame,
+                    }
+                } else if channel == publish.as_bytes() {
+                    Event::Publish {
+                        topic: envelope.topic,
+                        frame: envelope.frame,
+                    }
+                } else {
+                    continue;
+                };
+                shared.counters.relayed.fetch_add(1, Ordering::Relaxed);
+                if inbound.deliver(event).is_none() {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Re-reads which queue groups have a member anywhere: the registry's
+/// entries renewed within [`REGISTRY_STALE`].
+async fn refresh_registry(shared: &Shared) -> Result<(), redis::RedisError> {
+    let entries: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(shared.keys.registry())
+        .query_async(&mut shared.commands.clone())
+        .await?;
+    let fresh_since = now_ms().saturating_sub(REGISTRY_STALE.as_millis() as u64);
+    let mut known: Vec<(String, String)> = entries
+        .into_iter()
+        .filter(|(_, renewed)| *renewed >= fresh_since)
+        .filter_map(|(field, _)| parse_field(field.split_once(':')?.1))
+        .collect();
+    known.sort();
+    known.dedup();
+    *lock(&shared.known) = Arc::new(known);
+    Ok(())
+}
+
+/// Renews this replica's registry entries (after a Redis restart, this is
+/// what puts them back).
+async fn renew_registry(shared: &Shared) -> Result<(), redis::RedisError> {
+    let mine = lock(&shared.mine).clone();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(shared.keys.registry());
+    for (pattern, group) in &mine {
+        cmd.arg(entry(shared, pattern, group)).arg(now);
+    }
+    cmd.exec_async(&mut shared.commands.clone()).await
+}
+
+/// This replica's registry entry for a group.
+fn entry(shared: &Shared, pattern: &str, group: &str) -> String {
+    format!("{:016x}:{}", shared.origin, field(pattern, group))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Renews and re-reads the registry every [`REGISTRY_REFRESH`], so entries
+/// come back after a Redis restart, a dead replica's age out, and a change
+/// notice missed while Redis was away still takes effect.
+async fn refresh_periodically(shared: Arc<Shared>, inbound: Inbound) {
+    let mut tick = tokio::time::interval(REGISTRY_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while inbound.is_alive() {
+        tick.tick().await;
+        let _ = renew_registry(&shared).await;
+        let _ = refresh_registry(&shared).await;
+    }
+}
+
+/// Registers and unregisters this replica's queue groups, in order, and
+/// tells the popper which lists to pop.
+async fn manage_groups(
+    shared: Arc<Shared>,
+    inbound: Inbound,
+    mut changes: mpsc::UnboundedReceiver<GroupChange>,
+    local_groups: watch::Sender<Vec<(String, String)>>,
+) {
+    let mut conn = shared.commands.clone();
+    while let Some(change) = changes.recv().await {
+        if !inbound.is_alive() {
+            break;
+        }
+        let (pattern, group, joined) = match change {
+            GroupChange::Joined { pattern, group } => (pattern, group, true),
+            GroupChange::Left { pattern, group } => (pattern, group, false),
+        };
+        let mut pipe = redis::pipe();
+        if joined {
+            pipe.cmd("HSET")
+                .arg(shared.keys.registry())
+                .arg(entry(&shared, &pattern, &group))
+                .arg(now_ms())
+                .ignore();
+        } else {
+            pipe.cmd("HDEL")
+                .arg(shared.keys.registry())
+                .arg(entry(&shared, &pattern, &group))
+                .ignore();
+        }
+        pipe.cmd("PUBLISH")
+            .arg(shared.keys.control())
+            .arg("changed")
+            .ignore();
+        // Not registered now (Redis is away) is registered on the next renewal.
+        if let Err(err) = pipe.exec_async(&mut conn).await {
+            report(
+                &shared,
+                BackplaneError::with_source(
+                    ENGINE,
+                    format!("queue group {group:?} at {pattern:?} not (un)registered"),
+                    err,
+                ),
+            );
+        }
+        let mine = {
+            let mut mine = lock(&shared.mine);
+            let key = (pattern, group);
+            if joined {
+                if !mine.contains(&key) {
+                    mine.push(key);
+                }
+            } else {
+                mine.retain(|k| *k != key);
+            }
+            mine.clone()
+        };
+        shared
+            .counters
+            .groups
+            .store(mine.len() as u64, Ordering::Relaxed);
+        let _ = local_groups.send(mine);
+    }
+    // The server is gone: take this replica's groups out of the registry.
+    let mine = std::mem::take(&mut *lock(&shared.mine));
+    if !mine.is_empty() {
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(shared.keys.registry());
+        for (pattern, group) in &mine {
+            cmd.arg(entry(&shared, pattern, group));
+        }
+        let _ = cmd.exec_async(&mut conn).await;
+    }
+}
+
+/// Pops the lists of the groups with a member here, and hands each message
+/// to one of them. A BLPOP is never cancelled (a cancelled one could still
+/// take a message): it waits a bounded time, and the loop then looks again
+/// at which groups to pop.
+async fn pop_groups(
+    shared: Arc<Shared>,
+    inbound: Inbound,
+    mut groups: watch::Receiver<Vec<(String, String)>>,
+) {
+    let mut conn = shared.popper.clone();
+    while inbound.is_alive() {
+        let lists: HashMap<String, (String, String)> = groups
+            .borrow_and_update()
+            .iter()
+            .map(|(p, g)| (shared.keys.queue(&field(p, g)), (p.clone(), g.clone())))
+            .collect();
+        if lists.is_empty() {
+            if groups.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let popped: Result<Option<(String, Vec<u8>)>, _> = redis::cmd("BLPOP")
+            .arg(lists.keys().collect::<Vec<_>>())
+            .arg(POP_WAIT_SECS)
+            .query_async(&mut conn)
+            .await;
+        let (list, payload) = match popped {
+            Ok(Some(popped)) => popped,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::debug!(error = %err, "BLPOP failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (Some((pattern, group)), Ok(envelope)) =
+            (lists.get(&list), Envelope::decode(Bytes::from(payload)))
+        else {
+            continue;
+        };
+        shared.counters.grouped.fetch_add(1, Ordering::Relaxed);
+        let event = Event::Group {
+            topic: envelope.topic.clone(),
+            pattern: pattern.clone(),
+            group: group.clone(),
+            frame: envelope.frame.clone(),
+        };
+        match inbound.deliver(event) {
+            None => return,
+            // Popped just as the group's last member here left (a BLPOP in
+            // flight cannot be called back): another replica may have one.
+            Some(0) if envelope.bounces < MAX_BOUNCES => {
+                let again = Envelope {
+                    bounces: envelope.bounces + 1,
+                    ..envelope
+                };
+                let requeued = redis::cmd("LPUSH")
+                    .arg(&list)
+                    .arg(again.encode_to_vec())
+                    .exec_async(&mut shared.commands.clone())
+                    .await;
+                if requeued.is_err() {
+                    shared.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(0) => {
+                shared.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {}
+        }
+    }
+}

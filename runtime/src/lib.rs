@@ -91,6 +91,8 @@ pub mod guide {
     pub mod shutdown {}
     #[doc = include_str!("../docs/pubsub.md")]
     pub mod pubsub {}
+    #[doc = include_str!("../docs/scaling.md")]
+    pub mod scaling {}
     #[doc = include_str!("../docs/security.md")]
     pub mod security {}
     #[doc = include_str!("../docs/errors.md")]

@@ -414,52 +414,65 @@ fn report(shared: &Shared, error: BackplaneError) {
     }
 }
 
-/// Hands this replica's events to Redis, in order: a broadcast is one
-/// PUBLISH; a publish is a PUBLISH plus an RPUSH (and LTRIM) per matching
-/// queue group, in one pipeline. Ends when the server is gone.
+/// Hands this replica's events to Redis, in order, as many as are waiting
+/// in one pipeline (one round trip): a broadcast is a PUBLISH; a publish is
+/// a PUBLISH plus an RPUSH and LTRIM per matching queue group. Ends when
+/// the server is gone.
 async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
+    /// Events per pipeline, at most.
+    const BATCH: usize = 256;
     let mut conn = shared.commands.clone();
-    while let Some(event) = outbox.recv().await {
+    let mut batch = Vec::with_capacity(BATCH);
+    while outbox.recv_many(&mut batch, BATCH).await > 0 {
+        let known = lock(&shared.known).clone();
         let mut pipe = redis::pipe();
-        let what = match event {
-            Event::Broadcast { frame } => {
-                let envelope = envelope(&shared, String::new(), frame);
-                pipe.cmd("PUBLISH")
-                    .arg(shared.keys.broadcast())
-                    .arg(envelope)
-                    .ignore();
-                "broadcast"
-            }
-            Event::Publish { topic, frame } => {
-                let known = lock(&shared.known).clone();
-                let envelope = envelope(&shared, topic.clone(), frame);
-                for (pattern, group) in known.iter().filter(|(p, _)| matches(p, &topic)) {
-                    let list = shared.keys.queue(&field(pattern, group));
-                    pipe.cmd("RPUSH").arg(&list).arg(&envelope).ignore();
-                    pipe.cmd("LTRIM")
-                        .arg(&list)
-                        .arg(-(shared.list_cap as i64))
-                        .arg(-1)
+        let mut events = 0u64;
+        for event in batch.drain(..) {
+            match event {
+                Event::Broadcast { frame } => {
+                    let envelope = envelope(&shared, String::new(), frame);
+                    pipe.cmd("PUBLISH")
+                        .arg(shared.keys.broadcast())
+                        .arg(envelope)
                         .ignore();
                 }
-                pipe.cmd("PUBLISH")
-                    .arg(shared.keys.publish())
-                    .arg(envelope)
-                    .ignore();
-                "publish"
+                Event::Publish { topic, frame } => {
+                    let envelope = envelope(&shared, topic.clone(), frame);
+                    for (pattern, group) in known.iter().filter(|(p, _)| matches(p, &topic)) {
+                        let list = shared.keys.queue(&field(pattern, group));
+                        pipe.cmd("RPUSH").arg(&list).arg(&envelope).ignore();
+                        pipe.cmd("LTRIM")
+                            .arg(&list)
+                            .arg(-(shared.list_cap as i64))
+                            .arg(-1)
+                            .ignore();
+                    }
+                    pipe.cmd("PUBLISH")
+                        .arg(shared.keys.publish())
+                        .arg(envelope)
+                        .ignore();
+                }
+                // Group deliveries only ever come from Redis.
+                _ => continue,
             }
-            // Group deliveries only ever come from Redis.
-            _ => continue,
-        };
+            events += 1;
+        }
+        if events == 0 {
+            continue;
+        }
         match pipe.exec_async(&mut conn).await {
             Ok(()) => {
-                shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                shared.counters.forwarded.fetch_add(events, Ordering::Relaxed);
             }
             Err(err) => {
-                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                shared.counters.failed.fetch_add(events, Ordering::Relaxed);
                 report(
                     &shared,
-                    BackplaneError::with_source(ENGINE, format!("{what} not handed to Redis"), err),
+                    BackplaneError::with_source(
+                        ENGINE,
+                        format!("{events} events not handed to Redis"),
+                        err,
+                    ),
                 );
             }
         }

@@ -451,3 +451,77 @@ async fn handler_hooks_see_start_and_end_with_the_outcome() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn presence_counts_and_lists_the_subscribers_of_a_topic() {
+    bounded(async {
+        let server =
+            start(Server::builder().presence_label(|conn| format!("user-{}", conn.id()))).await;
+        let (exact, _a) = listener(&server).await;
+        let (star, _b) = listener(&server).await;
+        let (grouped, _c) = listener(&server).await;
+        let (elsewhere, _d) = listener(&server).await;
+        exact.subscribe("room.1").await.expect("subscribe");
+        star.subscribe("room.*").await.expect("subscribe");
+        star.subscribe("room.>")
+            .await
+            .expect("a second matching pattern");
+        grouped
+            .subscribe_group("room.*", "bots")
+            .await
+            .expect("subscribe_group");
+        elsewhere.subscribe("room.2").await.expect("subscribe");
+
+        let presence = server
+            .server
+            .presence("room.1", 10)
+            .await
+            .expect("presence");
+        assert_eq!(presence.count, 3, "each connection once: {presence:?}");
+        assert!(presence.complete);
+        let listed: Vec<(u64, u64, &str)> = presence
+            .members
+            .iter()
+            .map(|p| (p.replica, p.conn, p.label.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [(0, 1, "user-1"), (0, 2, "user-2"), (0, 3, "user-3")]
+        );
+
+        // The list is bounded; the count is not.
+        let two = server.server.presence("room.1", 2).await.expect("presence");
+        assert_eq!((two.count, two.members.len()), (3, 2));
+        assert_eq!(
+            server
+                .server
+                .presence("room.3", 10)
+                .await
+                .expect("presence")
+                .count,
+            2,
+            "room.* and room.> match it, room.1 and room.2 do not"
+        );
+        assert!(matches!(
+            server.server.presence("room.*", 10).await,
+            Err(goomerang::Error::InvalidTopic(_))
+        ));
+        // Leaving takes a connection out.
+        star.unsubscribe("room.*").await.expect("unsubscribe");
+        star.unsubscribe("room.>").await.expect("unsubscribe");
+        exact.close().await.expect("close");
+        connections(&server, 3).await;
+        let after = server
+            .server
+            .presence("room.1", 10)
+            .await
+            .expect("presence");
+        assert_eq!(after.count, 1, "{after:?}");
+        assert_eq!(after.members[0].conn, 3);
+        for client in [star, grouped, elsewhere] {
+            client.close().await.expect("close");
+        }
+        server.stop().await;
+    })
+    .await;
+}

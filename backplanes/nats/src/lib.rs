@@ -39,7 +39,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use goomerang::pubsub::{Backplane, BackplaneError, Event, Inbound};
+use goomerang::pubsub::{
+    Backplane, BackplaneError, Event, HELLO_EVERY, Inbound, Peers, PresenceFuture,
+};
 use tokio::sync::mpsc;
 
 use crate::subjects::Subjects;
@@ -65,6 +67,7 @@ struct Parts {
     outbox: mpsc::Receiver<Event>,
     broadcasts: async_nats::Subscriber,
     plain: async_nats::Subscriber,
+    control: async_nats::Subscriber,
     groups: mpsc::UnboundedReceiver<GroupChange>,
 }
 
@@ -76,6 +79,8 @@ struct Shared {
     /// Queue groups: with echo, since this replica may hold the member.
     grouped: async_nats::Client,
     subjects: Subjects,
+    /// Who else is alive; presence questions in flight.
+    peers: Peers,
     /// Join and leave notices, applied in order by one task.
     group_changes: mpsc::UnboundedSender<GroupChange>,
     inbound: Arc<OnceLock<Inbound>>,
@@ -152,6 +157,8 @@ pub struct Stats {
     pub reconnects: u64,
     /// Queue-group subscriptions in place on the broker now.
     pub groups: u64,
+    /// Other replicas alive, as far as this one knows (for presence).
+    pub replicas: u64,
 }
 
 #[derive(Debug, Default)]
@@ -213,6 +220,7 @@ impl NatsHandle {
             disconnects: c.disconnects.load(Ordering::Relaxed),
             reconnects: connects.saturating_sub(1),
             groups: c.groups.load(Ordering::Relaxed),
+            replicas: self.0.peers.alive() as u64,
         }
     }
 
@@ -286,6 +294,10 @@ impl NatsBuilder {
             .subscribe(subjects.all_plain())
             .await
             .map_err(subscribe_error)?;
+        let control = fan
+            .subscribe(subjects.control())
+            .await
+            .map_err(subscribe_error)?;
         // The subscriptions are in place on the broker once it answered a ping.
         if let Err(err) = fan.flush().await {
             tracing::debug!(error = %err, "NATS flush after subscribing failed");
@@ -297,6 +309,7 @@ impl NatsBuilder {
                 fan,
                 grouped,
                 subjects,
+                peers: Peers::with_random_id(),
                 group_changes,
                 inbound,
                 counters,
@@ -306,6 +319,7 @@ impl NatsBuilder {
                 outbox: outbox_rx,
                 broadcasts,
                 plain,
+                control,
                 groups,
             })),
         })
@@ -377,7 +391,12 @@ impl Backplane for Nats {
             parts.broadcasts,
             parts.plain,
         ));
-        tokio::spawn(manage_groups(self.shared.clone(), inbound, parts.groups));
+        tokio::spawn(manage_groups(
+            self.shared.clone(),
+            inbound.clone(),
+            parts.groups,
+        ));
+        tokio::spawn(converse(self.shared.clone(), inbound, parts.control));
     }
 
     fn forward(&self, event: Event) {
@@ -412,6 +431,58 @@ impl Backplane for Nats {
             group: group.to_owned(),
         });
     }
+
+    fn replica_id(&self) -> u64 {
+        self.shared.peers.origin()
+    }
+
+    fn presence(&self, topic: &str, limit: usize) -> PresenceFuture {
+        let shared = self.shared.clone();
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let ask = shared.clone();
+            shared
+                .peers
+                .gather(&topic, limit, move |question| {
+                    tokio::spawn(async move {
+                        let _ = ask.fan.publish(ask.subjects.control(), question).await;
+                    });
+                })
+                .await
+        })
+    }
+}
+
+/// Says hello now and every second, and answers the other replicas
+/// (presence questions, and hellos from newcomers).
+async fn converse(shared: Arc<Shared>, inbound: Inbound, mut control: async_nats::Subscriber) {
+    let subject = shared.subjects.control();
+    let hello = tokio::spawn({
+        let shared = shared.clone();
+        let inbound = inbound.clone();
+        let subject = subject.clone();
+        async move {
+            let mut first = true;
+            let mut tick = tokio::time::interval(HELLO_EVERY);
+            while inbound.is_alive() {
+                tick.tick().await;
+                let _ = shared
+                    .fan
+                    .publish(subject.clone(), shared.peers.hello(first))
+                    .await;
+                first = false;
+            }
+        }
+    });
+    while let Some(message) = control.next().await {
+        if !inbound.is_alive() {
+            break;
+        }
+        if let Some(reply) = shared.peers.receive(&message.payload, &inbound) {
+            let _ = shared.fan.publish(subject.clone(), reply).await;
+        }
+    }
+    hello.abort();
 }
 
 /// Hands this replica's events to NATS, in order. Ends when the server (and

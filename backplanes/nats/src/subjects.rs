@@ -9,6 +9,7 @@
 //! | broadcast | `<ns>.b` | every replica |
 //! | publish, plain subscribers | `<ns>.p.<topic>` | every replica, on `<ns>.p.>` |
 //! | publish, queue groups | `<ns>.q.<topic>` | replicas with a member, on `<ns>.q.<pattern>` in queue `<hex(pattern)>_<hex(group)>` |
+//! | replicas' hellos, presence questions and answers | `<ns>.c` | every replica |
 //!
 //! The queue name carries the pattern because NATS merges queue
 //! subscriptions by name across subjects, while goomerang keeps a group per
@@ -29,6 +30,10 @@ impl Subjects {
 
     pub(crate) fn broadcast(&self) -> String {
         format!("{}.b", self.namespace)
+    }
+
+    pub(crate) fn control(&self) -> String {
+        format!("{}.c", self.namespace)
     }
 
     pub(crate) fn plain(&self, topic: &str) -> String {
@@ -76,6 +81,7 @@ mod tests {
     fn subjects_and_queue_names() {
         let s = Subjects::new("app");
         assert_eq!(s.broadcast(), "app.b");
+        assert_eq!(s.control(), "app.c");
         assert_eq!(s.plain("room.1"), "app.p.room.1");
         assert_eq!(s.all_plain(), "app.p.>");
         assert_eq!(s.topic_of("app.p.room.1"), Some("room.1"));

@@ -5,6 +5,7 @@
 //! | broadcasts | channel `<ns>:b` |
 //! | publishes (plain subscribers) | channel `<ns>:p` |
 //! | "the group registry changed" | channel `<ns>:ctl` |
+//! | replicas' hellos, presence questions and answers | channel `<ns>:c` |
 //! | queue groups with members | hash `<ns>:groups`: field `<replica id>:<hex(pattern)>.<hex(group)>`, value the Unix time (ms) the replica last renewed it |
 //! | a queue group's waiting messages | list `<ns>:q:<field>`, popped by one replica each |
 //!
@@ -60,6 +61,10 @@ impl Keys {
         format!("{}:ctl", self.namespace)
     }
 
+    pub(crate) fn peers(&self) -> String {
+        format!("{}:c", self.namespace)
+    }
+
     pub(crate) fn registry(&self) -> String {
         format!("{}:groups", self.namespace)
     }
@@ -111,6 +116,7 @@ mod tests {
         assert_eq!(k.broadcast(), "app:b");
         assert_eq!(k.publish(), "app:p");
         assert_eq!(k.control(), "app:ctl");
+        assert_eq!(k.peers(), "app:c");
         assert_eq!(k.registry(), "app:groups");
         assert_eq!(field("jobs.*", "w"), "6a6f62732e2a.77");
         assert_eq!(k.queue(&field("jobs.*", "w")), "app:q:6a6f62732e2a.77");

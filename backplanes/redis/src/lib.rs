@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use goomerang::pubsub::{Backplane, BackplaneError, Event, Inbound, matches};
+use goomerang::pubsub::{
+    Backplane, BackplaneError, Event, Inbound, Peers, PresenceFuture, matches,
+};
 use prost::Message as _;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
@@ -88,6 +90,8 @@ struct Shared {
     keys: Keys,
     /// This replica's id, in every envelope it sends.
     origin: u64,
+    /// Who else is alive; presence questions in flight.
+    peers: Peers,
     /// Most messages a group's list keeps while nobody pops.
     list_cap: usize,
     /// Every group with a member somewhere in the cluster.
@@ -171,6 +175,8 @@ pub struct Stats {
     pub groups: u64,
     /// Queue groups with a member anywhere in the cluster, as last read.
     pub known_groups: u64,
+    /// Other replicas alive, as far as this one knows (for presence).
+    pub replicas: u64,
 }
 
 #[derive(Debug, Default)]
@@ -228,6 +234,7 @@ impl RedisHandle {
             reconnects: c.reconnects.load(Ordering::Relaxed),
             groups: c.groups.load(Ordering::Relaxed),
             known_groups: lock(&self.0.known).len() as u64,
+            replicas: self.0.peers.alive() as u64,
         }
     }
 
@@ -315,17 +322,24 @@ impl RedisBuilder {
         .await
         .map_err(error)?;
         let keys = Keys::new(&self.namespace);
-        for channel in [keys.broadcast(), keys.publish(), keys.control()] {
+        for channel in [
+            keys.broadcast(),
+            keys.publish(),
+            keys.control(),
+            keys.peers(),
+        ] {
             subscriber.subscribe(channel).await.map_err(error)?;
         }
         let (outbox, outbox_rx) = mpsc::channel(self.queue_capacity);
         let (group_changes, changes) = mpsc::unbounded_channel();
+        let peers = Peers::with_random_id();
         let shared = Arc::new(Shared {
             commands,
             subscriber,
             popper,
             keys,
-            origin: rand::random(),
+            origin: peers.origin(),
+            peers,
             list_cap: self.list_cap,
             known: Mutex::new(Arc::new(Vec::new())),
             mine: Mutex::new(Vec::new()),
@@ -399,6 +413,33 @@ impl Backplane for Redis {
             group: group.to_owned(),
         });
     }
+
+    fn replica_id(&self) -> u64 {
+        self.shared.origin
+    }
+
+    fn presence(&self, topic: &str, limit: usize) -> PresenceFuture {
+        let shared = self.shared.clone();
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let ask = shared.clone();
+            shared
+                .peers
+                .gather(&topic, limit, move |question| {
+                    tokio::spawn(async move { say(&ask, question).await });
+                })
+                .await
+        })
+    }
+}
+
+/// Publishes a message for the other replicas on the peers' channel.
+async fn say(shared: &Shared, message: Bytes) {
+    let _ = redis::cmd("PUBLISH")
+        .arg(shared.keys.peers())
+        .arg(message.as_ref())
+        .exec_async(&mut shared.commands.clone())
+        .await;
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -462,7 +503,10 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
         }
         match pipe.exec_async(&mut conn).await {
             Ok(()) => {
-                shared.counters.forwarded.fetch_add(events, Ordering::Relaxed);
+                shared
+                    .counters
+                    .forwarded
+                    .fetch_add(events, Ordering::Relaxed);
             }
             Err(err) => {
                 shared.counters.failed.fetch_add(events, Ordering::Relaxed);
@@ -496,10 +540,11 @@ async fn relay(
     inbound: Inbound,
     mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
 ) {
-    let (broadcast, publish, control) = (
+    let (broadcast, publish, control, peers) = (
         shared.keys.broadcast(),
         shared.keys.publish(),
         shared.keys.control(),
+        shared.keys.peers(),
     );
     let mut lost = false;
     while let Some(push) = pushes.recv().await {
@@ -531,6 +576,12 @@ async fn relay(
                 else {
                     continue;
                 };
+                if channel == peers.as_bytes() {
+                    if let Some(reply) = shared.peers.receive(&payload, &inbound) {
+                        say(&shared, reply).await;
+                    }
+                    continue;
+                }
                 if channel == control.as_bytes() {
                     if let Err(err) = refresh_registry(&shared).await {
                         report(
@@ -618,14 +669,18 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Renews and re-reads the registry every [`REGISTRY_REFRESH`], so entries
+/// Says hello, and renews and re-reads the registry, every [`REGISTRY_REFRESH`], so entries
 /// come back after a Redis restart, a dead replica's age out, and a change
 /// notice missed while Redis was away still takes effect.
 async fn refresh_periodically(shared: Arc<Shared>, inbound: Inbound) {
     let mut tick = tokio::time::interval(REGISTRY_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     while inbound.is_alive() {
         tick.tick().await;
+        // "Alive", for the other replicas' presence questions.
+        say(&shared, shared.peers.hello(first)).await;
+        first = false;
         let _ = renew_registry(&shared).await;
         let _ = refresh_registry(&shared).await;
     }

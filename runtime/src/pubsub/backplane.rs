@@ -1,9 +1,16 @@
 //! `Backplane`: the seam through which broadcasts and publishes reach other server replicas (in-process by default).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+
+use crate::pubsub::presence::{RemotePresence, ReplicaPresence};
+
+/// What [`Backplane::presence`] returns.
+pub type PresenceFuture = Pin<Box<dyn Future<Output = RemotePresence> + Send + 'static>>;
 
 /// A fan-out event crossing replicas. The frame is fully encoded (a
 /// goomerang `Frame` of kind MESSAGE) and is delivered to local connections as is.
@@ -83,6 +90,18 @@ pub trait Backplane: Send + Sync + 'static {
     fn group_left(&self, pattern: &str, group: &str) {
         let _ = (pattern, group);
     }
+    /// This replica's id in the cluster, as [`Present::replica`](crate::pubsub::Present)
+    /// reports it (0 without a backplane).
+    fn replica_id(&self) -> u64 {
+        0
+    }
+    /// Asks the other replicas who is subscribed to `topic` (at most `limit`
+    /// members each); [`Peers`](crate::pubsub::Peers) does the asking over
+    /// any shared channel. The default: no other replicas.
+    fn presence(&self, topic: &str, limit: usize) -> PresenceFuture {
+        let _ = (topic, limit);
+        Box::pin(std::future::ready(RemotePresence::new(Vec::new(), true)))
+    }
 }
 
 /// Something a backplane could not do: reach its broker, ship or decode an
@@ -139,6 +158,8 @@ pub(crate) trait Local: Send + Sync {
     fn deliver_local(&self, event: Event) -> usize;
     /// Reports a backplane failure to the server's error hooks.
     fn report(&self, error: BackplaneError);
+    /// Who here is subscribed to `topic`, at most `limit` listed.
+    fn local_presence(&self, topic: &str, limit: usize) -> ReplicaPresence;
 }
 
 impl Inbound {
@@ -162,6 +183,12 @@ impl Inbound {
             }
             None => false,
         }
+    }
+
+    /// Who on this replica is subscribed to `topic` (at most `limit` listed),
+    /// to answer another replica's presence question; `None` once the server is gone.
+    pub fn local_presence(&self, topic: &str, limit: usize) -> Option<ReplicaPresence> {
+        Some(self.local.upgrade()?.local_presence(topic, limit))
     }
 
     /// Whether the server is still running (stop delivering once it is not).

@@ -13,6 +13,7 @@ use crate::hooks::Hooks;
 use crate::incident::Incident;
 use crate::pubsub::access::Access;
 use crate::pubsub::backplane::{BackplaneError, Event, Inbound, Local, SharedBackplane};
+use crate::pubsub::presence::{self, Label, Presence, Present, ReplicaPresence};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;
 use crate::wire::topic::Subscription;
@@ -33,6 +34,8 @@ pub(crate) struct Hub {
     hooks: Hooks,
     /// Who may subscribe, publish and broadcast.
     access: Access,
+    /// Says who a connection is, in presence lists.
+    label: Option<Label>,
 }
 
 impl fmt::Debug for Hub {
@@ -51,6 +54,7 @@ impl Hub {
         max_subscriptions: usize,
         hooks: Hooks,
         access: Access,
+        label: Option<Label>,
     ) -> Hub {
         Hub {
             conns: Mutex::new(HashMap::new()),
@@ -61,6 +65,7 @@ impl Hub {
             max_subscriptions,
             hooks,
             access,
+            label,
         }
     }
 
@@ -74,13 +79,17 @@ impl Hub {
     }
 
     /// Forgets a connection and every subscription it held.
+    /// Its subscriptions go first, so a connection no longer listed is in
+    /// no topic either.
     pub(crate) fn unregister(&self, id: u64) {
-        lock(&self.conns).remove(&id);
-        let mut topics = lock(&self.topics);
-        let subs = topics.remove_connection(id);
-        for sub in &subs {
-            self.group_changed(&mut topics, sub, false);
+        {
+            let mut topics = lock(&self.topics);
+            let subs = topics.remove_connection(id);
+            for sub in &subs {
+                self.group_changed(&mut topics, sub, false);
+            }
         }
+        lock(&self.conns).remove(&id);
     }
 
     pub(crate) fn connections(&self) -> Vec<Connection> {
@@ -130,6 +139,31 @@ impl Hub {
             (false, 0) => self.backplane.group_left(&sub.pattern, group),
             _ => {}
         }
+    }
+
+    /// Who here is subscribed to `topic`: the count, and the first `limit`.
+    pub(crate) fn local_presence(&self, topic: &str, limit: usize) -> ReplicaPresence {
+        let ids = lock(&self.topics).subscribers_of(topic);
+        let replica = self.backplane.replica_id();
+        let members = ids
+            .iter()
+            .take(limit)
+            .map(|&id| {
+                let label = match (&self.label, self.connection(id)) {
+                    (Some(label), Some(conn)) => label(&conn),
+                    _ => String::new(),
+                };
+                Present::new(replica, id, label)
+            })
+            .collect();
+        ReplicaPresence::new(ids.len(), members)
+    }
+
+    /// Who is subscribed to `topic` here and on the other replicas.
+    pub(crate) async fn presence(&self, topic: &str, limit: usize) -> Presence {
+        let local = self.local_presence(topic, limit);
+        let remote = self.backplane.presence(topic, limit).await;
+        presence::merge(local, remote, limit)
     }
 
     /// Delivers an encoded frame to every local connection (but `except`).
@@ -231,5 +265,9 @@ impl Local for Hub {
 
     fn report(&self, error: BackplaneError) {
         self.hooks.error(&Incident::Backplane(error), None);
+    }
+
+    fn local_presence(&self, topic: &str, limit: usize) -> ReplicaPresence {
+        Hub::local_presence(self, topic, limit)
     }
 }

@@ -1,16 +1,21 @@
 //! Broadcast and topic pub/sub beyond the `Server`/`Client` methods:
-//! subscriptions, topic limits, the slow-consumer close code, and the
-//! [`Backplane`] that carries fan-out between replicas.
+//! subscriptions, topic limits, the slow-consumer close code, presence, and
+//! the [`Backplane`] that carries fan-out between replicas (with [`Peers`],
+//! what replicas say to each other, for engines to carry).
 
 pub(crate) mod access;
 pub(crate) mod backplane;
+pub(crate) mod cluster;
 pub(crate) mod control;
 pub(crate) mod hub;
+pub(crate) mod presence;
 pub(crate) mod topics;
 pub use crate::wire::control::{Control, ControlKind};
 pub use crate::wire::topic::{MAX_TOPIC_LEN, Subscription, TopicError, matches};
-pub use backplane::{Backplane, BackplaneError, Event, Inbound, LocalOnly};
+pub use backplane::{Backplane, BackplaneError, Event, Inbound, LocalOnly, PresenceFuture};
+pub use cluster::{HELLO_EVERY, Peers};
 pub use hub::CLOSE_SLOW_CONSUMER;
+pub use presence::{Presence, Present, RemotePresence, ReplicaPresence};
 
 /// Checks the subscription table against a plain reading of the pattern
 /// rules, for the topic fuzz target: `pattern` must route `topic` to its

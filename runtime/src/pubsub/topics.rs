@@ -100,6 +100,22 @@ impl Table {
         subs
     }
 
+    /// The connections with a subscription (plain or in a group) whose
+    /// pattern matches `topic`, in id order.
+    pub(crate) fn subscribers_of(&self, topic: &str) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .by_conn
+            .iter()
+            .filter(|(_, subs)| {
+                subs.iter()
+                    .any(|s| crate::wire::topic::matches(&s.pattern, topic))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// How many subscriptions a connection holds.
     pub(crate) fn count(&self, conn: u64) -> usize {
         self.by_conn.get(&conn).map_or(0, HashSet::len)

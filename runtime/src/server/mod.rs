@@ -33,6 +33,7 @@ use crate::observe::export::Metrics;
 use crate::pubsub::access::Access;
 use crate::pubsub::backplane::{Backplane, LocalOnly, SharedBackplane};
 use crate::pubsub::hub::Hub;
+use crate::pubsub::presence::{Label, Presence};
 use crate::route::router::{Router, routing_methods};
 use crate::state::{State, StateCell};
 use crate::sync::lock;
@@ -63,6 +64,8 @@ pub struct ServerBuilder {
     #[cfg(feature = "metrics")]
     metrics_path: Option<String>,
     access: Access,
+    /// Labels connections in presence lists.
+    presence_label: Option<Label>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -142,6 +145,16 @@ impl ServerBuilder {
     /// clients) are always allowed. Default: any origin.
     pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.origins = Some(Origins::new(origins));
+        self
+    }
+
+    /// Says who a connection is in [`Server::presence`] lists, e.g. the
+    /// user's name from its handshake state. Without it, labels are empty.
+    pub fn presence_label(
+        mut self,
+        label: impl Fn(&Connection) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.presence_label = Some(Arc::new(label));
         self
     }
 
@@ -239,6 +252,7 @@ impl ServerBuilder {
             self.config.max_subscriptions_per_connection,
             hooks.clone(),
             self.access,
+            self.presence_label,
         ));
         #[cfg(feature = "metrics")]
         let metrics = Metrics::new(hooks.metrics());
@@ -331,6 +345,7 @@ impl Server {
             #[cfg(feature = "metrics")]
             metrics_path: None,
             access: Access::default(),
+            presence_label: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -509,6 +524,19 @@ impl Server {
     /// One live connection by id.
     pub fn connection(&self, id: u64) -> Option<Connection> {
         self.inner.hub.connection(id)
+    }
+
+    /// Who is subscribed to `topic` (by any pattern matching it, queue
+    /// groups included), here and, with a backplane, on every replica: the
+    /// count, and at most `limit` of them (this replica's first). A replica
+    /// that does not answer within half a second is left out and the result
+    /// says it is incomplete.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopic`] for a malformed topic (or one with wildcards).
+    pub async fn presence(&self, topic: &str, limit: usize) -> Result<Presence, Error> {
+        topic::validate(topic, false).map_err(Error::InvalidTopic)?;
+        Ok(self.inner.hub.presence(topic, limit).await)
     }
 
     /// Sends a one-way message to every connection (of every replica, with a

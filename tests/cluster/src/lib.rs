@@ -5,7 +5,8 @@
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// `broadcast`, `except` (broadcast to all but the asking connection),
-    /// `publish`, `stats` (the counts after a barrier with the broker), or
+    /// `publish`, `presence` (who is subscribed to `topic`, at most `limit`
+    /// listed), `stats` (the counts after a barrier with the broker), or
     /// `counts` (the counts now, broker or not).
     #[prost(string, tag = "1")]
     pub op: String,
@@ -15,6 +16,9 @@ pub struct Command {
     /// The note's text.
     #[prost(string, tag = "3")]
     pub text: String,
+    /// For `presence`: how many to list.
+    #[prost(uint64, tag = "4")]
+    pub limit: u64,
 }
 
 /// `cluster.v1.Ack`: what the replica did, and its backplane's counts after.
@@ -57,6 +61,18 @@ pub struct Ack {
     /// Queue-group messages no member took.
     #[prost(uint64, tag = "12")]
     pub unclaimed: u64,
+    /// Other replicas alive, as this one knows.
+    #[prost(uint64, tag = "13")]
+    pub replicas: u64,
+    /// For `presence`: the count.
+    #[prost(uint64, tag = "14")]
+    pub present: u64,
+    /// For `presence`: whether every replica alive answered.
+    #[prost(bool, tag = "15")]
+    pub complete: bool,
+    /// For `presence`: the members listed, as their labels.
+    #[prost(string, repeated, tag = "16")]
+    pub members: Vec<String>,
 }
 
 impl prost::Name for Command {

@@ -49,10 +49,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         return Err("usage: goomerang-replica (--nats <url> | --redis <url>) [--namespace <ns>] [--queue <events>]".into());
     };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let port = addr.port();
     let incidents = Arc::new(AtomicU64::new(0));
     let server_slot: Arc<OnceLock<Server>> = Arc::new(OnceLock::new());
     let server = builder
         .allow_client_broadcast(|_| true)
+        // "<port of the replica>/<connection id>": unique across the cluster.
+        .presence_label(move |conn| format!("{port}/{}", conn.id()))
         .on_error({
             let incidents = incidents.clone();
             move |incident, _| {
@@ -82,6 +87,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         // renewed subscriptions too) has been processed.
                         engine.flush().await.map_err(Status::unavailable)?;
                     }
+                    if command.op == "presence" {
+                        let presence = server
+                            .presence(&command.topic, command.limit as usize)
+                            .await
+                            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                        return Ok(Ack {
+                            present: presence.count as u64,
+                            complete: presence.complete,
+                            members: presence.members.into_iter().map(|m| m.label).collect(),
+                            ..Ack::default()
+                        });
+                    }
                     let note = Note { text: command.text };
                     let reached = match command.op.as_str() {
                         "broadcast" => server.broadcast(note),
@@ -100,8 +117,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .build()?;
     let _ = server_slot.set(server.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     // stdout is line-buffered: the line goes out at once.
     println!("listening ws://{addr}{}", goomerang::DEFAULT_PATH);
     server.serve(listener).await?;
@@ -141,6 +156,7 @@ impl Engine {
                     reconnects: s.reconnects,
                     // NATS keeps the cluster's groups itself.
                     known_groups: s.groups,
+                    replicas: s.replicas,
                     ..Ack::default()
                 }
             }
@@ -157,6 +173,7 @@ impl Engine {
                     disconnects: s.disconnects,
                     reconnects: s.reconnects,
                     known_groups: s.known_groups,
+                    replicas: s.replicas,
                     ..Ack::default()
                 }
             }

@@ -48,6 +48,7 @@ on_every_broker!(
     broadcast_and_publish_reach_every_replica_once,
     queue_groups_deliver_each_message_once_across_the_cluster,
     a_broker_restart_never_stops_local_delivery_and_the_cluster_heals,
+    presence_spans_the_cluster_and_notices_a_dead_replica,
 );
 
 async fn broadcast_and_publish_reach_every_replica_once(kind: Kind) {
@@ -347,6 +348,64 @@ async fn a_broker_restart_never_stops_local_delivery_and_the_cluster_heals(kind:
             assert_eq!(member.next().await.0, "end");
             assert_eq!(member.drain(), []);
         }
+    })
+    .await;
+}
+
+async fn presence_spans_the_cluster_and_notices_a_dead_replica(kind: Kind) {
+    let Some(binary) = broker_binary(kind) else {
+        return;
+    };
+    bounded(async {
+        let (_broker, mut replicas) = cluster(kind, binary, "presence", 3).await;
+        // Replica 0: two in room.1; replica 1: one by room.*; replica 2: a
+        // queue-group member by room.> and one elsewhere.
+        let mut members = Vec::new();
+        for (r, pattern, group) in [
+            (0, "room.1", None),
+            (0, "room.1", None),
+            (1, "room.*", None),
+            (2, "room.>", Some("bots")),
+            (2, "hall", None),
+        ] {
+            let member = Member::connect(&replicas[r].url).await;
+            match group {
+                None => member.client.subscribe(pattern).await,
+                Some(group) => member.client.subscribe_group(pattern, group).await,
+            }
+            .expect("subscribe");
+            members.push(member);
+        }
+        // Every replica has heard from the other two.
+        for r in [0, 2, 4] {
+            members[r].wait_stats(|s| s.replicas == 2).await;
+        }
+        for r in [0, 2, 4] {
+            let (count, complete, mut listed) = members[r].presence("room.1", 10).await;
+            assert_eq!(
+                (count, complete),
+                (4, true),
+                "asked on member {r}'s replica"
+            );
+            assert_eq!(listed.len(), 4, "{listed:?}");
+            listed.sort();
+            listed.dedup();
+            assert_eq!(listed.len(), 4, "four distinct connections: {listed:?}");
+        }
+        // The list is bounded and the asking replica's own come first.
+        let (count, _, listed) = members[2].presence("room.1", 1).await;
+        assert_eq!((count, listed.len()), (4, 1));
+        let (count, complete, _) = members[0].presence("hall", 10).await;
+        assert_eq!((count, complete), (1, true));
+
+        // Replica 2 dies: it no longer counts. Until its silence marks it
+        // dead, the answer says it is incomplete; after, complete again.
+        replicas[2].kill().await;
+        let (count, _, listed) = members[0].presence("room.1", 10).await;
+        assert_eq!((count, listed.len()), (3, 3));
+        members[0].wait_stats(|s| s.replicas == 1).await;
+        let (count, complete, _) = members[0].presence("room.1", 10).await;
+        assert_eq!((count, complete), (3, true));
     })
     .await;
 }

@@ -191,7 +191,7 @@ async fn spawn_broker(kind: Kind, binary: &str, port: Option<u16>) -> (Child, u1
 #[derive(Debug)]
 pub(crate) struct Replica {
     /// Killed when dropped.
-    _child: Child,
+    child: Child,
     /// Its WebSocket URL.
     pub(crate) url: String,
 }
@@ -218,7 +218,14 @@ impl Replica {
             .strip_prefix("listening ")
             .expect("`listening <url>`")
             .to_owned();
-        Replica { _child: child, url }
+        Replica { child, url }
+    }
+}
+
+impl Replica {
+    /// Kills the replica (SIGKILL) and waits for it to be gone.
+    pub(crate) async fn kill(&mut self) {
+        self.child.kill().await.expect("kill the replica");
     }
 }
 
@@ -267,9 +274,27 @@ impl Member {
                 op: op.into(),
                 topic: topic.into(),
                 text: text.into(),
+                limit: 0,
             })
             .await
             .map(|reply| reply.into_inner())
+    }
+
+    /// Who is subscribed to `topic` across the cluster, as this member's
+    /// replica finds it: (count, complete, labels listed).
+    pub(crate) async fn presence(&self, topic: &str, limit: u64) -> (u64, bool, Vec<String>) {
+        let ack: Ack = self
+            .client
+            .request(Command {
+                op: "presence".into(),
+                topic: topic.into(),
+                limit,
+                ..Command::default()
+            })
+            .await
+            .map(|reply| reply.into_inner())
+            .expect("presence");
+        (ack.present, ack.complete, ack.members)
     }
 
     /// The replica's backplane counts, after a barrier with the broker.

@@ -189,6 +189,15 @@ pub enum BuildError {
         /// What is wrong with them.
         reason: &'static str,
     },
+    /// A `history` rule cannot be kept: its pattern is malformed, or the
+    /// server has a backplane.
+    #[error("history for {pattern:?}: {reason}")]
+    InvalidHistory {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A handshake header name or value is not valid HTTP.
     #[error("invalid handshake header {name:?}: {source}")]
     InvalidHeader {

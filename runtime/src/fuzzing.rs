@@ -26,6 +26,8 @@ pub fn frame_against_prost(data: &[u8]) {
                 "created_unix_us"
             );
             assert_eq!(ours.method.as_str(), theirs.method, "method");
+            assert_eq!(ours.offset, theirs.offset, "offset");
+            assert_eq!(ours.epoch, theirs.epoch, "epoch");
         }
         (Err(_), Err(_)) => {}
         (ours, theirs) => panic!(

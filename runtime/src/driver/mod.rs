@@ -366,9 +366,12 @@ async fn handle_binary(
             let result =
                 control::handle(conn, hub, shared.routes().middleware(), hooks, kind, frame);
             match (id, result) {
-                (0, Ok(())) => {}
+                (0, Ok(_)) => {}
                 (0, Err(status)) => conn.report_to_peer(&status, &type_name, &method).await,
-                (id, Ok(())) => conn.reply(id, Ok(Some(Encoded::ack()))).await,
+                (id, Ok(reply)) => {
+                    conn.reply(id, Ok(Some(reply.unwrap_or_else(Encoded::ack))))
+                        .await
+                }
                 (id, Err(status)) => conn.reply(id, Err(status)).await,
             }
         }

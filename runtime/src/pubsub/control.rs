@@ -8,16 +8,20 @@ use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::hooks::Hooks;
 use crate::incident::Incident;
+use crate::pubsub::history::Position;
 use crate::pubsub::hub::Hub;
 use crate::route::middleware::Middleware;
 use crate::wire::control::{Control, ControlKind};
 use crate::wire::frame::{self, Incoming};
 use crate::wire::proto::{Frame, FrameKind};
+use crate::wire::reply::Encoded;
 use crate::wire::status::Status;
 use crate::wire::topic::{self, Subscription};
 
 /// Server side of BROADCAST, SUBSCRIBE, UNSUBSCRIBE and PUBLISH from a client.
-/// Relayed payloads are re-framed as MESSAGE without being decoded.
+/// Relayed payloads are re-framed as MESSAGE without being decoded. Returns
+/// the reply's payload when it is not the empty acknowledgement (a
+/// SUBSCRIBE of a topic with history gets its position).
 pub(crate) fn handle(
     conn: &Connection,
     hub: &Hub,
@@ -25,7 +29,7 @@ pub(crate) fn handle(
     hooks: &Hooks,
     kind: FrameKind,
     frame: Incoming,
-) -> Result<(), Status> {
+) -> Result<Option<Encoded>, Status> {
     let control_kind = match kind {
         FrameKind::Subscribe => ControlKind::Subscribe,
         FrameKind::Unsubscribe => ControlKind::Unsubscribe,
@@ -60,18 +64,34 @@ pub(crate) fn handle(
     match kind {
         FrameKind::Subscribe | FrameKind::Unsubscribe => {
             topic::validate(&frame.topic, true).map_err(invalid)?;
+            let from = (kind == FrameKind::Subscribe
+                && (frame.offset != 0 || !frame.epoch.is_empty()))
+            .then(|| Position::new(frame.epoch, frame.offset));
             let sub = Subscription {
                 pattern: frame.topic,
                 group: (!frame.queue_group.is_empty()).then_some(frame.queue_group),
             };
-            if kind == FrameKind::Subscribe {
-                if hub.subscribe(conn, &sub).map_err(Status::from)? {
-                    hooks.subscribe(conn, &sub, true);
+            if kind == FrameKind::Unsubscribe {
+                if hub.unsubscribe(conn, &sub) {
+                    hooks.subscribe(conn, &sub, false);
                 }
-            } else if hub.unsubscribe(conn, &sub) {
-                hooks.subscribe(conn, &sub, false);
+                return Ok(None);
             }
-            Ok(())
+            if from.is_some()
+                && (sub.group.is_some() || sub.pattern.split('.').any(|t| t == "*" || t == ">"))
+            {
+                return Err(Status::invalid_argument(
+                    "recovery needs a topic without wildcards, outside any queue group",
+                ));
+            }
+            let (added, recovery) = hub
+                .subscribe_at(conn, &sub, from.as_ref())
+                .map_err(Status::from)?;
+            if added {
+                hooks.subscribe(conn, &sub, true);
+            }
+            Ok(recovery
+                .map(|r| Encoded::position(r.position.epoch, r.position.offset, r.recovered)))
         }
         FrameKind::Publish => {
             topic::validate(&frame.topic, false).map_err(invalid)?;
@@ -79,13 +99,13 @@ pub(crate) fn handle(
             let type_name = frame.type_name.clone();
             let reached = hub.publish(&topic, relay(frame, true));
             hooks.publish(&topic, &type_name, reached);
-            Ok(())
+            Ok(None)
         }
         _ => {
             let type_name = frame.type_name.clone();
             let reached = hub.broadcast(relay(frame, false), None);
             hooks.broadcast(&type_name, reached);
-            Ok(())
+            Ok(None)
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::hooks::Hooks;
 use crate::incident::Incident;
 use crate::pubsub::access::Access;
 use crate::pubsub::backplane::{BackplaneError, Event, Inbound, Local, SharedBackplane};
+use crate::pubsub::history::{Histories, History, Position, Recovery};
 use crate::pubsub::presence::{self, Label, Presence, Present, ReplicaPresence};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;
@@ -36,6 +37,11 @@ pub(crate) struct Hub {
     access: Access,
     /// Says who a connection is, in presence lists.
     label: Option<Label>,
+    /// Topic histories; the lock is held across a history topic's publish
+    /// and a recovery, so they never interleave.
+    histories: Mutex<Histories>,
+    /// Whether any topic has a history (no lock taken otherwise).
+    has_history: bool,
 }
 
 impl fmt::Debug for Hub {
@@ -55,6 +61,7 @@ impl Hub {
         hooks: Hooks,
         access: Access,
         label: Option<Label>,
+        history: Vec<(String, History)>,
     ) -> Hub {
         Hub {
             conns: Mutex::new(HashMap::new()),
@@ -66,6 +73,8 @@ impl Hub {
             hooks,
             access,
             label,
+            has_history: !history.is_empty(),
+            histories: Mutex::new(Histories::new(history)),
         }
     }
 
@@ -112,6 +121,34 @@ impl Hub {
             self.group_changed(&mut topics, sub, true);
         }
         Ok(added)
+    }
+
+    /// Subscribes; for a topic with history (no wildcards, no group) also
+    /// says where it stands and, given `from`, first queues what came after
+    /// it if all of that is kept. Nothing published meanwhile is lost or sent twice.
+    pub(crate) fn subscribe_at(
+        &self,
+        conn: &Connection,
+        sub: &Subscription,
+        from: Option<&Position>,
+    ) -> Result<(bool, Option<Recovery>), Error> {
+        let exact = sub.group.is_none() && !sub.pattern.split('.').any(|t| t == "*" || t == ">");
+        if !self.has_history || !exact {
+            return Ok((self.subscribe(conn, sub)?, None));
+        }
+        let mut histories = lock(&self.histories);
+        let Some(rule) = histories.rule(&sub.pattern) else {
+            drop(histories);
+            return Ok((self.subscribe(conn, sub)?, None));
+        };
+        let added = self.subscribe(conn, sub)?;
+        let (recovery, missed) = histories.recover(&sub.pattern, rule, from);
+        for frame in &missed {
+            if !self.deliver(conn, frame) {
+                break;
+            }
+        }
+        Ok((added, Some(recovery)))
     }
 
     pub(crate) fn unsubscribe(&self, conn: &Connection, sub: &Subscription) -> bool {
@@ -206,7 +243,22 @@ impl Hub {
     }
 
     /// Publish from this replica: local delivery, then the backplane.
+    /// On a topic with history, the frame first gets its position, and the
+    /// history lock is held until it is queued for every local subscriber.
     pub(crate) fn publish(&self, topic: &str, frame: Bytes) -> usize {
+        if self.has_history {
+            let mut histories = lock(&self.histories);
+            if let Some(rule) = histories.rule(topic) {
+                let stamped = histories.append(topic, rule, &frame);
+                let reached = self.publish_local(topic, &stamped);
+                drop(histories);
+                self.backplane.forward(Event::Publish {
+                    topic: topic.to_owned(),
+                    frame: stamped,
+                });
+                return reached;
+            }
+        }
         let reached = self.publish_local(topic, &frame);
         self.backplane.forward(Event::Publish {
             topic: topic.to_owned(),

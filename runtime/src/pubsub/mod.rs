@@ -7,6 +7,7 @@ pub(crate) mod access;
 pub(crate) mod backplane;
 pub(crate) mod cluster;
 pub(crate) mod control;
+pub(crate) mod history;
 pub(crate) mod hub;
 pub(crate) mod presence;
 pub(crate) mod topics;
@@ -14,6 +15,7 @@ pub use crate::wire::control::{Control, ControlKind};
 pub use crate::wire::topic::{MAX_TOPIC_LEN, Subscription, TopicError, matches};
 pub use backplane::{Backplane, BackplaneError, Event, Inbound, LocalOnly, PresenceFuture};
 pub use cluster::{HELLO_EVERY, Peers};
+pub use history::{History, Position};
 pub use hub::CLOSE_SLOW_CONSUMER;
 pub use presence::{Presence, Present, RemotePresence, ReplicaPresence};
 

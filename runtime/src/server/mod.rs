@@ -32,6 +32,7 @@ use crate::incident::Incident;
 use crate::observe::export::Metrics;
 use crate::pubsub::access::Access;
 use crate::pubsub::backplane::{Backplane, LocalOnly, SharedBackplane};
+use crate::pubsub::history::History;
 use crate::pubsub::hub::Hub;
 use crate::pubsub::presence::{Label, Presence};
 use crate::route::router::{Router, routing_methods};
@@ -66,6 +67,10 @@ pub struct ServerBuilder {
     access: Access,
     /// Labels connections in presence lists.
     presence_label: Option<Label>,
+    /// Topic history rules, first match wins.
+    history: Vec<(String, History)>,
+    /// A backplane other than the in-process default was given.
+    custom_backplane: bool,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -162,6 +167,18 @@ impl ServerBuilder {
     /// Default [`LocalOnly`](crate::pubsub::LocalOnly).
     pub fn backplane(mut self, backplane: impl Backplane) -> Self {
         self.backplane = Arc::new(backplane);
+        self.custom_backplane = true;
+        self
+    }
+
+    /// Keeps a history for the topics matching `pattern` (the first pattern
+    /// given that matches a topic decides): its last `history.max_len`
+    /// messages, none older than `history.max_age`. Messages delivered on
+    /// such a topic carry their position (epoch and offset), and a client
+    /// that comes back recovers what it missed (see the pub/sub guide).
+    /// Kept in this process: not with a backplane (`build` says so).
+    pub fn history(mut self, pattern: impl Into<String>, history: History) -> Self {
+        self.history.push((pattern.into(), history));
         self
     }
 
@@ -244,6 +261,21 @@ impl ServerBuilder {
     /// A [`BuildError`] for a route registered twice, a malformed method name,
     /// or middleware scoped to nothing.
     pub fn build(self) -> Result<Server, BuildError> {
+        for (pattern, _) in &self.history {
+            topic::validate(pattern, true).map_err(|source| BuildError::InvalidHistory {
+                pattern: pattern.clone(),
+                reason: source.to_string(),
+            })?;
+        }
+        if self.custom_backplane && !self.history.is_empty() {
+            return Err(BuildError::InvalidHistory {
+                pattern: self.history[0].0.clone(),
+                reason:
+                    "history is kept in this process, and replicas on a backplane would number \
+                         messages apart; use it without a backplane"
+                        .to_owned(),
+            });
+        }
         let hooks = self.hooks.finish()?;
         let routes = self.router.finish(hooks.metrics())?;
         let hub = Arc::new(Hub::new(
@@ -253,6 +285,7 @@ impl ServerBuilder {
             hooks.clone(),
             self.access,
             self.presence_label,
+            self.history,
         ));
         #[cfg(feature = "metrics")]
         let metrics = Metrics::new(hooks.metrics());
@@ -346,6 +379,8 @@ impl Server {
             metrics_path: None,
             access: Access::default(),
             presence_label: None,
+            history: Vec::new(),
+            custom_backplane: false,
             #[cfg(feature = "tls")]
             tls: None,
         }

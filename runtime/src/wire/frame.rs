@@ -34,6 +34,10 @@ pub(crate) struct Head<'a> {
     pub(crate) created_unix_us: i64,
     /// The method called (`package.Service/Method`); empty to route by type.
     pub(crate) method: &'a str,
+    /// History: a SUBSCRIBE's position to recover from (0: none).
+    pub(crate) offset: u64,
+    /// History: the epoch `offset` counts in.
+    pub(crate) epoch: &'a str,
 }
 
 impl<'a> Head<'a> {
@@ -49,6 +53,8 @@ impl<'a> Head<'a> {
             queue_group: "",
             created_unix_us: now_us(),
             method: "",
+            offset: 0,
+            epoch: "",
         }
     }
 
@@ -85,6 +91,12 @@ impl<'a> Head<'a> {
                 0
             })
             + str_len(11, self.method.len())
+            + (if self.offset != 0 {
+                uint64::encoded_len(12, &self.offset)
+            } else {
+                0
+            })
+            + str_len(13, self.epoch.len())
     }
 
     fn encode_raw(&self, buf: &mut BytesMut) {
@@ -128,6 +140,7 @@ impl<'a> Head<'a> {
             encode_varint(self.method.len() as u64, buf);
             buf.put_slice(self.method.as_bytes());
         }
+        put_position(self.offset, self.epoch, buf);
     }
 
     /// The whole frame: these fields, then `payload` (encoded in place) as field 4.
@@ -210,6 +223,28 @@ pub(crate) fn encode_message<T: Payload>(
     head.encode(&payload)
 }
 
+/// Writes the history fields (`offset` 12, `epoch` 13), each if set.
+fn put_position(offset: u64, epoch: &str, buf: &mut BytesMut) {
+    if offset != 0 {
+        prost::encoding::uint64::encode(12, &offset, buf);
+    }
+    if !epoch.is_empty() {
+        encode_key(13, WireType::LengthDelimited, buf);
+        encode_varint(epoch.len() as u64, buf);
+        buf.put_slice(epoch.as_bytes());
+    }
+}
+
+/// `frame` (an encoded MESSAGE without a position) with `offset` and `epoch`
+/// appended: protobuf fields may come in any order, so the frame is copied
+/// once and not re-encoded.
+pub(crate) fn with_position(frame: &[u8], offset: u64, epoch: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(frame.len() + 12 + epoch.len());
+    buf.put_slice(frame);
+    put_position(offset, epoch, &mut buf);
+    buf.freeze()
+}
+
 /// Encodes a frame whose payload is already bytes.
 pub(crate) fn encode(frame: &Frame) -> Bytes {
     let mut buf = BytesMut::with_capacity(frame.encoded_len());
@@ -233,6 +268,8 @@ pub(crate) struct Incoming {
     pub(crate) queue_group: String,
     pub(crate) created_unix_us: i64,
     pub(crate) method: Utf8Bytes,
+    pub(crate) offset: u64,
+    pub(crate) epoch: String,
 }
 
 /// Decodes a `goomerang.v1.Frame` as prost would (unknown fields skipped,
@@ -289,6 +326,8 @@ fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), Undecodable
                 bytes::merge(wire, &mut method, &mut buf, ctx)?;
                 utf8(&method, "method")?;
             }
+            12 => uint64::merge(wire, &mut frame.offset, &mut buf, ctx)?,
+            13 => string::merge(wire, &mut frame.epoch, &mut buf, ctx)?,
             _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
         }
     }
@@ -388,6 +427,36 @@ mod tests {
     }
 
     #[test]
+    fn a_position_appended_to_a_frame_decodes_as_prost_reads_it() {
+        let headers = Headers::new();
+        let head = Head {
+            topic: "chat.a",
+            ..Head::new(FrameKind::Message, TypeName::of::<Status>(), &headers)
+        };
+        let frame = head.encode(&Status {
+            code: 1,
+            message: "x".into(),
+        });
+        let stamped = with_position(&frame, 7, "ep-3");
+        let theirs = Frame::decode(stamped.clone()).expect("prost decodes");
+        assert_eq!(
+            (theirs.offset, theirs.epoch.as_str(), theirs.topic.as_str()),
+            (7, "ep-3", "chat.a")
+        );
+        let ours = decode(stamped).expect("decodes");
+        assert_eq!((ours.offset, ours.epoch.as_str()), (7, "ep-3"));
+        // A SUBSCRIBE's position, written by `Head`, reads back the same.
+        let subscribe = Head {
+            offset: 5,
+            epoch: "ep-3",
+            ..Head::new(FrameKind::Subscribe, TypeName::NONE, &headers)
+        }
+        .encode(&());
+        let theirs = Frame::decode(subscribe).expect("prost decodes");
+        assert_eq!((theirs.offset, theirs.epoch.as_str()), (5, "ep-3"));
+    }
+
+    #[test]
     fn empty_fields_are_omitted() {
         let headers = Headers::new();
         let head = Head {
@@ -414,6 +483,8 @@ mod tests {
             queue_group: "workers".into(),
             created_unix_us: 1_700_000_000_000_000,
             method: "chat.v1.Greeter/SayHello".into(),
+            offset: 9,
+            epoch: "e-1".into(),
         };
         for frame in [full, Frame::default()] {
             let mut bytes = BytesMut::new();
@@ -434,6 +505,10 @@ mod tests {
             assert_eq!(ours.queue_group, theirs.queue_group);
             assert_eq!(ours.created_unix_us, theirs.created_unix_us);
             assert_eq!(ours.method.as_str(), theirs.method);
+            assert_eq!(
+                (ours.offset, ours.epoch.as_str()),
+                (theirs.offset, theirs.epoch.as_str())
+            );
         }
     }
 

@@ -29,6 +29,15 @@ impl Encoded {
         }
     }
 
+    /// The reply to a SUBSCRIBE of a topic with history: where it stands.
+    pub(crate) fn position(epoch: String, offset: u64, recovered: bool) -> Encoded {
+        Encoded::new(&crate::wire::proto::Position {
+            epoch,
+            offset,
+            recovered,
+        })
+    }
+
     /// The empty reply acknowledging a control frame.
     pub(crate) fn ack() -> Encoded {
         Encoded {

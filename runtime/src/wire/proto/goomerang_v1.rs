@@ -69,6 +69,16 @@ pub struct Frame {
     /// In an ERROR with id 0: the method of the one-way message being reported.
     #[prost(string, tag = "11")]
     pub method: ::prost::alloc::string::String,
+    /// History (PROTOCOL.md, "History and recovery"). On a MESSAGE delivered
+    /// because of a publish on a topic with history: the message's offset in
+    /// that topic's history (1, 2, ...). On a SUBSCRIBE: the offset of the last
+    /// message the client received on the topic, to recover what came after.
+    #[prost(uint64, tag = "12")]
+    pub offset: u64,
+    /// History: the name of the topic's history that `offset` counts in. It
+    /// changes when the history is lost; offsets then start again.
+    #[prost(string, tag = "13")]
+    pub epoch: ::prost::alloc::string::String,
 }
 impl ::prost::Name for Frame {
     const NAME: &'static str = "Frame";
@@ -78,6 +88,32 @@ impl ::prost::Name for Frame {
     }
     fn type_url() -> ::prost::alloc::string::String {
         "/goomerang.v1.Frame".into()
+    }
+}
+/// The payload of the REPLY to a SUBSCRIBE of a topic with history (type
+/// "goomerang.v1.Position"): where the topic's history stands.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Position {
+    /// The history's name (as `Frame.epoch`).
+    #[prost(string, tag = "1")]
+    pub epoch: ::prost::alloc::string::String,
+    /// The offset of the last message published on the topic; 0 if none.
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    /// When the SUBSCRIBE asked to recover: true if every message after its
+    /// offset was sent before this reply; false if that is impossible (the
+    /// epoch differs, or the history no longer reaches back that far).
+    #[prost(bool, tag = "3")]
+    pub recovered: bool,
+}
+impl ::prost::Name for Position {
+    const NAME: &'static str = "Position";
+    const PACKAGE: &'static str = "goomerang.v1";
+    fn full_name() -> ::prost::alloc::string::String {
+        "goomerang.v1.Position".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/goomerang.v1.Position".into()
     }
 }
 /// What a frame means. Receivers must close with 1002 (protocol error) on a

@@ -1,0 +1,299 @@
+//! Topic history: the last messages of each topic with positions (epoch, offset), so a subscriber that comes back can recover what it missed.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::wire::frame;
+
+/// How much of a topic's past the server keeps (see
+/// `ServerBuilder::history`): at most `max_len` messages, none older than `max_age`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct History {
+    /// Messages kept per topic, at most.
+    pub max_len: usize,
+    /// How long a message is kept.
+    pub max_age: Duration,
+}
+
+impl History {
+    /// Keep up to `max_len` messages per topic, each for up to `max_age`.
+    pub fn new(max_len: usize, max_age: Duration) -> History {
+        History {
+            max_len: max_len.max(1),
+            max_age,
+        }
+    }
+}
+
+/// A place in a topic's history: the history's `epoch` and a message's
+/// `offset` in it. What a client last received on a topic, or where the
+/// topic stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Position {
+    /// The history's name; it changes when the history is lost.
+    pub epoch: String,
+    /// The message's offset (1, 2, ...); 0 before the first.
+    pub offset: u64,
+}
+
+impl Position {
+    /// Offset `offset` in the history named `epoch`.
+    pub fn new(epoch: impl Into<String>, offset: u64) -> Position {
+        Position {
+            epoch: epoch.into(),
+            offset,
+        }
+    }
+}
+
+/// What a subscription with history found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Recovery {
+    /// Where the topic stands now.
+    pub(crate) position: Position,
+    /// Whether every message after the asked position was sent.
+    pub(crate) recovered: bool,
+}
+
+/// One topic's history.
+#[derive(Debug)]
+struct Log {
+    epoch: String,
+    /// The last offset given out.
+    last: u64,
+    /// (offset, when published, the stamped frame), oldest first.
+    entries: VecDeque<(u64, Instant, Bytes)>,
+    /// When something last happened here (a publish, a subscription).
+    touched: Instant,
+}
+
+/// Every topic's history on this server, and the rules saying which
+/// topics have one. The hub holds the lock across a publish's delivery and
+/// a recovery's replay, so the two never interleave on a topic.
+#[derive(Debug)]
+pub(crate) struct Histories {
+    rules: Vec<(String, History)>,
+    /// This server's prefix for epochs; a restarted server has another.
+    base: String,
+    next_epoch: u64,
+    logs: HashMap<String, Log>,
+    appends: u64,
+}
+
+impl Histories {
+    pub(crate) fn new(rules: Vec<(String, History)>) -> Histories {
+        Histories {
+            rules,
+            base: format!("{:08x}", rand::random::<u32>()),
+            next_epoch: 1,
+            logs: HashMap::new(),
+            appends: 0,
+        }
+    }
+
+    /// The rule for `topic` (the first pattern that matches it).
+    pub(crate) fn rule(&self, topic: &str) -> Option<History> {
+        self.rules
+            .iter()
+            .find(|(pattern, _)| crate::wire::topic::matches(pattern, topic))
+            .map(|(_, rule)| *rule)
+    }
+
+    /// Gives a publish on `topic` its position: returns `frame` stamped with
+    /// it, which is what subscribers get and the history keeps.
+    pub(crate) fn append(&mut self, topic: &str, rule: History, frame: &Bytes) -> Bytes {
+        let now = Instant::now();
+        self.appends += 1;
+        if self.appends.is_multiple_of(1024) {
+            self.sweep(now);
+        }
+        let log = self.log(topic, rule, now);
+        log.last += 1;
+        let stamped = frame::with_position(frame, log.last, &log.epoch);
+        log.entries.push_back((log.last, now, stamped.clone()));
+        while log.entries.len() > rule.max_len {
+            log.entries.pop_front();
+        }
+        log.touched = now;
+        stamped
+    }
+
+    /// For a subscription to `topic`: where it stands, and, if `from` is
+    /// given, the stamped frames after it when they are all still kept.
+    pub(crate) fn recover(
+        &mut self,
+        topic: &str,
+        rule: History,
+        from: Option<&Position>,
+    ) -> (Recovery, Vec<Bytes>) {
+        let now = Instant::now();
+        let log = self.log(topic, rule, now);
+        log.touched = now;
+        let position = Position::new(log.epoch.clone(), log.last);
+        let Some(from) = from else {
+            return (
+                Recovery {
+                    position,
+                    recovered: false,
+                },
+                Vec::new(),
+            );
+        };
+        // Everything after `from` is kept if the oldest kept is at most the
+        // next one (or nothing was published since).
+        let oldest = log
+            .entries
+            .front()
+            .map_or(log.last + 1, |(offset, ..)| *offset);
+        let recoverable =
+            from.epoch == log.epoch && from.offset <= log.last && oldest <= from.offset + 1;
+        let missed = if recoverable {
+            log.entries
+                .iter()
+                .filter(|(offset, ..)| *offset > from.offset)
+                .map(|(.., frame)| frame.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (
+            Recovery {
+                position,
+                recovered: recoverable,
+            },
+            missed,
+        )
+    }
+
+    /// The topic's log, aged; a new one (with a new epoch) if it had none or
+    /// its history was lost to age (nothing kept, and idle for `max_age`).
+    fn log(&mut self, topic: &str, rule: History, now: Instant) -> &mut Log {
+        let lost = match self.logs.get_mut(topic) {
+            None => true,
+            Some(log) => {
+                while log
+                    .entries
+                    .front()
+                    .is_some_and(|(_, at, _)| now.duration_since(*at) > rule.max_age)
+                {
+                    log.entries.pop_front();
+                }
+                log.entries.is_empty() && now.duration_since(log.touched) > rule.max_age
+            }
+        };
+        if lost {
+            let epoch = format!("{}-{}", self.base, self.next_epoch);
+            self.next_epoch += 1;
+            self.logs.insert(
+                topic.to_owned(),
+                Log {
+                    epoch,
+                    last: 0,
+                    entries: VecDeque::new(),
+                    touched: now,
+                },
+            );
+        }
+        self.logs.get_mut(topic).expect("present or inserted above")
+    }
+
+    /// Forgets the logs of topics whose history has aged out entirely.
+    fn sweep(&mut self, now: Instant) {
+        let rules = &self.rules;
+        self.logs.retain(|topic, log| {
+            let Some((_, rule)) = rules
+                .iter()
+                .find(|(pattern, _)| crate::wire::topic::matches(pattern, topic))
+            else {
+                return false;
+            };
+            log.entries
+                .back()
+                .is_some_and(|(_, at, _)| now.duration_since(*at) <= rule.max_age)
+                || now.duration_since(log.touched) <= rule.max_age
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histories() -> Histories {
+        Histories::new(vec![(
+            "chat.*".to_owned(),
+            History::new(3, Duration::from_secs(60)),
+        )])
+    }
+
+    fn rule() -> History {
+        History::new(3, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn offsets_count_per_topic_and_the_history_is_bounded() {
+        let mut h = histories();
+        assert_eq!(h.rule("chat.a"), Some(rule()));
+        assert_eq!(h.rule("news.a"), None);
+        for _ in 0..5 {
+            h.append("chat.a", rule(), &Bytes::from_static(b"x"));
+        }
+        h.append("chat.b", rule(), &Bytes::from_static(b"y"));
+        let (a, _) = h.recover("chat.a", rule(), None);
+        let (b, _) = h.recover("chat.b", rule(), None);
+        assert_eq!((a.position.offset, b.position.offset), (5, 1));
+        assert_ne!(a.position.epoch, b.position.epoch);
+        // Kept: 3, 4, 5. From 2: recoverable (3 is kept); from 1: not.
+        let (r, missed) = h.recover(
+            "chat.a",
+            rule(),
+            Some(&Position::new(a.position.epoch.clone(), 2)),
+        );
+        assert!(r.recovered);
+        assert_eq!(missed.len(), 3);
+        let (r, missed) = h.recover(
+            "chat.a",
+            rule(),
+            Some(&Position::new(a.position.epoch.clone(), 1)),
+        );
+        assert!(!r.recovered);
+        assert!(missed.is_empty());
+        // Up to date: recovered, nothing to send. Another epoch, or ahead: not.
+        let (r, missed) = h.recover(
+            "chat.a",
+            rule(),
+            Some(&Position::new(a.position.epoch.clone(), 5)),
+        );
+        assert!(r.recovered && missed.is_empty());
+        let (r, _) = h.recover("chat.a", rule(), Some(&Position::new("other", 5)));
+        assert!(!r.recovered);
+        let (r, _) = h.recover("chat.a", rule(), Some(&Position::new(a.position.epoch, 6)));
+        assert!(!r.recovered);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn age_trims_and_an_emptied_idle_history_gets_a_new_epoch() {
+        let mut h = histories();
+        let short = History::new(10, Duration::from_secs(5));
+        h.append("chat.a", short, &Bytes::from_static(b"1"));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        h.append("chat.a", short, &Bytes::from_static(b"2"));
+        let (first, _) = h.recover("chat.a", short, None);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // The first aged out: from 0 cannot recover, from 1 can.
+        let from = |offset| Position::new(first.position.epoch.clone(), offset);
+        assert!(!h.recover("chat.a", short, Some(&from(0))).0.recovered);
+        let (r, missed) = h.recover("chat.a", short, Some(&from(1)));
+        assert!(r.recovered);
+        assert_eq!(missed.len(), 1);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let (later, _) = h.recover("chat.a", short, None);
+        assert_ne!(later.position.epoch, first.position.epoch, "history lost");
+        assert_eq!(later.position.offset, 0);
+    }
+}

@@ -120,6 +120,15 @@ pub enum Incident {
     /// A reconnection attempt failed; the client waits its back-off and tries again.
     #[error("reconnection attempt failed: {0}")]
     Reconnect(#[source] Error),
+    /// After a reconnection, the server could not replay what this client
+    /// missed on `topic` (its history no longer reaches back that far, or
+    /// was lost): the subscription holds again, from now. Fetch the state
+    /// the topic's messages describe again by other means.
+    #[error("messages missed on {topic:?} while disconnected cannot be recovered")]
+    Unrecoverable {
+        /// The topic.
+        topic: String,
+    },
     /// The backplane that links replicas failed to reach its broker, or to
     /// ship or read an event; local delivery carries on. See
     /// [`Backplane`](crate::pubsub::Backplane).
@@ -146,6 +155,7 @@ impl Incident {
             Incident::InvalidTopic(_) => "invalid_topic",
             Incident::Accept(_) => "accept",
             Incident::Reconnect(_) => "reconnect",
+            Incident::Unrecoverable { .. } => "unrecoverable",
             Incident::Backplane(_) => "backplane",
         }
     }

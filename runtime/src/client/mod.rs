@@ -39,7 +39,8 @@ use reconnect::{Reconnect, WhileDisconnected};
 /// The client's transport: plain TCP (`ws://`), or TLS over it (`wss://`)
 /// with the `tls` feature.
 type ClientIo = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>;
-use crate::wire::topic::{self, Subscription};
+use crate::pubsub::history::Positions;
+use crate::wire::topic::{self, Position, Recovery, Subscription};
 
 type Ws = WebSocketStream<ClientIo>;
 
@@ -410,13 +411,61 @@ impl Client {
 
     /// Subscribes to `pattern` (`chat.room1`, `chat.*`, `chat.>`); messages
     /// arrive at the handler for their type, with `ctx.metadata().topic()` set.
-    /// Returns once the server confirmed. Renewed after every reconnection.
+    /// Returns once the server confirmed. Renewed after every reconnection:
+    /// on a topic the server keeps a history for, from the last position
+    /// received, so what was published meanwhile arrives first (or, if the
+    /// server can no longer replay it, `on_error` gets
+    /// [`Incident::Unrecoverable`]).
     ///
     /// # Errors
     /// INVALID_ARGUMENT for a malformed pattern, RESOURCE_EXHAUSTED at the
     /// server's subscription limit, UNAVAILABLE when not connected.
     pub async fn subscribe(&self, pattern: &str) -> Result<(), Status> {
         self.subscription(FrameKind::Subscribe, pattern, None).await
+    }
+
+    /// Subscribes to `topic` (no wildcards) from `from`, a position this
+    /// client (or an earlier run of it, which saved
+    /// `ctx.metadata().position()`) reached: the server first sends what
+    /// was published after it, if its history still holds all of it.
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe); INVALID_ARGUMENT for a topic with
+    /// wildcards.
+    pub async fn subscribe_from(&self, topic: &str, from: &Position) -> Result<Recovery, Status> {
+        topic::validate(topic, false).map_err(|e| Status::from(Error::InvalidTopic(e)))?;
+        let sub = Subscription {
+            pattern: topic.to_owned(),
+            group: None,
+        };
+        let conn = self.connection_by(self.default_timeout()).await?;
+        let reply = conn.control(FrameKind::Subscribe, &sub, Some(from)).await?;
+        lock(&self.inner.subscriptions).insert(sub);
+        let positions = self.positions();
+        Ok(match reply {
+            Some(position) => {
+                positions.record(topic, Position::new(position.epoch, position.offset));
+                if position.recovered {
+                    Recovery::Recovered
+                } else {
+                    Recovery::Unrecoverable
+                }
+            }
+            None => Recovery::NoHistory,
+        })
+    }
+
+    /// The last position this client received on `topic` (a topic the
+    /// server keeps a history for), as it would recover from.
+    pub fn position(&self, topic: &str) -> Option<Position> {
+        self.positions().get(topic)
+    }
+
+    fn positions(&self) -> &Arc<Positions> {
+        self.inner
+            .shared
+            .positions()
+            .expect("a client's shared state tracks positions")
     }
 
     /// Subscribes in queue group `group`: each message on a matching topic
@@ -459,11 +508,20 @@ impl Client {
             group: group.map(str::to_owned),
         };
         let conn = self.connection_by(self.default_timeout()).await?;
-        conn.control(kind, &sub).await?;
+        let reply = conn.control(kind, &sub, None).await?;
+        let exact = sub.group.is_none();
         let mut subs = lock(&self.inner.subscriptions);
         if kind == FrameKind::Subscribe {
+            if let (Some(position), true) = (reply, exact) {
+                // Recover from here if the connection drops before a message comes.
+                self.positions()
+                    .record(pattern, Position::new(position.epoch, position.offset));
+            }
             subs.insert(sub);
         } else {
+            if exact {
+                self.positions().forget(pattern);
+            }
             subs.remove(&sub);
         }
         Ok(())
@@ -602,16 +660,41 @@ async fn supervise(
         if !subs.is_empty() {
             // Acks need the reader, which runs below: renew from a task of its own.
             let (renewing, hooks) = (conn.clone(), client.shared.hooks().clone());
+            let positions = client
+                .shared
+                .positions()
+                .cloned()
+                .expect("a client's shared state tracks positions");
             client.shared.connections().spawn(async move {
                 for sub in subs {
-                    if let Err(status) = renewing.control(FrameKind::Subscribe, &sub).await {
-                        hooks.error(
+                    let from = sub
+                        .group
+                        .is_none()
+                        .then(|| positions.get(&sub.pattern))
+                        .flatten();
+                    match renewing
+                        .control(FrameKind::Subscribe, &sub, from.as_ref())
+                        .await
+                    {
+                        Ok(Some(now)) => {
+                            if from.is_some() && !now.recovered {
+                                hooks.error(
+                                    &Incident::Unrecoverable {
+                                        topic: sub.pattern.clone(),
+                                    },
+                                    Some(&renewing),
+                                );
+                            }
+                            positions.record(&sub.pattern, Position::new(now.epoch, now.offset));
+                        }
+                        Ok(None) => {}
+                        Err(status) => hooks.error(
                             &Incident::Resubscribe {
                                 pattern: sub.pattern.clone(),
                                 status,
                             },
                             Some(&renewing),
-                        );
+                        ),
                     }
                 }
             });

@@ -9,6 +9,7 @@ use crate::sync::lock;
 use std::time::Duration;
 
 use bytes::Bytes;
+use prost::Message as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -20,10 +21,10 @@ use crate::conn::writer::Writer;
 use crate::error::Error;
 use crate::wire::frame::{self, Head, Incoming};
 use crate::wire::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
-use crate::wire::proto::{Frame, FrameKind};
+use crate::wire::proto::{self, Frame, FrameKind};
 use crate::wire::reply::Outcome;
 use crate::wire::status::Status;
-use crate::wire::topic::Subscription;
+use crate::wire::topic::{Position, Subscription};
 
 /// A live connection to one peer. Cheap to clone; every clone is the same connection.
 ///
@@ -219,15 +220,31 @@ impl Connection {
     }
 
     /// Sends an acknowledged SUBSCRIBE or UNSUBSCRIBE and waits for its REPLY/ERROR.
-    pub(crate) async fn control(&self, kind: FrameKind, sub: &Subscription) -> Result<(), Status> {
+    /// Sends a SUBSCRIBE (with the position to recover from, if any) or an
+    /// UNSUBSCRIBE and waits for the acknowledgement; a topic with history
+    /// answers with where it stands (a `goomerang.v1.Position`).
+    pub(crate) async fn control(
+        &self,
+        kind: FrameKind,
+        sub: &Subscription,
+        from: Option<&Position>,
+    ) -> Result<Option<proto::Position>, Status> {
         let timeout = self.inner.core.config().request_timeout;
         let headers = Headers::new();
         let head = Head {
             topic: &sub.pattern,
             queue_group: sub.group.as_deref().unwrap_or(""),
+            offset: from.map_or(0, |p| p.offset),
+            epoch: from.map_or("", |p| p.epoch.as_str()),
             ..Head::new(kind, TypeName::NONE, &headers)
         };
-        self.call(head, &(), timeout).await.map(drop)
+        let reply = self.call(head, &(), timeout).await?;
+        if reply.type_name.as_str() != "goomerang.v1.Position" {
+            return Ok(None);
+        }
+        proto::Position::decode(reply.payload)
+            .map(Some)
+            .map_err(|err| Status::internal(format!("a Position that does not decode: {err}")))
     }
 
     /// Sends `head` (kind, type, headers, topic as given) with a fresh id and
@@ -651,6 +668,7 @@ fn decode_reply<Resp: Payload>(reply: Incoming) -> Result<Response<Resp>, Status
             created: frame::created(reply.created_unix_us),
             topic: None,
             method: Default::default(),
+            position: None,
         },
     })
 }

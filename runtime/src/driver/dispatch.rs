@@ -25,6 +25,7 @@ use crate::route::handler::{BoxFuture, Kind, Outcome, Route};
 use crate::wire::frame::{self, Incoming};
 use crate::wire::message::Metadata;
 use crate::wire::status::Status;
+use crate::wire::topic::Position;
 
 /// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
 pub(crate) struct Dispatcher {
@@ -213,6 +214,13 @@ impl Dispatcher {
         };
         let deadline = (is_request && frame.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(u64::from(frame.timeout_ms)));
+        let position = (frame.offset != 0).then(|| Position::new(frame.epoch, frame.offset));
+        if let (Some(position), Some(positions)) = (&position, shared.positions())
+            && !frame.topic.is_empty()
+        {
+            // A client remembers it, to recover from it after reconnecting.
+            positions.record(&frame.topic, position.clone());
+        }
         let metadata = Metadata {
             size: frame.payload.len(),
             type_name: frame.type_name,
@@ -220,6 +228,7 @@ impl Dispatcher {
             created: frame::created(frame.created_unix_us),
             topic: (!frame.topic.is_empty()).then_some(frame.topic),
             method: frame.method,
+            position,
         };
         Ok(Some(Job {
             shared: Arc::clone(shared),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::conn::core::Core;
 use crate::hooks::Hooks;
+use crate::pubsub::history::Positions;
 use crate::pubsub::hub::Hub;
 use crate::route::router::Routes;
 
@@ -18,6 +19,8 @@ pub(crate) struct Shared {
     /// (BROADCAST, SUBSCRIBE, UNSUBSCRIBE, PUBLISH). `None` on a client, which
     /// refuses them.
     pubsub: Option<Arc<Hub>>,
+    /// A client's last position on each topic with history; `None` on a server.
+    positions: Option<Arc<Positions>>,
 }
 
 impl Shared {
@@ -31,6 +34,7 @@ impl Shared {
             core: Core::new(config, Arc::clone(hooks.metrics())),
             routes,
             hooks,
+            positions: pubsub.is_none().then(Arc::default),
             pubsub,
         })
     }
@@ -52,6 +56,11 @@ impl Shared {
     /// A server's pub/sub hub; `None` on a client.
     pub(crate) fn pubsub(&self) -> Option<&Arc<Hub>> {
         self.pubsub.as_ref()
+    }
+
+    /// A client's positions in the topics it receives with history; `None` on a server.
+    pub(crate) fn positions(&self) -> Option<&Arc<Positions>> {
+        self.positions.as_ref()
     }
 }
 

@@ -8,7 +8,6 @@ use crate::conn::connection::Connection;
 use crate::error::Error;
 use crate::hooks::Hooks;
 use crate::incident::Incident;
-use crate::pubsub::history::Position;
 use crate::pubsub::hub::Hub;
 use crate::route::middleware::Middleware;
 use crate::wire::control::{Control, ControlKind};
@@ -16,7 +15,7 @@ use crate::wire::frame::{self, Incoming};
 use crate::wire::proto::{Frame, FrameKind};
 use crate::wire::reply::Encoded;
 use crate::wire::status::Status;
-use crate::wire::topic::{self, Subscription};
+use crate::wire::topic::{self, Position, Subscription};
 
 /// Server side of BROADCAST, SUBSCRIBE, UNSUBSCRIBE and PUBLISH from a client.
 /// Relayed payloads are re-framed as MESSAGE without being decoded. Returns

@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::sync::lock;
 use crate::wire::frame;
+use crate::wire::topic::Position;
 
 /// How much of a topic's past the server keeps (see
 /// `ServerBuilder::history`): at most `max_len` messages, none older than `max_age`.
@@ -25,28 +27,6 @@ impl History {
         History {
             max_len: max_len.max(1),
             max_age,
-        }
-    }
-}
-
-/// A place in a topic's history: the history's `epoch` and a message's
-/// `offset` in it. What a client last received on a topic, or where the
-/// topic stands.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct Position {
-    /// The history's name; it changes when the history is lost.
-    pub epoch: String,
-    /// The message's offset (1, 2, ...); 0 before the first.
-    pub offset: u64,
-}
-
-impl Position {
-    /// Offset `offset` in the history named `epoch`.
-    pub fn new(epoch: impl Into<String>, offset: u64) -> Position {
-        Position {
-            epoch: epoch.into(),
-            offset,
         }
     }
 }
@@ -295,5 +275,29 @@ mod tests {
         let (later, _) = h.recover("chat.a", short, None);
         assert_ne!(later.position.epoch, first.position.epoch, "history lost");
         assert_eq!(later.position.offset, 0);
+    }
+}
+
+/// The last position a client saw on each topic, renewed with its subscriptions.
+#[derive(Debug, Default)]
+pub(crate) struct Positions(std::sync::Mutex<HashMap<String, Position>>);
+
+impl Positions {
+    pub(crate) fn record(&self, topic: &str, position: Position) {
+        let mut positions = lock(&self.0);
+        match positions.get_mut(topic) {
+            Some(known) => *known = position,
+            None => {
+                positions.insert(topic.to_owned(), position);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, topic: &str) -> Option<Position> {
+        lock(&self.0).get(topic).cloned()
+    }
+
+    pub(crate) fn forget(&self, topic: &str) {
+        lock(&self.0).remove(topic);
     }
 }

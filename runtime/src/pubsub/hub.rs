@@ -13,10 +13,11 @@ use crate::hooks::Hooks;
 use crate::incident::Incident;
 use crate::pubsub::access::Access;
 use crate::pubsub::backplane::{BackplaneError, Event, Inbound, Local, SharedBackplane};
-use crate::pubsub::history::{Histories, History, Position, Recovery};
+use crate::pubsub::history::{Histories, History, Recovery};
 use crate::pubsub::presence::{self, Label, Presence, Present, ReplicaPresence};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;
+use crate::wire::topic::Position;
 use crate::wire::topic::Subscription;
 
 /// RFC 6455 private-use close code sent to a connection dropped as a slow consumer.

@@ -12,10 +12,12 @@ pub(crate) mod hub;
 pub(crate) mod presence;
 pub(crate) mod topics;
 pub use crate::wire::control::{Control, ControlKind};
-pub use crate::wire::topic::{MAX_TOPIC_LEN, Subscription, TopicError, matches};
+pub use crate::wire::topic::{
+    MAX_TOPIC_LEN, Position, Recovery, Subscription, TopicError, matches,
+};
 pub use backplane::{Backplane, BackplaneError, Event, Inbound, LocalOnly, PresenceFuture};
 pub use cluster::{HELLO_EVERY, Peers};
-pub use history::{History, Position};
+pub use history::History;
 pub use hub::CLOSE_SLOW_CONSUMER;
 pub use presence::{Presence, Present, RemotePresence, ReplicaPresence};
 

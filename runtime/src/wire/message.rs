@@ -170,6 +170,7 @@ pub struct Metadata {
     pub(crate) topic: Option<String>,
     /// Borrowed from the received frame's bytes; empty when routed by type.
     pub(crate) method: tokio_tungstenite::tungstenite::Utf8Bytes,
+    pub(crate) position: Option<crate::wire::topic::Position>,
 }
 
 impl Metadata {
@@ -202,6 +203,12 @@ impl Metadata {
     /// The topic, for a message delivered through a subscription.
     pub fn topic(&self) -> Option<&str> {
         self.topic.as_deref()
+    }
+
+    /// The message's place in its topic's history, when the server keeps
+    /// one for the topic (see `ServerBuilder::history`).
+    pub fn position(&self) -> Option<&crate::wire::topic::Position> {
+        self.position.as_ref()
     }
 
     /// Whether this is a request (the sender awaits a reply).

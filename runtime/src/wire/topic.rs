@@ -128,3 +128,40 @@ mod tests {
         assert_eq!(validate(&"x".repeat(300), true), Err(TopicError::TooLong));
     }
 }
+
+/// A place in a topic's history: the history's `epoch` and a message's
+/// `offset` in it. What a client last received on a topic, or where the
+/// topic stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Position {
+    /// The history's name; it changes when the history is lost.
+    pub epoch: String,
+    /// The message's offset (1, 2, ...); 0 before the first.
+    pub offset: u64,
+}
+
+impl Position {
+    /// Offset `offset` in the history named `epoch`.
+    pub fn new(epoch: impl Into<String>, offset: u64) -> Position {
+        Position {
+            epoch: epoch.into(),
+            offset,
+        }
+    }
+}
+
+/// What [`Client::subscribe_from`](crate::Client::subscribe_from) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// Everything published after the position was sent, before the
+    /// subscription's confirmation.
+    Recovered,
+    /// The server's history no longer reaches back to the position (or it
+    /// is another history): nothing was replayed; the subscription holds
+    /// from now. Fetch the state again by other means.
+    Unrecoverable,
+    /// The server keeps no history for the topic: the subscription holds from now.
+    NoHistory,
+}

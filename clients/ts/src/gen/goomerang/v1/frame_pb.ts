@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file goomerang/v1/frame.proto.
  */
 export const file_goomerang_v1_frame: GenFile = /*@__PURE__*/
-  fileDesc("Chhnb29tZXJhbmcvdjEvZnJhbWUucHJvdG8SDGdvb21lcmFuZy52MSInCgZTdGF0dXMSDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJIsMCCgVGcmFtZRIlCgRraW5kGAEgASgOMhcuZ29vbWVyYW5nLnYxLkZyYW1lS2luZBIKCgJpZBgCIAEoBBIMCgR0eXBlGAMgASgJEg8KB3BheWxvYWQYBCABKAwSMQoHaGVhZGVycxgFIAMoCzIgLmdvb21lcmFuZy52MS5GcmFtZS5IZWFkZXJzRW50cnkSEgoKdGltZW91dF9tcxgGIAEoDRIkCgZzdGF0dXMYByABKAsyFC5nb29tZXJhbmcudjEuU3RhdHVzEg0KBXRvcGljGAggASgJEhMKC3F1ZXVlX2dyb3VwGAkgASgJEhcKD2NyZWF0ZWRfdW5peF91cxgKIAEoAxIOCgZtZXRob2QYCyABKAkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqggIKCUZyYW1lS2luZBIaChZGUkFNRV9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSRlJBTUVfS0lORF9NRVNTQUdFEAESFgoSRlJBTUVfS0lORF9SRVFVRVNUEAISFAoQRlJBTUVfS0lORF9SRVBMWRADEhQKEEZSQU1FX0tJTkRfRVJST1IQBBIVChFGUkFNRV9LSU5EX0NBTkNFTBAFEhgKFEZSQU1FX0tJTkRfQlJPQURDQVNUEAYSGAoURlJBTUVfS0lORF9TVUJTQ1JJQkUQBxIaChZGUkFNRV9LSU5EX1VOU1VCU0NSSUJFEAgSFgoSRlJBTUVfS0lORF9QVUJMSVNIEAliBnByb3RvMw");
+  fileDesc("Chhnb29tZXJhbmcvdjEvZnJhbWUucHJvdG8SDGdvb21lcmFuZy52MSInCgZTdGF0dXMSDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJIuICCgVGcmFtZRIlCgRraW5kGAEgASgOMhcuZ29vbWVyYW5nLnYxLkZyYW1lS2luZBIKCgJpZBgCIAEoBBIMCgR0eXBlGAMgASgJEg8KB3BheWxvYWQYBCABKAwSMQoHaGVhZGVycxgFIAMoCzIgLmdvb21lcmFuZy52MS5GcmFtZS5IZWFkZXJzRW50cnkSEgoKdGltZW91dF9tcxgGIAEoDRIkCgZzdGF0dXMYByABKAsyFC5nb29tZXJhbmcudjEuU3RhdHVzEg0KBXRvcGljGAggASgJEhMKC3F1ZXVlX2dyb3VwGAkgASgJEhcKD2NyZWF0ZWRfdW5peF91cxgKIAEoAxIOCgZtZXRob2QYCyABKAkSDgoGb2Zmc2V0GAwgASgEEg0KBWVwb2NoGA0gASgJGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjwKCFBvc2l0aW9uEg0KBWVwb2NoGAEgASgJEg4KBm9mZnNldBgCIAEoBBIRCglyZWNvdmVyZWQYAyABKAgqggIKCUZyYW1lS2luZBIaChZGUkFNRV9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSRlJBTUVfS0lORF9NRVNTQUdFEAESFgoSRlJBTUVfS0lORF9SRVFVRVNUEAISFAoQRlJBTUVfS0lORF9SRVBMWRADEhQKEEZSQU1FX0tJTkRfRVJST1IQBBIVChFGUkFNRV9LSU5EX0NBTkNFTBAFEhgKFEZSQU1FX0tJTkRfQlJPQURDQVNUEAYSGAoURlJBTUVfS0lORF9TVUJTQ1JJQkUQBxIaChZGUkFNRV9LSU5EX1VOU1VCU0NSSUJFEAgSFgoSRlJBTUVfS0lORF9QVUJMSVNIEAliBnByb3RvMw");
 
 /**
  * A gRPC-style status carried by ERROR frames.
@@ -131,6 +131,24 @@ export type Frame = Message<"goomerang.v1.Frame"> & {
    * @generated from field: string method = 11;
    */
   method: string;
+
+  /**
+   * History (PROTOCOL.md, "History and recovery"). On a MESSAGE delivered
+   * because of a publish on a topic with history: the message's offset in
+   * that topic's history (1, 2, ...). On a SUBSCRIBE: the offset of the last
+   * message the client received on the topic, to recover what came after.
+   *
+   * @generated from field: uint64 offset = 12;
+   */
+  offset: bigint;
+
+  /**
+   * History: the name of the topic's history that `offset` counts in. It
+   * changes when the history is lost; offsets then start again.
+   *
+   * @generated from field: string epoch = 13;
+   */
+  epoch: string;
 };
 
 /**
@@ -139,6 +157,44 @@ export type Frame = Message<"goomerang.v1.Frame"> & {
  */
 export const FrameSchema: GenMessage<Frame> = /*@__PURE__*/
   messageDesc(file_goomerang_v1_frame, 1);
+
+/**
+ * The payload of the REPLY to a SUBSCRIBE of a topic with history (type
+ * "goomerang.v1.Position"): where the topic's history stands.
+ *
+ * @generated from message goomerang.v1.Position
+ */
+export type Position = Message<"goomerang.v1.Position"> & {
+  /**
+   * The history's name (as `Frame.epoch`).
+   *
+   * @generated from field: string epoch = 1;
+   */
+  epoch: string;
+
+  /**
+   * The offset of the last message published on the topic; 0 if none.
+   *
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * When the SUBSCRIBE asked to recover: true if every message after its
+   * offset was sent before this reply; false if that is impossible (the
+   * epoch differs, or the history no longer reaches back that far).
+   *
+   * @generated from field: bool recovered = 3;
+   */
+  recovered: boolean;
+};
+
+/**
+ * Describes the message goomerang.v1.Position.
+ * Use `create(PositionSchema)` to create a new message.
+ */
+export const PositionSchema: GenMessage<Position> = /*@__PURE__*/
+  messageDesc(file_goomerang_v1_frame, 2);
 
 /**
  * What a frame means. Receivers must close with 1002 (protocol error) on a

@@ -483,3 +483,38 @@ async fn requests_written_into_a_full_socket_all_arrive() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn connect_falls_back_to_the_next_url_when_the_first_is_unreachable() {
+    bounded(async {
+        let server = start(echo(Server::builder())).await;
+        // A port nobody listens on: bound, then released.
+        let dead = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            listener.local_addr().expect("addr")
+        };
+        let client = Client::builder()
+            .fallback_urls([server.url()])
+            .connect(&format!("ws://{dead}/ws"))
+            .await
+            .expect("the fallback is reached");
+        let pong: Pong = client
+            .request(Ping {
+                n: 3,
+                text: String::new(),
+            })
+            .await
+            .expect("served")
+            .into_inner();
+        assert_eq!(pong.n, 3);
+        // With no fallback, the unreachable URL is the error.
+        let err = Client::builder()
+            .connect(&format!("ws://{dead}/ws"))
+            .await
+            .expect_err("unreachable");
+        assert!(matches!(err, goomerang::Error::Connect { .. }), "{err:?}");
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

@@ -66,6 +66,8 @@ struct Handshake {
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
     local_address: Option<std::net::IpAddr>,
+    /// Other replicas of the service, tried after the URL given to `connect`.
+    fallbacks: Vec<String>,
 }
 
 impl ClientBuilder {
@@ -114,6 +116,15 @@ impl ClientBuilder {
     /// cannot set headers, pass a token. The server sees it in `Handshake::subprotocols`.
     pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
         self.handshake.subprotocols.push(protocol.into());
+        self
+    }
+
+    /// Other URLs of the same service (its other replicas), tried in turn
+    /// after the one given to [`Client::connect`]: when connecting, if that
+    /// one cannot be reached, and when reconnecting, each attempt moving to
+    /// the next URL. Subscriptions are renewed wherever the client lands.
+    pub fn fallback_urls(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.handshake.fallbacks = urls.into_iter().map(Into::into).collect();
         self
     }
 
@@ -232,7 +243,19 @@ impl Client {
             *stop = CancellationToken::new();
             stop.clone()
         };
-        let (ws, peer) = dial(url, self.inner.shared.config(), &self.inner.handshake).await?;
+        let urls: Vec<String> = std::iter::once(url.to_owned())
+            .chain(self.inner.handshake.fallbacks.iter().cloned())
+            .collect();
+        let mut dialled = Err(Error::NotRunning);
+        let mut at = 0;
+        for (i, candidate) in urls.iter().enumerate() {
+            dialled = dial(candidate, self.inner.shared.config(), &self.inner.handshake).await;
+            if dialled.is_ok() {
+                at = i;
+                break;
+            }
+        }
+        let (ws, peer) = dialled?;
         let shared = &self.inner.shared;
         shared.set_shutting_down(false);
         shared.handlers().reopen();
@@ -240,7 +263,8 @@ impl Client {
         let conn = self.inner.install(peer);
         shared.connections().spawn(supervise(
             Arc::downgrade(&self.inner),
-            url.to_owned(),
+            urls,
+            at,
             ws,
             conn,
             stop,
@@ -595,7 +619,8 @@ impl ClientInner {
 /// the client only weakly, so dropping the client ends it.
 async fn supervise(
     owner: Weak<ClientInner>,
-    url: String,
+    urls: Vec<String>,
+    mut at: usize,
     mut ws: Ws,
     mut conn: Connection,
     stop: CancellationToken,
@@ -629,15 +654,20 @@ async fn supervise(
             }
             // Jitter from the thread's RNG, so clients started together spread out.
             let delay = policy.delay(attempt, rand::random::<f64>());
+            // The URL that was lost first (it may have been a blip), then the others in turn.
+            let trying = (at + attempt as usize) % urls.len();
             let dialled = tokio::select! {
                 _ = stop.cancelled() => return,
                 dialled = async {
                     tokio::time::sleep(delay).await;
-                    dial(&url, &config, &handshake).await
+                    dial(&urls[trying], &config, &handshake).await
                 } => dialled,
             };
             match dialled {
-                Ok(dialled) => break dialled,
+                Ok(dialled) => {
+                    at = trying;
+                    break dialled;
+                }
                 Err(err) => {
                     let Some(client) = owner.upgrade() else {
                         return;

@@ -49,6 +49,7 @@ on_every_broker!(
     queue_groups_deliver_each_message_once_across_the_cluster,
     a_broker_restart_never_stops_local_delivery_and_the_cluster_heals,
     presence_spans_the_cluster_and_notices_a_dead_replica,
+    a_dead_replicas_clients_move_to_another_and_keep_receiving,
 );
 
 async fn broadcast_and_publish_reach_every_replica_once(kind: Kind) {
@@ -406,6 +407,48 @@ async fn presence_spans_the_cluster_and_notices_a_dead_replica(kind: Kind) {
         members[0].wait_stats(|s| s.replicas == 1).await;
         let (count, complete, _) = members[0].presence("room.1", 10).await;
         assert_eq!((count, complete), (3, true));
+    })
+    .await;
+}
+
+async fn a_dead_replicas_clients_move_to_another_and_keep_receiving(kind: Kind) {
+    let Some(binary) = broker_binary(kind) else {
+        return;
+    };
+    bounded(async {
+        let (_broker, mut replicas) = cluster(kind, binary, "failover", 3).await;
+        let fallbacks = [replicas[1].url.as_str(), replicas[2].url.as_str()];
+        let mut mover = Member::connect_with_fallbacks(&replicas[0].url, &fallbacks).await;
+        mover.client.subscribe("news.*").await.expect("subscribe");
+        let publisher = Member::connect(&replicas[2].url).await;
+        publisher
+            .client
+            .publish("news.a", note("before"))
+            .await
+            .expect("publish");
+        assert_eq!(mover.next().await.0, "before");
+
+        // Its replica dies: it reconnects to the next URL, renews its
+        // subscription there, and what is published reaches it again.
+        replicas[0].kill().await;
+        let on_second = Member::connect(&replicas[1].url).await;
+        loop {
+            // The first replica it reaches is the second (the first is
+            // gone); its stats count the member's subscription by asking
+            // presence there.
+            let (count, ..) = on_second.presence("news.a", 10).await;
+            if count >= 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        publisher
+            .client
+            .publish("news.a", note("after"))
+            .await
+            .expect("publish");
+        assert_eq!(mover.next().await.0, "after");
+        assert_eq!(mover.drain(), []);
     })
     .await;
 }

@@ -243,8 +243,18 @@ pub(crate) struct Member {
 impl Member {
     /// Connects to `url`.
     pub(crate) async fn connect(url: &str) -> Member {
+        Member::connect_with_fallbacks(url, &[]).await
+    }
+
+    /// Connects to `url`, reconnecting to `fallbacks` in turn when it is lost.
+    pub(crate) async fn connect_with_fallbacks(url: &str, fallbacks: &[&str]) -> Member {
         let (tx, inbox) = mpsc::unbounded_channel();
         let client = Client::builder()
+            .fallback_urls(fallbacks.iter().copied())
+            .reconnect(Some(
+                goomerang::Reconnect::default()
+                    .backoff(Duration::from_millis(10), Duration::from_millis(100)),
+            ))
             .message(move |ctx, note: Note| {
                 let tx = tx.clone();
                 async move {

@@ -99,6 +99,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The session store failed, or a client tried to create a session
+    /// (sessions are the server's).
+    #[error(transparent)]
+    Session(#[from] crate::conn::session::SessionStoreError),
 }
 
 impl Error {
@@ -124,6 +128,7 @@ impl Error {
             Error::Tls(_) => "tls",
             Error::InvalidCloseCode(_) => "invalid_close_code",
             Error::Build(_) => "build",
+            Error::Session(_) => "session",
         }
     }
 }
@@ -148,6 +153,7 @@ impl From<Error> for Status {
             | Error::InvalidCloseCode(_)
             | Error::Build(_) => Code::InvalidArgument,
             Error::SubscriptionLimit { .. } => Code::ResourceExhausted,
+            Error::Session(_) => Code::Unavailable,
         };
         Status::new(code, err.to_string())
     }

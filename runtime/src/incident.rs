@@ -129,6 +129,10 @@ pub enum Incident {
         /// The topic.
         topic: String,
     },
+    /// The session store failed while a client resumed its session; the
+    /// connection went on without it.
+    #[error(transparent)]
+    Session(crate::conn::session::SessionStoreError),
     /// The backplane that links replicas failed to reach its broker, or to
     /// ship or read an event; local delivery carries on. See
     /// [`Backplane`](crate::pubsub::Backplane).
@@ -156,6 +160,7 @@ impl Incident {
             Incident::Accept(_) => "accept",
             Incident::Reconnect(_) => "reconnect",
             Incident::Unrecoverable { .. } => "unrecoverable",
+            Incident::Session(_) => "session",
             Incident::Backplane(_) => "backplane",
         }
     }

@@ -57,6 +57,12 @@ pub use config::{Config, Keepalive, SlowConsumer};
 pub use conn::close::{CloseInfo, Initiator};
 pub use conn::connection::Connection;
 pub use conn::peer::Peer;
+/// Sessions that outlive a connection: the store a server keeps them in.
+pub mod session {
+    pub use crate::conn::session::{
+        MemorySessions, SessionData, SessionStore, SessionStoreError, StoreFuture,
+    };
+}
 pub use error::{BuildError, Error};
 pub use incident::Incident;
 #[cfg(feature = "metrics")]

@@ -54,6 +54,8 @@ pub struct ClientBuilder {
     hooks: Hooks,
     reconnect: Option<Reconnect>,
     handshake: Handshake,
+    /// A session key to present from the start.
+    session: Option<String>,
     /// The first invalid setting, reported by `build`.
     error: Option<BuildError>,
 }
@@ -119,6 +121,13 @@ impl ClientBuilder {
         self
     }
 
+    /// A session key saved from an earlier run ([`Client::session_key`]),
+    /// presented when connecting so the server resumes that session.
+    pub fn session_key(mut self, key: impl Into<String>) -> Self {
+        self.session = Some(key.into());
+        self
+    }
+
     /// Other URLs of the same service (its other replicas), tried in turn
     /// after the one given to [`Client::connect`]: when connecting, if that
     /// one cannot be reached, and when reconnecting, each attempt moving to
@@ -150,9 +159,13 @@ impl ClientBuilder {
         // No supervisor yet: `connect` starts one with a fresh token.
         let stop = CancellationToken::new();
         stop.cancel();
+        let shared = Shared::new(routes, self.config, hooks, None, None);
+        if let Some(held) = shared.session_key() {
+            held.set(self.session);
+        }
         Ok(Client {
             inner: Arc::new(ClientInner {
-                shared: Shared::new(routes, self.config, hooks, None),
+                shared,
                 state: StateCell::new(),
                 current,
                 connecting: tokio::sync::Mutex::new(()),
@@ -217,6 +230,7 @@ impl Client {
             hooks: Hooks::new("client"),
             reconnect: Some(Reconnect::default()),
             handshake: Handshake::default(),
+            session: None,
             error: None,
         }
     }
@@ -249,7 +263,14 @@ impl Client {
         let mut dialled = Err(Error::NotRunning);
         let mut at = 0;
         for (i, candidate) in urls.iter().enumerate() {
-            dialled = dial(candidate, self.inner.shared.config(), &self.inner.handshake).await;
+            let session = self.session_key();
+            dialled = dial(
+                candidate,
+                self.inner.shared.config(),
+                &self.inner.handshake,
+                session.as_deref(),
+            )
+            .await;
             if dialled.is_ok() {
                 at = i;
                 break;
@@ -479,6 +500,14 @@ impl Client {
         })
     }
 
+    /// The session key the server gave this client (PROTOCOL.md, Sessions),
+    /// presented whenever it reconnects; `None` when it has none. Save it to
+    /// resume the session from another process with
+    /// [`ClientBuilder::session_key`].
+    pub fn session_key(&self) -> Option<String> {
+        self.inner.shared.session_key().and_then(|held| held.get())
+    }
+
     /// The last position this client received on `topic` (a topic the
     /// server keeps a history for), as it would recover from.
     pub fn position(&self, topic: &str) -> Option<Position> {
@@ -646,6 +675,11 @@ async fn supervise(
         }
         let config = client.shared.config().clone();
         let handshake = client.handshake.clone();
+        let held = client
+            .shared
+            .session_key()
+            .cloned()
+            .expect("a client's shared state holds its session key");
         drop(client);
         let mut attempt = 0;
         let fresh = loop {
@@ -660,7 +694,7 @@ async fn supervise(
                 _ = stop.cancelled() => return,
                 dialled = async {
                     tokio::time::sleep(delay).await;
-                    dial(&urls[trying], &config, &handshake).await
+                    dial(&urls[trying], &config, &handshake, held.get().as_deref()).await
                 } => dialled,
             };
             match dialled {
@@ -766,6 +800,7 @@ async fn dial(
     url: &str,
     config: &Config,
     handshake: &Handshake,
+    session: Option<&str>,
 ) -> Result<(Ws, Option<std::net::SocketAddr>), Error> {
     let invalid = |reason: &str| Error::InvalidUrl {
         url: url.to_owned(),
@@ -775,6 +810,12 @@ async fn dial(
         .into_client_request()
         .map_err(|err| invalid(&err.to_string()))?;
     let headers = request.headers_mut();
+    if let Some(key) = session {
+        // The session to resume (PROTOCOL.md, Sessions); a key is hex.
+        if let Ok(value) = http::HeaderValue::from_str(key) {
+            headers.insert("goomerang-session", value);
+        }
+    }
     for (name, value) in &handshake.headers {
         headers.insert(name, value.clone());
     }

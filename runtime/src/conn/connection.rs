@@ -17,6 +17,7 @@ use crate::conn::calls::Calls;
 use crate::conn::close::{CloseInfo, CloseState};
 use crate::conn::core::Core;
 use crate::conn::outbox::{Outbound, Outbox, Refused};
+use crate::conn::session::{SessionData, SessionStoreError, new_key};
 use crate::conn::writer::Writer;
 use crate::error::Error;
 use crate::wire::frame::{self, Head, Incoming};
@@ -51,6 +52,8 @@ struct Inner {
     state: http::Extensions,
     /// What handlers store on the connection as the session goes on.
     data: Mutex<http::Extensions>,
+    /// The session (key and content) this connection has, on a server.
+    session: Mutex<Option<(String, SessionData)>>,
 }
 
 impl Connection {
@@ -73,6 +76,7 @@ impl Connection {
             calls: Calls::default(),
             close: CloseState::default(),
             state,
+            session: Mutex::new(None),
             data: Mutex::new(http::Extensions::new()),
         };
         Connection {
@@ -328,6 +332,92 @@ impl Connection {
         self.start_close(code, reason);
         self.closed().await;
         Ok(())
+    }
+
+    /// Gives this connection a session holding `value` (a login's user, say):
+    /// saved in the server's session store under a new random key, which
+    /// the client is sent and presents when it reconnects (to any replica
+    /// sharing the store). Replaces a session it had. Returns the key.
+    ///
+    /// # Errors
+    /// [`Error::Session`] if the store failed, or on a client's connection
+    /// (sessions are the server's).
+    pub async fn create_session<T: Payload>(&self, value: &T) -> Result<String, Error> {
+        let sessions = self.inner.core.sessions().ok_or_else(|| {
+            Error::Session(SessionStoreError::new(
+                "sessions are created by the server, not by clients",
+            ))
+        })?;
+        let data = SessionData::new(
+            TypeName::of::<T>().to_string(),
+            Bytes::from(value.encode_to_vec()),
+        );
+        let key = new_key();
+        sessions
+            .store
+            .save(&key, data.clone(), sessions.ttl)
+            .await
+            .map_err(Error::Session)?;
+        let old = lock(&self.inner.session).replace((key.clone(), data));
+        if let Some((old_key, _)) = old {
+            let _ = sessions.store.remove(&old_key).await;
+        }
+        self.announce_session(&key);
+        Ok(key)
+    }
+
+    /// Ends this connection's session: removed from the store, and the
+    /// client told to forget its key. Nothing if it has none.
+    ///
+    /// # Errors
+    /// [`Error::Session`] if the store failed.
+    pub async fn end_session(&self) -> Result<(), Error> {
+        let Some((key, _)) = lock(&self.inner.session).take() else {
+            return Ok(());
+        };
+        if let Some(sessions) = self.inner.core.sessions() {
+            sessions.store.remove(&key).await.map_err(Error::Session)?;
+        }
+        self.announce_session("");
+        Ok(())
+    }
+
+    /// The session's content, if this connection has one holding a `T`.
+    pub fn session<T: Payload + Default>(&self) -> Option<T> {
+        let session = lock(&self.inner.session);
+        let (_, data) = session.as_ref()?;
+        if data.type_name() != TypeName::of::<T>().to_string() {
+            return None;
+        }
+        T::decode(data.payload().clone()).ok()
+    }
+
+    /// The session's key, if this connection has one.
+    pub fn session_key(&self) -> Option<String> {
+        lock(&self.inner.session)
+            .as_ref()
+            .map(|(key, _)| key.clone())
+    }
+
+    /// Attaches a session found in the store (when the client presented its key).
+    pub(crate) fn restore_session(&self, key: String, data: SessionData) {
+        *lock(&self.inner.session) = Some((key, data));
+    }
+
+    /// Tells the client its session key (empty: it has none), ahead of
+    /// anything queued after it.
+    pub(crate) fn announce_session(&self, key: &str) {
+        let headers = Headers::new();
+        let frame = Head::new(
+            FrameKind::Message,
+            TypeName::of::<proto::Session>(),
+            &headers,
+        )
+        .encode(&proto::Session {
+            key: key.to_owned(),
+        });
+        // Outside the budget, like a control frame: the client must learn it.
+        let _ = self.try_enqueue(frame);
     }
 
     /// Starts a close handshake with `code` and `reason` (truncated to the

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::limit::Limit;
+use crate::conn::session::Sessions;
 use crate::observe::metrics::Counters;
 
 #[derive(Debug)]
@@ -26,11 +27,18 @@ pub(crate) struct Core {
     /// Cancelled when shutdown's deadline passes: one-way handlers (which
     /// otherwise outlive their connection) are dropped.
     abort: CancellationToken,
+    /// A server's session store; `None` on a client.
+    sessions: Option<Sessions>,
 }
 
 impl Core {
-    pub(crate) fn new(config: Config, metrics: Arc<Counters>) -> Arc<Core> {
+    pub(crate) fn new(
+        config: Config,
+        metrics: Arc<Counters>,
+        sessions: Option<Sessions>,
+    ) -> Arc<Core> {
         Arc::new(Core {
+            sessions,
             global: Arc::new(Limit::new(config.max_concurrent_handlers)),
             config,
             metrics,
@@ -43,6 +51,11 @@ impl Core {
 
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A server's session store; `None` on a client.
+    pub(crate) fn sessions(&self) -> Option<&Sessions> {
+        self.sessions.as_ref()
     }
 
     pub(crate) fn metrics(&self) -> &Arc<Counters> {

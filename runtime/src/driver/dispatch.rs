@@ -24,6 +24,7 @@ use crate::route::context::{Cancel, Context};
 use crate::route::handler::{BoxFuture, Kind, Outcome, Route};
 use crate::wire::frame::{self, Incoming};
 use crate::wire::message::Metadata;
+use crate::wire::proto;
 use crate::wire::status::Status;
 use crate::wire::topic::Position;
 
@@ -149,6 +150,18 @@ impl Dispatcher {
                     .await;
             }
         };
+        if let Some(held) = shared.session_key()
+            && !is_request
+            && frame.method.is_empty()
+            && frame.type_name.as_str() == "goomerang.v1.Session"
+        {
+            // The server gives (or takes back) this client's session key:
+            // the runtime's own business, never an application handler's.
+            if let Ok(session) = <proto::Session as prost::Message>::decode(frame.payload) {
+                held.set((!session.key.is_empty()).then_some(session.key));
+            }
+            return Ok(None);
+        }
         if shared.is_shutting_down() {
             // New work is refused so the drain ends; the peer is told either way.
             refuse(Error::ShuttingDown.into()).await;

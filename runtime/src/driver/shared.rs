@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::conn::core::Core;
+use crate::conn::session::{HeldKey, Sessions};
 use crate::hooks::Hooks;
 use crate::pubsub::history::Positions;
 use crate::pubsub::hub::Hub;
@@ -21,6 +22,8 @@ pub(crate) struct Shared {
     pubsub: Option<Arc<Hub>>,
     /// A client's last position on each topic with history; `None` on a server.
     positions: Option<Arc<Positions>>,
+    /// The session key a client holds; `None` on a server.
+    session_key: Option<Arc<HeldKey>>,
 }
 
 impl Shared {
@@ -29,9 +32,11 @@ impl Shared {
         config: Config,
         hooks: Hooks,
         pubsub: Option<Arc<Hub>>,
+        sessions: Option<Sessions>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
-            core: Core::new(config, Arc::clone(hooks.metrics())),
+            session_key: pubsub.is_none().then(Arc::default),
+            core: Core::new(config, Arc::clone(hooks.metrics()), sessions),
             routes,
             hooks,
             positions: pubsub.is_none().then(Arc::default),
@@ -56,6 +61,11 @@ impl Shared {
     /// A server's pub/sub hub; `None` on a client.
     pub(crate) fn pubsub(&self) -> Option<&Arc<Hub>> {
         self.pubsub.as_ref()
+    }
+
+    /// The session key a client holds; `None` on a server.
+    pub(crate) fn session_key(&self) -> Option<&Arc<HeldKey>> {
+        self.session_key.as_ref()
     }
 
     /// A client's positions in the topics it receives with history; `None` on a server.

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::conn::connection::Connection;
 use crate::conn::limit::{Limit, Slot};
+use crate::conn::session::{MemorySessions, SessionData, SessionStore, Sessions};
 use crate::driver;
 use crate::driver::shared::Shared;
 use crate::error::{BuildError, Error};
@@ -71,6 +72,8 @@ pub struct ServerBuilder {
     history: Vec<(String, History)>,
     /// A backplane other than the in-process default was given.
     custom_backplane: bool,
+    /// Where sessions live, and for how long.
+    sessions: Sessions,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -168,6 +171,19 @@ impl ServerBuilder {
     pub fn backplane(mut self, backplane: impl Backplane) -> Self {
         self.backplane = Arc::new(backplane);
         self.custom_backplane = true;
+        self
+    }
+
+    /// Where connections' sessions ([`Connection::create_session`]) live,
+    /// and how long one lives after it was created or last resumed. The
+    /// default is [`MemorySessions`] (this process only) and 24 hours; give
+    /// replicas one shared store (`goomerang_redis::RedisSessions`) so a
+    /// client resumes its session on any of them.
+    pub fn sessions(mut self, store: impl SessionStore, ttl: Duration) -> Self {
+        self.sessions = Sessions {
+            store: Arc::new(store),
+            ttl,
+        };
         self
     }
 
@@ -290,7 +306,13 @@ impl ServerBuilder {
         #[cfg(feature = "metrics")]
         let metrics = Metrics::new(hooks.metrics());
         let max_connections = self.config.max_connections;
-        let shared = Shared::new(routes, self.config, hooks, Some(Arc::clone(&hub)));
+        let shared = Shared::new(
+            routes,
+            self.config,
+            hooks,
+            Some(Arc::clone(&hub)),
+            Some(self.sessions),
+        );
         Ok(Server {
             inner: Arc::new(ServerInner {
                 shared,
@@ -381,6 +403,10 @@ impl Server {
             presence_label: None,
             history: Vec::new(),
             custom_backplane: false,
+            sessions: Sessions {
+                store: Arc::new(MemorySessions::new()),
+                ttl: Duration::from_secs(24 * 60 * 60),
+            },
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -930,10 +956,35 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
             }
         }
     };
+    // A session to resume (PROTOCOL.md, Sessions): header, or query for browsers.
+    let presented = req
+        .headers()
+        .get("goomerang-session")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            let query = req.uri().query()?;
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "goomerang_session")
+                .map(|(_, value)| value.into_owned())
+        });
+    let resumed = match presented {
+        Some(key) => Some(resume_session(&server, key).await),
+        None => None,
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(&server.shared);
     let conn = Connection::new(id, peer, Arc::clone(shared.core()), state);
+    match resumed {
+        Some(Some((key, data))) => {
+            conn.restore_session(key.clone(), data);
+            conn.announce_session(&key);
+        }
+        // Unknown or expired: the client forgets its key.
+        Some(None) => conn.announce_session(""),
+        None => {}
+    }
     server.hub.register(&conn);
     let registry = Arc::clone(&server.hub);
     let tracker = shared.connections().clone();
@@ -966,6 +1017,23 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
         );
     }
     response
+}
+
+/// Looks a presented session key up in the store, and renews its lifetime;
+/// `None` if it is unknown, expired, or the store failed (reported).
+async fn resume_session(server: &ServerInner, key: String) -> Option<(String, SessionData)> {
+    let sessions = server.shared.core().sessions()?;
+    let found = match sessions.store.load(&key).await {
+        Ok(found) => found?,
+        Err(err) => {
+            server.shared.hooks().error(&Incident::Session(err), None);
+            return None;
+        }
+    };
+    if let Err(err) = sessions.store.save(&key, found.clone(), sessions.ttl).await {
+        server.shared.hooks().error(&Incident::Session(err), None);
+    }
+    Some((key, found))
 }
 
 /// What the server does with an upgrade request's parts before any I/O, for

@@ -116,6 +116,25 @@ impl ::prost::Name for Position {
         "/goomerang.v1.Position".into()
     }
 }
+/// A server -> client MESSAGE of this type (never routed to application
+/// handlers) gives the connection a session, or confirms it: the client
+/// presents `key` when it reconnects. An empty key: the connection has no
+/// session (it ended, or the key presented was unknown); the client forgets it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Session {
+    #[prost(string, tag = "1")]
+    pub key: ::prost::alloc::string::String,
+}
+impl ::prost::Name for Session {
+    const NAME: &'static str = "Session";
+    const PACKAGE: &'static str = "goomerang.v1";
+    fn full_name() -> ::prost::alloc::string::String {
+        "goomerang.v1.Session".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/goomerang.v1.Session".into()
+    }
+}
 /// What a frame means. Receivers must close with 1002 (protocol error) on a
 /// kind they do not know, so new kinds come with a new subprotocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

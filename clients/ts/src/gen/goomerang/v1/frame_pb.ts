@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file goomerang/v1/frame.proto.
  */
 export const file_goomerang_v1_frame: GenFile = /*@__PURE__*/
-  fileDesc("Chhnb29tZXJhbmcvdjEvZnJhbWUucHJvdG8SDGdvb21lcmFuZy52MSInCgZTdGF0dXMSDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJIuICCgVGcmFtZRIlCgRraW5kGAEgASgOMhcuZ29vbWVyYW5nLnYxLkZyYW1lS2luZBIKCgJpZBgCIAEoBBIMCgR0eXBlGAMgASgJEg8KB3BheWxvYWQYBCABKAwSMQoHaGVhZGVycxgFIAMoCzIgLmdvb21lcmFuZy52MS5GcmFtZS5IZWFkZXJzRW50cnkSEgoKdGltZW91dF9tcxgGIAEoDRIkCgZzdGF0dXMYByABKAsyFC5nb29tZXJhbmcudjEuU3RhdHVzEg0KBXRvcGljGAggASgJEhMKC3F1ZXVlX2dyb3VwGAkgASgJEhcKD2NyZWF0ZWRfdW5peF91cxgKIAEoAxIOCgZtZXRob2QYCyABKAkSDgoGb2Zmc2V0GAwgASgEEg0KBWVwb2NoGA0gASgJGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjwKCFBvc2l0aW9uEg0KBWVwb2NoGAEgASgJEg4KBm9mZnNldBgCIAEoBBIRCglyZWNvdmVyZWQYAyABKAgqggIKCUZyYW1lS2luZBIaChZGUkFNRV9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSRlJBTUVfS0lORF9NRVNTQUdFEAESFgoSRlJBTUVfS0lORF9SRVFVRVNUEAISFAoQRlJBTUVfS0lORF9SRVBMWRADEhQKEEZSQU1FX0tJTkRfRVJST1IQBBIVChFGUkFNRV9LSU5EX0NBTkNFTBAFEhgKFEZSQU1FX0tJTkRfQlJPQURDQVNUEAYSGAoURlJBTUVfS0lORF9TVUJTQ1JJQkUQBxIaChZGUkFNRV9LSU5EX1VOU1VCU0NSSUJFEAgSFgoSRlJBTUVfS0lORF9QVUJMSVNIEAliBnByb3RvMw");
+  fileDesc("Chhnb29tZXJhbmcvdjEvZnJhbWUucHJvdG8SDGdvb21lcmFuZy52MSInCgZTdGF0dXMSDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJIuICCgVGcmFtZRIlCgRraW5kGAEgASgOMhcuZ29vbWVyYW5nLnYxLkZyYW1lS2luZBIKCgJpZBgCIAEoBBIMCgR0eXBlGAMgASgJEg8KB3BheWxvYWQYBCABKAwSMQoHaGVhZGVycxgFIAMoCzIgLmdvb21lcmFuZy52MS5GcmFtZS5IZWFkZXJzRW50cnkSEgoKdGltZW91dF9tcxgGIAEoDRIkCgZzdGF0dXMYByABKAsyFC5nb29tZXJhbmcudjEuU3RhdHVzEg0KBXRvcGljGAggASgJEhMKC3F1ZXVlX2dyb3VwGAkgASgJEhcKD2NyZWF0ZWRfdW5peF91cxgKIAEoAxIOCgZtZXRob2QYCyABKAkSDgoGb2Zmc2V0GAwgASgEEg0KBWVwb2NoGA0gASgJGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjwKCFBvc2l0aW9uEg0KBWVwb2NoGAEgASgJEg4KBm9mZnNldBgCIAEoBBIRCglyZWNvdmVyZWQYAyABKAgiFgoHU2Vzc2lvbhILCgNrZXkYASABKAkqggIKCUZyYW1lS2luZBIaChZGUkFNRV9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSRlJBTUVfS0lORF9NRVNTQUdFEAESFgoSRlJBTUVfS0lORF9SRVFVRVNUEAISFAoQRlJBTUVfS0lORF9SRVBMWRADEhQKEEZSQU1FX0tJTkRfRVJST1IQBBIVChFGUkFNRV9LSU5EX0NBTkNFTBAFEhgKFEZSQU1FX0tJTkRfQlJPQURDQVNUEAYSGAoURlJBTUVfS0lORF9TVUJTQ1JJQkUQBxIaChZGUkFNRV9LSU5EX1VOU1VCU0NSSUJFEAgSFgoSRlJBTUVfS0lORF9QVUJMSVNIEAliBnByb3RvMw");
 
 /**
  * A gRPC-style status carried by ERROR frames.
@@ -195,6 +195,28 @@ export type Position = Message<"goomerang.v1.Position"> & {
  */
 export const PositionSchema: GenMessage<Position> = /*@__PURE__*/
   messageDesc(file_goomerang_v1_frame, 2);
+
+/**
+ * A server -> client MESSAGE of this type (never routed to application
+ * handlers) gives the connection a session, or confirms it: the client
+ * presents `key` when it reconnects. An empty key: the connection has no
+ * session (it ended, or the key presented was unknown); the client forgets it.
+ *
+ * @generated from message goomerang.v1.Session
+ */
+export type Session = Message<"goomerang.v1.Session"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message goomerang.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
+  messageDesc(file_goomerang_v1_frame, 3);
 
 /**
  * What a frame means. Receivers must close with 1002 (protocol error) on a

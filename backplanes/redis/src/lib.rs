@@ -1,5 +1,6 @@
 //! `goomerang-redis`: a goomerang [`Backplane`] on Redis, so that broadcasts,
-//! publishes and queue groups span every replica of a server.
+//! publishes and queue groups span every replica of a server, and a session
+//! store ([`RedisSessions`]) they share.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,8 +32,14 @@
 //!
 //! Every replica of one service must use the same namespace; the keys and
 //! channels it uses are listed in the `keys` module's documentation.
+//!
+//! [`RedisSessions`] keeps connections' sessions in Redis, so that a client
+//! resumes its session on whichever replica it reconnects to.
 
 mod keys;
+mod sessions;
+
+pub use sessions::RedisSessions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,8 +6,9 @@
 pub struct Command {
     /// `broadcast`, `except` (broadcast to all but the asking connection),
     /// `publish`, `presence` (who is subscribed to `topic`, at most `limit`
-    /// listed), `stats` (the counts after a barrier with the broker), or
-    /// `counts` (the counts now, broker or not).
+    /// listed), `login` (a session holding `text`), `whoami` (the session's
+    /// name, in `members`), `stats` (the counts after a barrier with the
+    /// broker), or `counts` (the counts now, broker or not).
     #[prost(string, tag = "1")]
     pub op: String,
     /// The topic, for `publish`.

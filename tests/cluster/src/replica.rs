@@ -2,8 +2,9 @@
 //!
 //! `goomerang-replica (--nats <url> | --redis <url>) [--namespace <ns>] [--queue <events>]` binds 127.0.0.1:0,
 //! prints `listening <ws url>` on stdout, and serves until killed: `Ping`
-//! requests are echoed, `Command` requests fan a `Note` out from the server,
-//! clients may broadcast and publish.
+//! requests are echoed, `Command` requests fan a `Note` out from the server
+//! (or log in, creating a session, and say who is logged in), clients may
+//! broadcast and publish. With Redis, sessions are kept there too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -39,13 +40,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let handle = nats.handle();
         (builder.backplane(nats), Engine::Nats(handle))
     } else if let Some(url) = arg("--redis") {
+        let sessions = goomerang_redis::RedisSessions::connect(&url, &namespace).await?;
         let redis = goomerang_redis::Redis::builder(url)
             .namespace(namespace)
             .queue_capacity(queue)
             .connect()
             .await?;
         let handle = redis.handle();
-        (builder.backplane(redis), Engine::Redis(handle))
+        (
+            builder
+                .backplane(redis)
+                .sessions(sessions, std::time::Duration::from_secs(60)),
+            Engine::Redis(handle),
+        )
     } else {
         return Err("usage: goomerang-replica (--nats <url> | --redis <url>) [--namespace <ns>] [--queue <events>]".into());
     };
@@ -86,6 +93,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         // A barrier: what this replica sent the broker (its
                         // renewed subscriptions too) has been processed.
                         engine.flush().await.map_err(Status::unavailable)?;
+                    }
+                    if command.op == "login" {
+                        conn.create_session(&Note {
+                            text: command.text.clone(),
+                        })
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    }
+                    if command.op == "login" || command.op == "whoami" {
+                        let name = conn.session::<Note>().map(|n| n.text).unwrap_or_default();
+                        return Ok(Ack {
+                            members: vec![name],
+                            ..Ack::default()
+                        });
                     }
                     if command.op == "presence" {
                         let presence = server

@@ -452,3 +452,25 @@ async fn a_dead_replicas_clients_move_to_another_and_keep_receiving(kind: Kind) 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_redis_follows_its_client_to_another_replica() {
+    let Some(binary) = broker_binary(Kind::Redis) else {
+        return;
+    };
+    bounded(async {
+        let (_broker, mut replicas) = cluster(Kind::Redis, binary, "sessions", 2).await;
+        let member =
+            Member::connect_with_fallbacks(&replicas[0].url, &[replicas[1].url.as_str()]).await;
+        let ack = member.command("login", "", "ada").await.expect("login");
+        assert_eq!(ack.members, ["ada"]);
+        let key = member.client.session_key().expect("a session key");
+
+        // Its replica dies; on the other one, the session is there.
+        replicas[0].kill().await;
+        let ack = member.command("whoami", "", "").await.expect("whoami");
+        assert_eq!(ack.members, ["ada"], "resumed on the second replica");
+        assert_eq!(member.client.session_key(), Some(key));
+    })
+    .await;
+}

@@ -6,6 +6,7 @@
 //! | publishes (plain subscribers) | channel `<ns>:p` |
 //! | "the group registry changed" | channel `<ns>:ctl` |
 //! | replicas' hellos, presence questions and answers | channel `<ns>:c` |
+//! | publishes on topics with history, numbered | channel `<ns>:h`; per topic, counter `<ns>:hn:<topic>` and epoch `<ns>:he:<topic>` (kept 7 days after the last publish) |
 //! | queue groups with members | hash `<ns>:groups`: field `<replica id>:<hex(pattern)>.<hex(group)>`, value the Unix time (ms) the replica last renewed it |
 //! | a queue group's waiting messages | list `<ns>:q:<field>`, popped by one replica each |
 //!
@@ -65,6 +66,19 @@ impl Keys {
         format!("{}:c", self.namespace)
     }
 
+    /// Where numbered history publishes go.
+    pub(crate) fn history(&self) -> String {
+        format!("{}:h", self.namespace)
+    }
+
+    /// A history topic's counter and epoch.
+    pub(crate) fn numbering(&self, topic: &str) -> (String, String) {
+        (
+            format!("{}:hn:{topic}", self.namespace),
+            format!("{}:he:{topic}", self.namespace),
+        )
+    }
+
     pub(crate) fn registry(&self) -> String {
         format!("{}:groups", self.namespace)
     }
@@ -106,6 +120,34 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Numbers a publish on a topic with history and publishes it, atomically:
+/// KEYS counter, epoch, channel; ARGV a fresh epoch (used if the topic has
+/// none), the topic, the frame, the keys' lifetime in ms. What goes out is
+/// `<epoch>\n<offset>\n<topic>\n<frame>` (epochs and topics hold no
+/// newline); the offset is returned.
+pub(crate) const NUMBER_AND_PUBLISH: &str = r"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+local offset = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', KEYS[3], epoch .. '\n' .. offset .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
+return offset
+";
+
+/// A numbered publish as [`NUMBER_AND_PUBLISH`] sent it: (epoch, offset, topic, frame).
+pub(crate) fn parse_numbered(payload: &[u8]) -> Option<(String, u64, String, Bytes)> {
+    let mut parts = payload.splitn(4, |b| *b == b'\n');
+    let epoch = std::str::from_utf8(parts.next()?).ok()?.to_owned();
+    let offset = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let topic = std::str::from_utf8(parts.next()?).ok()?.to_owned();
+    let frame = Bytes::copy_from_slice(parts.next()?);
+    Some((epoch, offset, topic, frame))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,9 +159,29 @@ mod tests {
         assert_eq!(k.publish(), "app:p");
         assert_eq!(k.control(), "app:ctl");
         assert_eq!(k.peers(), "app:c");
+        assert_eq!(k.history(), "app:h");
+        assert_eq!(
+            k.numbering("chat.a"),
+            ("app:hn:chat.a".to_owned(), "app:he:chat.a".to_owned())
+        );
         assert_eq!(k.registry(), "app:groups");
         assert_eq!(field("jobs.*", "w"), "6a6f62732e2a.77");
         assert_eq!(k.queue(&field("jobs.*", "w")), "app:q:6a6f62732e2a.77");
+    }
+
+    #[test]
+    fn numbered_publishes_parse_and_frames_keep_their_newlines() {
+        let frame = b"\x0a\x01\n\x12";
+        let mut payload = b"ep1\n42\nchat.a\n".to_vec();
+        payload.extend_from_slice(frame);
+        let (epoch, offset, topic, parsed) = parse_numbered(&payload).expect("parses");
+        assert_eq!(
+            (epoch.as_str(), offset, topic.as_str()),
+            ("ep1", 42, "chat.a")
+        );
+        assert_eq!(&parsed[..], frame);
+        assert_eq!(parse_numbered(b"ep1\nx\nchat.a\n"), None);
+        assert_eq!(parse_numbered(b"ep1\n1"), None);
     }
 
     #[test]

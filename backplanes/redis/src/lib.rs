@@ -35,6 +35,11 @@
 //!
 //! [`RedisSessions`] keeps connections' sessions in Redis, so that a client
 //! resumes its session on whichever replica it reconnects to.
+//!
+//! Topics with history (`ServerBuilder::history`) are numbered on Redis: a
+//! script gives each publish the topic's next offset (and the topic's
+//! epoch) and publishes it to every replica, the publisher's included, so
+//! every replica keeps the same history and a client recovers on any of them.
 
 mod keys;
 mod sessions;
@@ -54,12 +59,14 @@ use prost::Message as _;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 
-use crate::keys::{Envelope, Keys, field, parse_field};
+use crate::keys::{Envelope, Keys, NUMBER_AND_PUBLISH, field, parse_field, parse_numbered};
 
 /// The name this engine reports its errors under.
 const ENGINE: &str = "redis";
 /// How long one `BLPOP` waits before the popper looks at its groups again.
 const POP_WAIT_SECS: f64 = 0.2;
+/// How long a history topic's counter and epoch stay after its last publish.
+const NUMBERING_KEPT_MS: u64 = 7 * 24 * 3600 * 1000;
 /// A queue-group message popped where no member took it goes back to the
 /// front of its list for another replica, this many times at most.
 const MAX_BOUNCES: u32 = 3;
@@ -334,6 +341,7 @@ impl RedisBuilder {
             keys.publish(),
             keys.control(),
             keys.peers(),
+            keys.history(),
         ] {
             subscriber.subscribe(channel).await.map_err(error)?;
         }
@@ -388,7 +396,12 @@ impl Backplane for Redis {
     }
 
     fn forward(&self, event: Event) {
-        if self.outbox.try_send(event).is_err() {
+        if let Err(full) = self.outbox.try_send(event) {
+            if let mpsc::error::TrySendError::Full(Event::History { topic, frame })
+            | mpsc::error::TrySendError::Closed(Event::History { topic, frame }) = full
+            {
+                deliver_unnumbered(&self.shared, vec![(topic, frame)]);
+            }
             let dropped = self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             // Reported on the first drop and every 1,024th after it.
             if dropped.is_multiple_of(1024) {
@@ -404,6 +417,10 @@ impl Backplane for Redis {
     }
 
     fn balances_groups(&self) -> bool {
+        true
+    }
+
+    fn numbers_history(&self) -> bool {
         true
     }
 
@@ -475,6 +492,8 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
         let known = lock(&shared.known).clone();
         let mut pipe = redis::pipe();
         let mut events = 0u64;
+        // History publishes in this batch: delivered here unnumbered if Redis fails them.
+        let mut unnumbered = Vec::new();
         for event in batch.drain(..) {
             match event {
                 Event::Broadcast { frame } => {
@@ -500,7 +519,22 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
                         .arg(envelope)
                         .ignore();
                 }
-                // Group deliveries only ever come from Redis.
+                Event::History { topic, frame } => {
+                    let (counter, epoch) = shared.keys.numbering(&topic);
+                    pipe.cmd("EVAL")
+                        .arg(NUMBER_AND_PUBLISH)
+                        .arg(3)
+                        .arg(counter)
+                        .arg(epoch)
+                        .arg(shared.keys.history())
+                        .arg(format!("{:016x}", rand_epoch()))
+                        .arg(&topic)
+                        .arg(frame.as_ref())
+                        .arg(NUMBERING_KEPT_MS)
+                        .ignore();
+                    unnumbered.push((topic, frame));
+                }
+                // Group and numbered deliveries only ever come from Redis.
                 _ => continue,
             }
             events += 1;
@@ -525,9 +559,26 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
                         err,
                     ),
                 );
+                deliver_unnumbered(&shared, unnumbered);
             }
         }
     }
+}
+
+/// History publishes Redis could not number still reach the local
+/// subscribers, without a position (local delivery never waits on Redis).
+fn deliver_unnumbered(shared: &Shared, events: Vec<(String, Bytes)>) {
+    let Some(inbound) = shared.inbound.get() else {
+        return;
+    };
+    for (topic, frame) in events {
+        inbound.deliver(Event::Publish { topic, frame });
+    }
+}
+
+fn rand_epoch() -> u64 {
+    // The replica id is random; mixed with the time it makes a fresh epoch.
+    now_ms().rotate_left(17) ^ u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn envelope(shared: &Shared, topic: String, frame: Bytes) -> Vec<u8> {
@@ -547,11 +598,12 @@ async fn relay(
     inbound: Inbound,
     mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
 ) {
-    let (broadcast, publish, control, peers) = (
+    let (broadcast, publish, control, peers, history) = (
         shared.keys.broadcast(),
         shared.keys.publish(),
         shared.keys.control(),
         shared.keys.peers(),
+        shared.keys.history(),
     );
     let mut lost = false;
     while let Some(push) = pushes.recv().await {
@@ -583,6 +635,28 @@ async fn relay(
                 else {
                     continue;
                 };
+                if channel == history.as_bytes() {
+                    // Every replica's, this one's included: delivered here
+                    // only once numbered.
+                    let Some((epoch, offset, topic, frame)) = parse_numbered(&payload) else {
+                        report(
+                            &shared,
+                            BackplaneError::new(ENGINE, "undecodable history event dropped"),
+                        );
+                        continue;
+                    };
+                    shared.counters.relayed.fetch_add(1, Ordering::Relaxed);
+                    let event = Event::Numbered {
+                        topic,
+                        epoch,
+                        offset,
+                        frame,
+                    };
+                    if inbound.deliver(event).is_none() {
+                        return;
+                    }
+                    continue;
+                }
                 if channel == peers.as_bytes() {
                     if let Some(reply) = shared.peers.receive(&payload, &inbound) {
                         say(&shared, reply).await;

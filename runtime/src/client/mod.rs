@@ -565,7 +565,7 @@ impl Client {
         let exact = sub.group.is_none();
         let mut subs = lock(&self.inner.subscriptions);
         if kind == FrameKind::Subscribe {
-            if let (Some(position), true) = (reply, exact) {
+            if let (Some(position), true) = (reply.filter(|p| !p.epoch.is_empty()), exact) {
                 // Recover from here if the connection drops before a message comes.
                 self.positions()
                     .record(pattern, Position::new(position.epoch, position.offset));
@@ -749,7 +749,10 @@ async fn supervise(
                                     Some(&renewing),
                                 );
                             }
-                            positions.record(&sub.pattern, Position::new(now.epoch, now.offset));
+                            if !now.epoch.is_empty() {
+                                positions
+                                    .record(&sub.pattern, Position::new(now.epoch, now.offset));
+                            }
                         }
                         Ok(None) => {}
                         Err(status) => hooks.error(

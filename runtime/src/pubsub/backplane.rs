@@ -31,6 +31,30 @@ pub enum Event {
         /// The encoded frame.
         frame: Bytes,
     },
+    /// A publish on a topic with history, not yet numbered: a backplane
+    /// that [numbers history](Backplane::numbers_history) gets this instead
+    /// of [`Event::Publish`], has the broker give it the topic's next offset,
+    /// and delivers it back to every replica (this one included) as
+    /// [`Event::Numbered`]. Nothing was delivered locally yet.
+    History {
+        /// The topic.
+        topic: String,
+        /// The encoded frame, without a position.
+        frame: Bytes,
+    },
+    /// A publish on a topic with history, numbered by the broker: every
+    /// replica (the publisher's too) keeps it in its history and delivers it
+    /// to its subscribers of `topic`.
+    Numbered {
+        /// The topic.
+        topic: String,
+        /// The name of the topic's history on the broker.
+        epoch: String,
+        /// The message's offset in it.
+        offset: u64,
+        /// The encoded frame, without a position.
+        frame: Bytes,
+    },
     /// Deliver to one member of the queue group `group` subscribed at
     /// `pattern` (which matches `topic`). A backplane that balances queue
     /// groups delivers this on exactly one replica that has a member.
@@ -89,6 +113,13 @@ pub trait Backplane: Send + Sync + 'static {
     /// The queue group `group` at `pattern` lost its last member on this replica.
     fn group_left(&self, pattern: &str, group: &str) {
         let _ = (pattern, group);
+    }
+    /// Whether this backplane numbers the messages of topics with history
+    /// on the broker, so offsets agree on every replica (see
+    /// [`Event::History`]). Without it, `ServerBuilder::history` and a
+    /// backplane do not go together. Asked once, when the server is built.
+    fn numbers_history(&self) -> bool {
+        false
     }
     /// This replica's id in the cluster, as [`Present::replica`](crate::pubsub::Present)
     /// reports it (0 without a backplane).

@@ -63,11 +63,15 @@ pub(crate) struct Histories {
     next_epoch: u64,
     logs: HashMap<String, Log>,
     appends: u64,
+    /// The broker numbers messages (a backplane's history): a topic this
+    /// replica has not heard of has no epoch yet (empty) rather than one of its own.
+    numbered: bool,
 }
 
 impl Histories {
-    pub(crate) fn new(rules: Vec<(String, History)>) -> Histories {
+    pub(crate) fn new(rules: Vec<(String, History)>, numbered: bool) -> Histories {
         Histories {
+            numbered,
             rules,
             base: format!("{:08x}", rand::random::<u32>()),
             next_epoch: 1,
@@ -101,6 +105,41 @@ impl Histories {
         }
         log.touched = now;
         stamped
+    }
+
+    /// Keeps a message the broker numbered (`offset` in history `epoch`);
+    /// returns it stamped, or `None` for one already kept. A new epoch
+    /// starts the topic's history again; a gap (messages this replica never
+    /// got) drops what came before it, since history here is then incomplete.
+    pub(crate) fn keep_numbered(
+        &mut self,
+        topic: &str,
+        rule: History,
+        epoch: &str,
+        offset: u64,
+        frame: &Bytes,
+    ) -> Option<Bytes> {
+        let now = Instant::now();
+        let log = self.log(topic, rule, now);
+        if log.epoch != epoch {
+            log.epoch = epoch.to_owned();
+            log.entries.clear();
+            log.last = offset.saturating_sub(1);
+        }
+        if offset <= log.last {
+            return None;
+        }
+        if offset != log.last + 1 {
+            log.entries.clear();
+        }
+        log.last = offset;
+        let stamped = frame::with_position(frame, offset, epoch);
+        log.entries.push_back((offset, now, stamped.clone()));
+        while log.entries.len() > rule.max_len {
+            log.entries.pop_front();
+        }
+        log.touched = now;
+        Some(stamped)
     }
 
     /// For a subscription to `topic`: where it stands, and, if `from` is
@@ -167,8 +206,12 @@ impl Histories {
             }
         };
         if lost {
-            let epoch = format!("{}-{}", self.base, self.next_epoch);
-            self.next_epoch += 1;
+            let epoch = if self.numbered {
+                String::new()
+            } else {
+                self.next_epoch += 1;
+                format!("{}-{}", self.base, self.next_epoch - 1)
+            };
             self.logs.insert(
                 topic.to_owned(),
                 Log {
@@ -205,10 +248,13 @@ mod tests {
     use super::*;
 
     fn histories() -> Histories {
-        Histories::new(vec![(
-            "chat.*".to_owned(),
-            History::new(3, Duration::from_secs(60)),
-        )])
+        Histories::new(
+            vec![(
+                "chat.*".to_owned(),
+                History::new(3, Duration::from_secs(60)),
+            )],
+            false,
+        )
     }
 
     fn rule() -> History {
@@ -254,6 +300,41 @@ mod tests {
         assert!(!r.recovered);
         let (r, _) = h.recover("chat.a", rule(), Some(&Position::new(a.position.epoch, 6)));
         assert!(!r.recovered);
+    }
+
+    #[test]
+    fn numbered_messages_keep_the_brokers_positions_and_notice_gaps_and_new_epochs() {
+        let mut h = Histories::new(vec![("chat.*".to_owned(), rule())], true);
+        let (r, _) = h.recover("chat.a", rule(), None);
+        assert_eq!(
+            r.position,
+            Position::new("", 0),
+            "nothing heard yet: no epoch"
+        );
+        let frame = Bytes::from_static(b"x");
+        // Joined late: 7 is the first this replica sees.
+        assert!(h.keep_numbered("chat.a", rule(), "E", 7, &frame).is_some());
+        assert!(h.keep_numbered("chat.a", rule(), "E", 8, &frame).is_some());
+        assert!(
+            h.keep_numbered("chat.a", rule(), "E", 8, &frame).is_none(),
+            "duplicate"
+        );
+        let from = |offset| Position::new("E", offset);
+        assert!(h.recover("chat.a", rule(), Some(&from(6))).0.recovered);
+        assert!(
+            !h.recover("chat.a", rule(), Some(&from(5))).0.recovered,
+            "before it joined"
+        );
+        // A gap: 9 and 10 never came. What is kept starts again at 11.
+        assert!(h.keep_numbered("chat.a", rule(), "E", 11, &frame).is_some());
+        assert!(!h.recover("chat.a", rule(), Some(&from(8))).0.recovered);
+        let (r, missed) = h.recover("chat.a", rule(), Some(&from(10)));
+        assert!(r.recovered);
+        assert_eq!(missed.len(), 1);
+        // The broker lost its history: a new epoch starts over.
+        assert!(h.keep_numbered("chat.a", rule(), "F", 1, &frame).is_some());
+        let (r, _) = h.recover("chat.a", rule(), Some(&from(11)));
+        assert_eq!((r.recovered, r.position), (false, Position::new("F", 1)));
     }
 
     #[tokio::test(start_paused = true)]

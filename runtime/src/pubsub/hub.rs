@@ -43,6 +43,9 @@ pub(crate) struct Hub {
     histories: Mutex<Histories>,
     /// Whether any topic has a history (no lock taken otherwise).
     has_history: bool,
+    /// The backplane numbers history messages on the broker: a publish on a
+    /// history topic is delivered here when it comes back numbered.
+    numbered_history: bool,
 }
 
 impl fmt::Debug for Hub {
@@ -64,6 +67,7 @@ impl Hub {
         label: Option<Label>,
         history: Vec<(String, History)>,
     ) -> Hub {
+        let backplane_numbers = backplane.numbers_history();
         Hub {
             conns: Mutex::new(HashMap::new()),
             topics: Mutex::new(Table::default()),
@@ -75,7 +79,8 @@ impl Hub {
             access,
             label,
             has_history: !history.is_empty(),
-            histories: Mutex::new(Histories::new(history)),
+            numbered_history: backplane_numbers,
+            histories: Mutex::new(Histories::new(history, backplane_numbers)),
         }
     }
 
@@ -247,7 +252,16 @@ impl Hub {
     /// On a topic with history, the frame first gets its position, and the
     /// history lock is held until it is queued for every local subscriber.
     pub(crate) fn publish(&self, topic: &str, frame: Bytes) -> usize {
-        if self.has_history {
+        if self.has_history && self.numbered_history {
+            if lock(&self.histories).rule(topic).is_some() {
+                // Delivered here too once the broker has numbered it.
+                self.backplane.forward(Event::History {
+                    topic: topic.to_owned(),
+                    frame,
+                });
+                return 0;
+            }
+        } else if self.has_history {
             let mut histories = lock(&self.histories);
             if let Some(rule) = histories.rule(topic) {
                 let stamped = histories.append(topic, rule, &frame);
@@ -307,6 +321,23 @@ impl Local for Hub {
         match event {
             Event::Broadcast { frame } => self.broadcast_local(&frame, None),
             Event::Publish { topic, frame } => self.publish_local(&topic, &frame),
+            Event::Numbered {
+                topic,
+                epoch,
+                offset,
+                frame,
+            } => {
+                let mut histories = lock(&self.histories);
+                let stamped = match histories.rule(&topic) {
+                    Some(rule) => histories.keep_numbered(&topic, rule, &epoch, offset, &frame),
+                    // Not a history topic here (replicas configured apart).
+                    None => Some(frame),
+                };
+                // Delivered under the history lock, as an in-process publish is.
+                stamped.map_or(0, |stamped| self.publish_local(&topic, &stamped))
+            }
+            // Only ever forwarded, never delivered.
+            Event::History { .. } => 0,
             Event::Group {
                 pattern,
                 group,

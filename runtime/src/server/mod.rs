@@ -192,7 +192,8 @@ impl ServerBuilder {
     /// messages, none older than `history.max_age`. Messages delivered on
     /// such a topic carry their position (epoch and offset), and a client
     /// that comes back recovers what it missed (see the pub/sub guide).
-    /// Kept in this process: not with a backplane (`build` says so).
+    /// With a backplane, its broker must number the messages (the Redis
+    /// engine does; `build` refuses one that does not).
     pub fn history(mut self, pattern: impl Into<String>, history: History) -> Self {
         self.history.push((pattern.into(), history));
         self
@@ -283,7 +284,7 @@ impl ServerBuilder {
                 reason: source.to_string(),
             })?;
         }
-        if self.custom_backplane && !self.history.is_empty() {
+        if self.custom_backplane && !self.history.is_empty() && !self.backplane.numbers_history() {
             return Err(BuildError::InvalidHistory {
                 pattern: self.history[0].0.clone(),
                 reason:

@@ -1,6 +1,7 @@
 //! `goomerang-replica`: one server replica on a backplane, for the cluster tests.
 //!
-//! `goomerang-replica (--nats <url> | --redis <url>) [--namespace <ns>] [--queue <events>]` binds 127.0.0.1:0,
+//! `goomerang-replica (--nats <url> | --redis <url>) [--namespace <ns>] [--queue <events>]
+//! [--history <pattern>]` binds 127.0.0.1:0,
 //! prints `listening <ws url>` on stdout, and serves until killed: `Ping`
 //! requests are echoed, `Command` requests fan a `Note` out from the server
 //! (or log in, creating a session, and say who is logged in), clients may
@@ -61,6 +62,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = addr.port();
     let incidents = Arc::new(AtomicU64::new(0));
     let server_slot: Arc<OnceLock<Server>> = Arc::new(OnceLock::new());
+    let builder = match arg("--history") {
+        Some(pattern) => builder.history(
+            pattern,
+            goomerang::pubsub::History::new(100, std::time::Duration::from_secs(60)),
+        ),
+        None => builder,
+    };
     let server = builder
         .allow_client_broadcast(|_| true)
         // "<port of the replica>/<connection id>": unique across the cluster.

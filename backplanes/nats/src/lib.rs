@@ -224,6 +224,29 @@ impl NatsHandle {
         }
     }
 
+    /// Registers this backplane's counts into a `prometheus-client`
+    /// registry (the one `Server::metrics().register` feeds):
+    /// `goomerang_backplane_events_total{engine="nats", outcome}`,
+    /// disconnects, reconnects, and the groups and replicas gauges.
+    pub fn register(&self, registry: &mut goomerang::prometheus_client::registry::Registry) {
+        let handle = self.clone();
+        registry.register_collector(goomerang::pubsub::backplane_collector("nats", move || {
+            let s = handle.stats();
+            let mut counts = goomerang::pubsub::BackplaneCounts::new();
+            counts.forwarded = s.forwarded;
+            counts.relayed = s.relayed;
+            counts.grouped = s.grouped;
+            counts.dropped = s.dropped;
+            counts.failed = s.failed;
+            counts.unclaimed = s.unclaimed;
+            counts.disconnects = s.disconnects;
+            counts.reconnects = s.reconnects;
+            counts.groups = s.groups;
+            counts.replicas = s.replicas;
+            counts
+        }));
+    }
+
     /// Waits until the broker has processed everything this backplane sent
     /// it so far: events, and the subscriptions it renews after reconnecting.
     ///

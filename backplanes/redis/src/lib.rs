@@ -252,6 +252,29 @@ impl RedisHandle {
         }
     }
 
+    /// Registers this backplane's counts into a `prometheus-client`
+    /// registry (the one `Server::metrics().register` feeds):
+    /// `goomerang_backplane_events_total{engine="redis", outcome}`,
+    /// disconnects, reconnects, and the groups and replicas gauges.
+    pub fn register(&self, registry: &mut goomerang::prometheus_client::registry::Registry) {
+        let handle = self.clone();
+        registry.register_collector(goomerang::pubsub::backplane_collector("redis", move || {
+            let s = handle.stats();
+            let mut counts = goomerang::pubsub::BackplaneCounts::new();
+            counts.forwarded = s.forwarded;
+            counts.relayed = s.relayed;
+            counts.grouped = s.grouped;
+            counts.dropped = s.dropped;
+            counts.failed = s.failed;
+            counts.unclaimed = s.unclaimed;
+            counts.disconnects = s.disconnects;
+            counts.reconnects = s.reconnects;
+            counts.groups = s.groups;
+            counts.replicas = s.replicas;
+            counts
+        }));
+    }
+
     /// Waits until Redis answers on every connection (after a reconnection:
     /// with the subscriptions renewed), renews this replica's entries in the
     /// group registry and re-reads the others'.

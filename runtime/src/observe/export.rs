@@ -205,3 +205,125 @@ impl Collector for Metrics {
         Ok(())
     }
 }
+
+/// A backplane engine's counts, exported by [`backplane_collector`] as
+/// `goomerang_backplane_*` metrics with an `engine` label.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackplaneCounts {
+    /// Events this replica handed to the broker.
+    pub forwarded: u64,
+    /// Events from other replicas received.
+    pub relayed: u64,
+    /// Queue-group messages the broker gave this replica.
+    pub grouped: u64,
+    /// Events dropped on a full outgoing queue.
+    pub dropped: u64,
+    /// Events the broker refused or could not take.
+    pub failed: u64,
+    /// Queue-group messages no member took.
+    pub unclaimed: u64,
+    /// Broker connections lost.
+    pub disconnects: u64,
+    /// Broker connections that came back.
+    pub reconnects: u64,
+    /// Queue groups with a member on this replica.
+    pub groups: u64,
+    /// Other replicas alive, as this one knows.
+    pub replicas: u64,
+}
+
+impl BackplaneCounts {
+    /// All counts zero; set the fields an engine keeps.
+    pub fn new() -> BackplaneCounts {
+        BackplaneCounts::default()
+    }
+}
+
+/// A `prometheus-client` collector reading an engine's counts at each
+/// scrape: `goomerang_backplane_events_total{engine, outcome}` (forwarded,
+/// relayed, grouped, dropped, failed, unclaimed),
+/// `goomerang_backplane_disconnects_total`, `..._reconnects_total`, and the
+/// gauges `goomerang_backplane_groups` and `goomerang_backplane_replicas`.
+/// Engines hand it out from their handles' `register`.
+pub fn backplane_collector(
+    engine: &'static str,
+    read: impl Fn() -> BackplaneCounts + Send + Sync + 'static,
+) -> Box<dyn Collector> {
+    Box::new(BackplaneCollector {
+        engine,
+        read: Box::new(read),
+    })
+}
+
+struct BackplaneCollector {
+    engine: &'static str,
+    read: Box<dyn Fn() -> BackplaneCounts + Send + Sync>,
+}
+
+impl std::fmt::Debug for BackplaneCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackplaneCollector")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for BackplaneCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::NoLabelSet;
+        let c = (self.read)();
+        let engine = [("engine", self.engine)];
+        let mut metric = encoder.encode_descriptor(
+            "goomerang_backplane_events",
+            "Backplane events, by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in [
+            ("forwarded", c.forwarded),
+            ("relayed", c.relayed),
+            ("grouped", c.grouped),
+            ("dropped", c.dropped),
+            ("failed", c.failed),
+            ("unclaimed", c.unclaimed),
+        ] {
+            metric
+                .encode_family(&[("engine", self.engine), ("outcome", outcome)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        for (name, help, n) in [
+            (
+                "goomerang_backplane_disconnects",
+                "Broker connections lost.",
+                c.disconnects,
+            ),
+            (
+                "goomerang_backplane_reconnects",
+                "Broker connections that came back.",
+                c.reconnects,
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            metric
+                .encode_family(&engine)?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        for (name, help, n) in [
+            (
+                "goomerang_backplane_groups",
+                "Queue groups with a member on this replica.",
+                c.groups,
+            ),
+            (
+                "goomerang_backplane_replicas",
+                "Other replicas alive, as this one knows.",
+                c.replicas,
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            metric.encode_family(&engine)?.encode_gauge(&(n as i64))?;
+        }
+        Ok(())
+    }
+}

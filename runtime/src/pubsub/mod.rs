@@ -11,6 +11,9 @@ pub(crate) mod history;
 pub(crate) mod hub;
 pub(crate) mod presence;
 pub(crate) mod topics;
+/// For backplane engines: their counts as `goomerang_backplane_*` metrics.
+#[cfg(feature = "metrics")]
+pub use crate::observe::export::{BackplaneCounts, backplane_collector};
 pub use crate::wire::control::{Control, ControlKind};
 pub use crate::wire::topic::{
     MAX_TOPIC_LEN, Position, Recovery, Subscription, TopicError, matches,

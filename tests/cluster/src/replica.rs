@@ -102,6 +102,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         // renewed subscriptions too) has been processed.
                         engine.flush().await.map_err(Status::unavailable)?;
                     }
+                    if command.op == "metrics" {
+                        // The server's metrics and the backplane's, in one registry.
+                        let mut registry =
+                            goomerang::prometheus_client::registry::Registry::default();
+                        server.metrics().register(&mut registry);
+                        engine.register(&mut registry);
+                        let mut text = String::new();
+                        goomerang::prometheus_client::encoding::text::encode(&mut text, &registry)
+                            .map_err(|e| Status::internal(e.to_string()))?;
+                        return Ok(Ack {
+                            members: vec![text],
+                            ..Ack::default()
+                        });
+                    }
                     if command.op == "login" {
                         conn.create_session(&Note {
                             text: command.text.clone(),
@@ -160,6 +174,14 @@ enum Engine {
 }
 
 impl Engine {
+    /// Registers the backplane's metrics.
+    fn register(&self, registry: &mut goomerang::prometheus_client::registry::Registry) {
+        match self {
+            Engine::Nats(nats) => nats.register(registry),
+            Engine::Redis(redis) => redis.register(registry),
+        }
+    }
+
     /// A barrier with the broker.
     async fn flush(&self) -> Result<(), String> {
         match self {

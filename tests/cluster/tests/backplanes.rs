@@ -341,6 +341,29 @@ async fn a_broker_restart_never_stops_local_delivery_and_the_cluster_heals(kind:
                 assert!(outage.insert(text.clone()), "{text} twice");
             }
         }
+        // The engines' metrics say what happened, beside the server's.
+        let engine = match kind {
+            Kind::Nats => "nats",
+            Kind::Redis => "redis",
+        };
+        for member in &members {
+            let series = |name: &str| format!("{name}{{engine=\"{engine}\"}}");
+            for name in [
+                "goomerang_backplane_disconnects_total",
+                "goomerang_backplane_reconnects_total",
+            ] {
+                assert!(
+                    member.metric(&series(name)).await.expect("exported") >= 1,
+                    "{name}"
+                );
+            }
+            let incidents = "goomerang_errors_total{side=\"server\",kind=\"backplane\"}";
+            assert!(member.metric(incidents).await.expect("exported") >= 1);
+        }
+        let forwarded = format!(
+            "goomerang_backplane_events_total{{engine=\"{engine}\",outcome=\"forwarded\"}}"
+        );
+        assert!(members[0].metric(&forwarded).await.expect("exported") >= 1);
         members[2]
             .command("broadcast", "", "end")
             .await

@@ -307,6 +307,17 @@ impl Member {
         (ack.present, ack.complete, ack.members)
     }
 
+    /// The value of `series` (name and labels, as exported) in the
+    /// replica's metrics (the server's and its backplane's); `None` if absent.
+    pub(crate) async fn metric(&self, series: &str) -> Option<u64> {
+        let ack = self.command("metrics", "", "").await.expect("metrics");
+        let text = ack.members.into_iter().next().unwrap_or_default();
+        let prefix = format!("{series} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(|value| value.trim().parse().expect("an integer sample"))
+    }
+
     /// The replica's backplane counts, after a barrier with the broker.
     pub(crate) async fn stats(&self) -> Ack {
         self.command("stats", "", "").await.expect("stats")

@@ -5,7 +5,7 @@ import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/prot
 
 import { backoffDelay } from "./backoff.js";
 import type { ReconnectOptions } from "./backoff.js";
-import { FrameKind, FrameSchema } from "./gen/goomerang/v1/frame_pb.js";
+import { FrameKind, FrameSchema, PositionSchema, SessionSchema } from "./gen/goomerang/v1/frame_pb.js";
 import type { Frame } from "./gen/goomerang/v1/frame_pb.js";
 import { Code, GoomerangError, toCode } from "./status.js";
 import type {
@@ -16,6 +16,8 @@ import type {
   Headers,
   Metadata,
   MethodDesc,
+  Position,
+  Recovery,
   Reply,
   SendOptions,
   WebSocketLike,
@@ -74,6 +76,11 @@ export class Client {
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly stateListeners = new Set<Listener<ConnectionState>>();
   private readonly errorListeners = new Set<Listener<GoomerangError>>();
+  private readonly unrecoverableListeners = new Set<Listener<string>>();
+  /** The last position received on each topic with history. */
+  private readonly positions = new Map<string, Position>();
+  /** The session key the server gave (PROTOCOL.md, Sessions). */
+  private session: string | undefined;
   /** Calls waiting for a connection: resolved when one opens, rejected when the client closes. */
   private readonly waiters = new Set<{ resolve: () => void; reject: (err: GoomerangError) => void }>();
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -90,6 +97,27 @@ export class Client {
       );
     }
     this.WebSocketImpl = impl;
+    this.session = options.sessionKey;
+  }
+
+  /** The session key the server gave this client, presented whenever it reconnects; undefined without one. */
+  get sessionKey(): string | undefined {
+    return this.session;
+  }
+
+  /** The last position received on `topic` (a topic with history), as the client would recover from it. */
+  position(topic: string): Position | undefined {
+    return this.positions.get(topic);
+  }
+
+  /**
+   * Calls `listener` with a topic whose messages, missed while disconnected,
+   * the server could no longer replay when the subscription was renewed: fetch
+   * the state they describe again. Returns a function that removes it.
+   */
+  onUnrecoverable(listener: Listener<string>): () => void {
+    this.unrecoverableListeners.add(listener);
+    return () => this.unrecoverableListeners.delete(listener);
   }
 
   /** The lifecycle state. */
@@ -242,14 +270,34 @@ export class Client {
    */
   async subscribe(pattern: string, options?: { group?: string } & CallOptions): Promise<void> {
     const group = options?.group ?? "";
-    await this.control(FrameKind.SUBSCRIBE, pattern, group, options);
+    const reply = await this.control(FrameKind.SUBSCRIBE, pattern, group, options);
+    const now = positionOf(reply);
+    // Recover from here if the connection drops before a message comes.
+    if (now !== undefined && now.epoch !== "" && group === "") {
+      this.positions.set(pattern, { epoch: now.epoch, offset: now.offset });
+    }
     this.subscriptions.set(`${group}\u0000${pattern}`, { pattern, group });
+  }
+
+  /**
+   * Subscribes to `topic` (no wildcards) from `from`, a position reached
+   * earlier (`ctx.metadata.position`): the server first sends what was
+   * published after it, if its history still holds all of it.
+   */
+  async subscribeFrom(topic: string, from: Position, options?: CallOptions): Promise<Recovery> {
+    const reply = await this.control(FrameKind.SUBSCRIBE, topic, "", options, from);
+    this.subscriptions.set(`\u0000${topic}`, { pattern: topic, group: "" });
+    const now = positionOf(reply);
+    if (now === undefined) return "no-history";
+    if (now.epoch !== "") this.positions.set(topic, { epoch: now.epoch, offset: now.offset });
+    return now.recovered ? "recovered" : "unrecoverable";
   }
 
   /** Undoes a {@link subscribe} with the same pattern and group. */
   async unsubscribe(pattern: string, options?: { group?: string } & CallOptions): Promise<void> {
     const group = options?.group ?? "";
     this.subscriptions.delete(`${group}\u0000${pattern}`);
+    if (group === "") this.positions.delete(pattern);
     await this.control(FrameKind.UNSUBSCRIBE, pattern, group, options);
   }
 
@@ -257,9 +305,12 @@ export class Client {
 
   private url(): string {
     const query = this.options.query;
-    if (query === undefined || Object.keys(query).length === 0) return this.options.url;
+    const session = this.session;
+    if ((query === undefined || Object.keys(query).length === 0) && session === undefined) return this.options.url;
     const url = new URL(this.options.url);
-    for (const [key, value] of Object.entries(query)) url.searchParams.set(key, value);
+    for (const [key, value] of Object.entries(query ?? {})) url.searchParams.set(key, value);
+    // The session to resume: browsers cannot set the header (PROTOCOL.md, Sessions).
+    if (session !== undefined) url.searchParams.set("goomerang_session", session);
     return url.toString();
   }
 
@@ -353,7 +404,15 @@ export class Client {
 
   private renewSubscriptions(): void {
     for (const sub of this.subscriptions.values()) {
-      this.control(FrameKind.SUBSCRIBE, sub.pattern, sub.group).catch((err: unknown) => {
+      const from = sub.group === "" ? this.positions.get(sub.pattern) : undefined;
+      this.control(FrameKind.SUBSCRIBE, sub.pattern, sub.group, undefined, from).then((reply) => {
+        const now = positionOf(reply);
+        if (now === undefined) return;
+        if (from !== undefined && !now.recovered) {
+          for (const listener of this.unrecoverableListeners) listener(sub.pattern);
+        }
+        if (now.epoch !== "") this.positions.set(sub.pattern, { epoch: now.epoch, offset: now.offset });
+      }).catch((err: unknown) => {
         this.emitError(
           new GoomerangError(
             GoomerangError.from(err).code,
@@ -474,8 +533,18 @@ export class Client {
     });
   }
 
-  private async control(kind: FrameKind, topic: string, group: string, options?: CallOptions): Promise<void> {
-    await this.roundTrip({ kind, topic, queueGroup: group }, undefined, options);
+  private async control(
+    kind: FrameKind,
+    topic: string,
+    group: string,
+    options?: CallOptions,
+    from?: Position,
+  ): Promise<Frame> {
+    return this.roundTrip(
+      { kind, topic, queueGroup: group, offset: from?.offset ?? 0n, epoch: from?.epoch ?? "" },
+      undefined,
+      options,
+    );
   }
 
   private async exchange<O extends DescMessage>(
@@ -570,6 +639,19 @@ export class Client {
         if (frame.id !== 0n) {
           this.ws?.close(1002, "MESSAGE frame with a nonzero id");
           return;
+        }
+        if (frame.type === SessionSchema.typeName && frame.method === "") {
+          // The server gives (or takes back) the session key: the client's own business.
+          try {
+            const key = fromBinary(SessionSchema, frame.payload).key;
+            this.session = key === "" ? undefined : key;
+          } catch {
+            // An undecodable Session changes nothing.
+          }
+          return;
+        }
+        if (frame.topic !== "" && frame.offset > 0n) {
+          this.positions.set(frame.topic, { epoch: frame.epoch, offset: frame.offset });
         }
         void this.dispatch(frame, false);
         return;
@@ -722,7 +804,19 @@ function metadataOf(frame: Frame): Metadata {
     headers: { ...frame.headers },
     id: frame.id,
     createdUnixUs: frame.createdUnixUs,
+    ...(frame.offset > 0n ? { position: { epoch: frame.epoch, offset: frame.offset } } : {}),
   };
+}
+
+/** The position a SUBSCRIBE's reply carries (a topic with history); undefined for a topic without. */
+function positionOf(reply: Frame): { epoch: string; offset: bigint; recovered: boolean } | undefined {
+  if (reply.type !== PositionSchema.typeName) return undefined;
+  try {
+    const position = fromBinary(PositionSchema, reply.payload);
+    return { epoch: position.epoch, offset: position.offset, recovered: position.recovered };
+  } catch {
+    return undefined;
+  }
 }
 
 export type { Headers };

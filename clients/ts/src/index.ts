@@ -12,6 +12,8 @@ export type {
   Headers,
   Metadata,
   MethodDesc,
+  Position,
+  Recovery,
   Reply,
   SendOptions,
   WebSocketLike,

@@ -29,7 +29,18 @@ export interface Metadata {
   readonly id: bigint;
   /** The sender's clock when it sent the frame, µs since the Unix epoch (0 = unknown). */
   readonly createdUnixUs: bigint;
+  /** A published message's place in its topic's history, when the server keeps one (PROTOCOL.md, History and recovery). */
+  readonly position?: Position;
 }
+
+/** A place in a topic's history: the history's epoch and a message's offset in it. */
+export interface Position {
+  readonly epoch: string;
+  readonly offset: bigint;
+}
+
+/** What {@link Client.subscribeFrom} found: everything missed was replayed, it could not be, or the topic has no history. */
+export type Recovery = "recovered" | "unrecoverable" | "no-history";
 
 /** A reply with what came with it. */
 export interface Reply<O extends DescMessage> {
@@ -97,4 +108,6 @@ export interface ClientOptions {
   keepalive?: { intervalMs?: number; timeoutMs?: number } | false;
   /** The WebSocket implementation (default: `globalThis.WebSocket`; pass `ws`'s on Node < 22). */
   WebSocket?: WebSocketLike;
+  /** A session key saved from an earlier run ({@link Client.sessionKey}), presented when connecting so the server resumes that session. */
+  sessionKey?: string;
 }

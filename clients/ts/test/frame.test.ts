@@ -23,7 +23,7 @@ describe("the envelope", () => {
     const proto = readFileSync("../../proto/goomerang/v1/frame.proto", "utf8");
     const body = /message Frame \{([\s\S]*?)\n\}/.exec(proto)?.[1] ?? "";
     const declared = [...body.matchAll(/^\s+[\w.<>, ]+ (\w+) = (\d+);/gm)].map((m) => [m[1]!, Number(m[2])] as const);
-    assert.equal(declared.length, 11);
+    assert.equal(declared.length, 13);
     const encoded = FrameSchema.fields.map((f) => [f.name, f.number] as const);
     assert.deepEqual(new Map(encoded), new Map(declared));
     const kinds = [...proto.matchAll(/FRAME_KIND_(\w+) = (\d+);/g)].map((m) => [m[1]!, Number(m[2])] as const);

@@ -193,6 +193,105 @@ describe("against the lab server", { timeout: 60_000 }, () => {
   });
 });
 
+describe("history and sessions", { timeout: 60_000 }, () => {
+  let server: LabServer;
+  before(async () => {
+    server = await startLab();
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  /** A client recording `text@offset` of each note, and a way to wait for the n-th. */
+  const recorder = (options: Parameters<typeof client>[1] = {}) => {
+    const c = client(server.url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 }, ...options });
+    const seen: string[] = [];
+    let notify: () => void = () => {};
+    c.onMessage(NoteSchema, (note, ctx) => {
+      seen.push(`${note.text}@${ctx.metadata.position?.offset ?? "-"}`);
+      notify();
+    });
+    const arrived = (count: number) =>
+      next<void>((deliver) => {
+        notify = () => seen.length >= count && deliver();
+        notify();
+      });
+    return { c, seen, arrived };
+  };
+
+  test("messages carry positions; a client that reconnects gets what it missed, once and in order", async () => {
+    const publisher = client(server.url);
+    const { c, seen, arrived } = recorder();
+    const lost: string[] = [];
+    c.onUnrecoverable((topic) => lost.push(topic));
+    try {
+      await publisher.connect();
+      await c.connect();
+      await c.subscribe("hist.room");
+      assert.equal(c.position("hist.room")?.offset, 0n);
+      await publisher.publish("hist.room", NoteSchema, { text: "1" });
+      await arrived(1);
+      const epoch = c.position("hist.room")?.epoch;
+      assert.ok(epoch);
+      // Kicked: while it reconnects, 2 and 3 are published.
+      await new LabClient(c).kick({});
+      await reaches(c, "reconnecting");
+      await publisher.publish("hist.room", NoteSchema, { text: "2" });
+      await publisher.publish("hist.room", NoteSchema, { text: "3" });
+      await arrived(3);
+      await reaches(c, "open");
+      await publisher.publish("hist.room", NoteSchema, { text: "4" });
+      await arrived(4);
+      assert.deepEqual(seen, ["1@1", "2@2", "3@3", "4@4"]);
+      assert.deepEqual(c.position("hist.room"), { epoch, offset: 4n });
+      assert.deepEqual(lost, []);
+
+      // Explicitly, from a saved position, on a new client: 3 and 4 replayed.
+      const late = recorder();
+      await late.c.connect();
+      assert.equal(await late.c.subscribeFrom("hist.room", { epoch, offset: 2n }), "recovered");
+      await late.arrived(2);
+      assert.deepEqual(late.seen, ["3@3", "4@4"]);
+      assert.equal(await late.c.subscribeFrom("hist.room", { epoch: "another", offset: 2n }), "unrecoverable");
+      assert.equal(await late.c.subscribeFrom("news.plain", { epoch, offset: 2n }), "no-history");
+      late.c.close();
+    } finally {
+      publisher.close();
+      c.close();
+    }
+  });
+
+  test("a session survives a reconnection; an unknown key is forgotten", async () => {
+    const c = client(server.url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    try {
+      await c.connect();
+      const lab = new LabClient(c);
+      assert.equal(c.sessionKey, undefined);
+      assert.equal((await lab.login({ text: "ada" })).text, "ada");
+      const key = c.sessionKey as string | undefined;
+      assert.equal(key?.length, 64);
+      await lab.kick({});
+      await reaches(c, "reconnecting");
+      await reaches(c, "open");
+      assert.equal((await lab.whoAmI({})).text, "ada");
+      assert.equal(c.sessionKey, key);
+
+      const stranger = client(server.url, { sessionKey: "0".repeat(64) });
+      await stranger.connect();
+      assert.equal((await new LabClient(stranger).whoAmI({})).text, "");
+      assert.equal(stranger.sessionKey, undefined);
+      stranger.close();
+
+      const resumed = client(server.url, { sessionKey: key });
+      await resumed.connect();
+      assert.equal((await new LabClient(resumed).whoAmI({})).text, "ada");
+      resumed.close();
+    } finally {
+      c.close();
+    }
+  });
+});
+
 describe("reconnection", { timeout: 60_000 }, () => {
   test("after a server restart the client reconnects, renews its subscriptions and runs calls that waited", async () => {
     let server = await startLab();

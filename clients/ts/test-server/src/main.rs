@@ -3,7 +3,8 @@
 //!
 //! `goomerang-lab-server [--port N] [--static DIR]` (files served by tower-http's `ServeDir`) prints `LISTENING <port>` once it accepts
 //! connections, then serves until killed. A connection whose handshake carries the token `bad`
-//! (query `?token=bad` or subprotocol `token.bad`) is refused with 401.
+//! (query `?token=bad` or subprotocol `token.bad`) is refused with 401. Topics `hist.*` keep a
+//! history; `Login` gives the connection a session.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -128,6 +129,21 @@ impl Lab for Shared {
             .await
     }
 
+    async fn login(&self, ctx: Context, note: Note) -> Result<Note, Status> {
+        ctx.connection().create_session(&note).await?;
+        Ok(note)
+    }
+
+    async fn who_am_i(&self, ctx: Context, _request: ()) -> Result<Note, Status> {
+        Ok(ctx.connection().session::<Note>().unwrap_or_default())
+    }
+
+    async fn kick(&self, ctx: Context, _request: ()) -> Result<(), Status> {
+        let conn = ctx.connection().clone();
+        tokio::spawn(async move { conn.close_with(1012, "kicked").await });
+        Ok(())
+    }
+
     async fn tell_me(&self, ctx: Context, note: Note) -> Result<(), Status> {
         MemberClient::new(ctx.connection().clone()).tell(note).await
     }
@@ -151,6 +167,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service(LabServer::new(Shared(Arc::new(LabImpl::default()))))
         // Tabs and tests broadcast; a real server would decide per connection.
         .allow_client_broadcast(|_conn| true)
+        // Topics with history, for the recovery tests.
+        .history(
+            "hist.*",
+            goomerang::pubsub::History::new(100, std::time::Duration::from_secs(60)),
+        )
         .on_open(|hs| async move {
             let bad_subprotocol = hs.subprotocols().iter().any(|p| p == "token.bad");
             if hs.query("token").as_deref() == Some("bad") || bad_subprotocol {

@@ -24,7 +24,7 @@
 //! the broker is unreachable the client reconnects with backoff, local
 //! delivery carries on, and events wait in a bounded queue
 //! ([`NatsBuilder::queue_capacity`]); what does not fit is dropped and
-//! counted ([`Stats::dropped`]). Broker trouble reaches the server's
+//! counted (`BackplaneStats::dropped`). Broker trouble reaches the server's
 //! `on_error` hooks as `Incident::Backplane`.
 //!
 //! Every replica of one service must use the same namespace; the subjects
@@ -40,7 +40,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use goomerang::pubsub::{
-    Backplane, BackplaneError, Event, HELLO_EVERY, Inbound, Peers, PresenceFuture,
+    Backplane, BackplaneError, BackplaneStats, Event, HELLO_EVERY, Inbound, Peers, PresenceFuture,
 };
 use tokio::sync::mpsc;
 
@@ -131,36 +131,6 @@ pub enum ConnectError {
     },
 }
 
-/// What a [`Nats`] backplane has done so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Events from this replica handed to NATS.
-    pub forwarded: u64,
-    /// Broadcasts and publishes from other replicas received (and delivered
-    /// to whoever here they are for).
-    pub relayed: u64,
-    /// Queue-group messages NATS picked this replica for.
-    pub grouped: u64,
-    /// Events from this replica that NATS refused or could not take (each
-    /// reported to `on_error`).
-    pub failed: u64,
-    /// Events from this replica dropped because the outgoing queue was full
-    /// (the broker was unreachable or slower than the publishers).
-    pub dropped: u64,
-    /// Of those, the ones that found the group without a member here any
-    /// more (it left while the message was on its way), or the member's queue full.
-    pub unclaimed: u64,
-    /// Times a connection to the broker was lost.
-    pub disconnects: u64,
-    /// Times a lost connection to the broker came back.
-    pub reconnects: u64,
-    /// Queue-group subscriptions in place on the broker now.
-    pub groups: u64,
-    /// Other replicas alive, as far as this one knows (for presence).
-    pub replicas: u64,
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     forwarded: AtomicU64,
@@ -188,7 +158,7 @@ impl Nats {
     }
 
     /// Counts of what this backplane has done.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> BackplaneStats {
         self.handle().stats()
     }
 
@@ -204,24 +174,26 @@ pub struct NatsHandle(Arc<Shared>);
 
 impl NatsHandle {
     /// The counts now.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> BackplaneStats {
         let c = &self.0.counters;
         let connects = c
             .fan_connects
             .load(Ordering::Relaxed)
             .min(c.group_connects.load(Ordering::Relaxed));
-        Stats {
-            forwarded: c.forwarded.load(Ordering::Relaxed),
-            relayed: c.relayed.load(Ordering::Relaxed),
-            grouped: c.grouped.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            unclaimed: c.unclaimed.load(Ordering::Relaxed),
-            disconnects: c.disconnects.load(Ordering::Relaxed),
-            reconnects: connects.saturating_sub(1),
-            groups: c.groups.load(Ordering::Relaxed),
-            replicas: self.0.peers.alive() as u64,
-        }
+        let mut stats = BackplaneStats::new();
+        stats.forwarded = c.forwarded.load(Ordering::Relaxed);
+        stats.relayed = c.relayed.load(Ordering::Relaxed);
+        stats.grouped = c.grouped.load(Ordering::Relaxed);
+        stats.dropped = c.dropped.load(Ordering::Relaxed);
+        stats.failed = c.failed.load(Ordering::Relaxed);
+        stats.unclaimed = c.unclaimed.load(Ordering::Relaxed);
+        stats.disconnects = c.disconnects.load(Ordering::Relaxed);
+        stats.reconnects = connects.saturating_sub(1);
+        stats.groups = c.groups.load(Ordering::Relaxed);
+        stats.replicas = self.0.peers.alive() as u64;
+        // NATS tracks the cluster's queue groups itself: this replica's own.
+        stats.known_groups = stats.groups;
+        stats
     }
 
     /// Registers this backplane's counts into a `prometheus-client`
@@ -231,19 +203,7 @@ impl NatsHandle {
     pub fn register(&self, registry: &mut goomerang::prometheus_client::registry::Registry) {
         let handle = self.clone();
         registry.register_collector(goomerang::pubsub::backplane_collector("nats", move || {
-            let s = handle.stats();
-            let mut counts = goomerang::pubsub::BackplaneCounts::new();
-            counts.forwarded = s.forwarded;
-            counts.relayed = s.relayed;
-            counts.grouped = s.grouped;
-            counts.dropped = s.dropped;
-            counts.failed = s.failed;
-            counts.unclaimed = s.unclaimed;
-            counts.disconnects = s.disconnects;
-            counts.reconnects = s.reconnects;
-            counts.groups = s.groups;
-            counts.replicas = s.replicas;
-            counts
+            handle.stats()
         }));
     }
 
@@ -289,21 +249,19 @@ impl NatsBuilder {
         }
         let inbound = Arc::new(OnceLock::new());
         let counters = Arc::new(Counters::default());
+        let connect_error = |source| ConnectError::Connect {
+            url: self.url.clone(),
+            source,
+        };
         let fan = options(&inbound, &counters, Role::Fan)
             .no_echo()
             .connect(self.url.as_str())
             .await
-            .map_err(|source| ConnectError::Connect {
-                url: self.url.clone(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         let grouped = options(&inbound, &counters, Role::Groups)
             .connect(self.url.as_str())
             .await
-            .map_err(|source| ConnectError::Connect {
-                url: self.url.clone(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         let subjects = Subjects::new(&self.namespace);
         let subscribe_error = |source| ConnectError::Subscribe {
             url: self.url.clone(),

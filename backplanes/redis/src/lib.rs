@@ -27,7 +27,7 @@
 //! unreachable the connections reconnect with backoff (renewing their
 //! subscriptions), local delivery carries on, and events wait in a bounded
 //! queue ([`RedisBuilder::queue_capacity`]); what does not fit is dropped
-//! and counted ([`Stats::dropped`]). Broker trouble reaches the server's
+//! and counted (`BackplaneStats::dropped`). Broker trouble reaches the server's
 //! `on_error` hooks as `Incident::Backplane`.
 //!
 //! Every replica of one service must use the same namespace; the keys and
@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use goomerang::pubsub::{
-    Backplane, BackplaneError, Event, Inbound, Peers, PresenceFuture, matches,
+    Backplane, BackplaneError, BackplaneStats, Event, Inbound, Peers, PresenceFuture, matches,
 };
 use prost::Message as _;
 use redis::aio::ConnectionManager;
@@ -161,38 +161,6 @@ pub enum ConnectError {
     },
 }
 
-/// What a [`Redis`] backplane has done so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Events from this replica handed to Redis.
-    pub forwarded: u64,
-    /// Broadcasts and publishes from other replicas received (and delivered
-    /// to whoever here they are for).
-    pub relayed: u64,
-    /// Queue-group messages this replica popped (a message put back for
-    /// another replica counts on each that popped it).
-    pub grouped: u64,
-    /// Queue-group messages no member took: popped here with no member left
-    /// (or its queue full) after going round the replicas three times.
-    pub unclaimed: u64,
-    /// Events from this replica that Redis refused or could not take (each
-    /// reported to `on_error`).
-    pub failed: u64,
-    /// Events from this replica dropped because the outgoing queue was full.
-    pub dropped: u64,
-    /// Times the subscriber connection to Redis was lost.
-    pub disconnects: u64,
-    /// Times it came back, with its subscriptions renewed.
-    pub reconnects: u64,
-    /// Queue groups with a member here (popped by this replica).
-    pub groups: u64,
-    /// Queue groups with a member anywhere in the cluster, as last read.
-    pub known_groups: u64,
-    /// Other replicas alive, as far as this one knows (for presence).
-    pub replicas: u64,
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     forwarded: AtomicU64,
@@ -219,7 +187,7 @@ impl Redis {
     }
 
     /// Counts of what this backplane has done.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> BackplaneStats {
         self.handle().stats()
     }
 
@@ -235,21 +203,21 @@ pub struct RedisHandle(Arc<Shared>);
 
 impl RedisHandle {
     /// The counts now.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> BackplaneStats {
         let c = &self.0.counters;
-        Stats {
-            forwarded: c.forwarded.load(Ordering::Relaxed),
-            relayed: c.relayed.load(Ordering::Relaxed),
-            grouped: c.grouped.load(Ordering::Relaxed),
-            unclaimed: c.unclaimed.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            disconnects: c.disconnects.load(Ordering::Relaxed),
-            reconnects: c.reconnects.load(Ordering::Relaxed),
-            groups: c.groups.load(Ordering::Relaxed),
-            known_groups: lock(&self.0.known).len() as u64,
-            replicas: self.0.peers.alive() as u64,
-        }
+        let mut stats = BackplaneStats::new();
+        stats.forwarded = c.forwarded.load(Ordering::Relaxed);
+        stats.relayed = c.relayed.load(Ordering::Relaxed);
+        stats.grouped = c.grouped.load(Ordering::Relaxed);
+        stats.unclaimed = c.unclaimed.load(Ordering::Relaxed);
+        stats.dropped = c.dropped.load(Ordering::Relaxed);
+        stats.failed = c.failed.load(Ordering::Relaxed);
+        stats.disconnects = c.disconnects.load(Ordering::Relaxed);
+        stats.reconnects = c.reconnects.load(Ordering::Relaxed);
+        stats.groups = c.groups.load(Ordering::Relaxed);
+        stats.known_groups = lock(&self.0.known).len() as u64;
+        stats.replicas = self.0.peers.alive() as u64;
+        stats
     }
 
     /// Registers this backplane's counts into a `prometheus-client`
@@ -259,19 +227,7 @@ impl RedisHandle {
     pub fn register(&self, registry: &mut goomerang::prometheus_client::registry::Registry) {
         let handle = self.clone();
         registry.register_collector(goomerang::pubsub::backplane_collector("redis", move || {
-            let s = handle.stats();
-            let mut counts = goomerang::pubsub::BackplaneCounts::new();
-            counts.forwarded = s.forwarded;
-            counts.relayed = s.relayed;
-            counts.grouped = s.grouped;
-            counts.dropped = s.dropped;
-            counts.failed = s.failed;
-            counts.unclaimed = s.unclaimed;
-            counts.disconnects = s.disconnects;
-            counts.reconnects = s.reconnects;
-            counts.groups = s.groups;
-            counts.replicas = s.replicas;
-            counts
+            handle.stats()
         }));
     }
 

@@ -7,6 +7,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::observe::backplane::BackplaneStats;
 use crate::observe::metrics::{Counters, HistogramSnapshot};
 
 /// The Prometheus metrics of a [`Server`](crate::Server) or
@@ -206,40 +207,6 @@ impl Collector for Metrics {
     }
 }
 
-/// A backplane engine's counts, exported by [`backplane_collector`] as
-/// `goomerang_backplane_*` metrics with an `engine` label.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BackplaneCounts {
-    /// Events this replica handed to the broker.
-    pub forwarded: u64,
-    /// Events from other replicas received.
-    pub relayed: u64,
-    /// Queue-group messages the broker gave this replica.
-    pub grouped: u64,
-    /// Events dropped on a full outgoing queue.
-    pub dropped: u64,
-    /// Events the broker refused or could not take.
-    pub failed: u64,
-    /// Queue-group messages no member took.
-    pub unclaimed: u64,
-    /// Broker connections lost.
-    pub disconnects: u64,
-    /// Broker connections that came back.
-    pub reconnects: u64,
-    /// Queue groups with a member on this replica.
-    pub groups: u64,
-    /// Other replicas alive, as this one knows.
-    pub replicas: u64,
-}
-
-impl BackplaneCounts {
-    /// All counts zero; set the fields an engine keeps.
-    pub fn new() -> BackplaneCounts {
-        BackplaneCounts::default()
-    }
-}
-
 /// A `prometheus-client` collector reading an engine's counts at each
 /// scrape: `goomerang_backplane_events_total{engine, outcome}` (forwarded,
 /// relayed, grouped, dropped, failed, unclaimed),
@@ -248,7 +215,7 @@ impl BackplaneCounts {
 /// Engines hand it out from their handles' `register`.
 pub fn backplane_collector(
     engine: &'static str,
-    read: impl Fn() -> BackplaneCounts + Send + Sync + 'static,
+    read: impl Fn() -> BackplaneStats + Send + Sync + 'static,
 ) -> Box<dyn Collector> {
     Box::new(BackplaneCollector {
         engine,
@@ -258,7 +225,7 @@ pub fn backplane_collector(
 
 struct BackplaneCollector {
     engine: &'static str,
-    read: Box<dyn Fn() -> BackplaneCounts + Send + Sync>,
+    read: Box<dyn Fn() -> BackplaneStats + Send + Sync>,
 }
 
 impl std::fmt::Debug for BackplaneCollector {

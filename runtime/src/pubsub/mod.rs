@@ -11,9 +11,10 @@ pub(crate) mod history;
 pub(crate) mod hub;
 pub(crate) mod presence;
 pub(crate) mod topics;
+pub use crate::observe::backplane::BackplaneStats;
 /// For backplane engines: their counts as `goomerang_backplane_*` metrics.
 #[cfg(feature = "metrics")]
-pub use crate::observe::export::{BackplaneCounts, backplane_collector};
+pub use crate::observe::export::backplane_collector;
 pub use crate::wire::control::{Control, ControlKind};
 pub use crate::wire::topic::{
     MAX_TOPIC_LEN, Position, Recovery, Subscription, TopicError, matches,

@@ -192,42 +192,23 @@ impl Engine {
 
     /// The counts, in an `Ack`.
     fn stats(&self) -> Ack {
-        match self {
-            Engine::Nats(nats) => {
-                let s = nats.stats();
-                Ack {
-                    forwarded: s.forwarded,
-                    relayed: s.relayed,
-                    grouped: s.grouped,
-                    dropped: s.dropped,
-                    failed: s.failed,
-                    unclaimed: s.unclaimed,
-                    groups: s.groups,
-                    disconnects: s.disconnects,
-                    reconnects: s.reconnects,
-                    // NATS keeps the cluster's groups itself.
-                    known_groups: s.groups,
-                    replicas: s.replicas,
-                    ..Ack::default()
-                }
-            }
-            Engine::Redis(redis) => {
-                let s = redis.stats();
-                Ack {
-                    forwarded: s.forwarded,
-                    relayed: s.relayed,
-                    grouped: s.grouped,
-                    dropped: s.dropped,
-                    failed: s.failed,
-                    unclaimed: s.unclaimed,
-                    groups: s.groups,
-                    disconnects: s.disconnects,
-                    reconnects: s.reconnects,
-                    known_groups: s.known_groups,
-                    replicas: s.replicas,
-                    ..Ack::default()
-                }
-            }
+        let s = match self {
+            Engine::Nats(nats) => nats.stats(),
+            Engine::Redis(redis) => redis.stats(),
+        };
+        Ack {
+            forwarded: s.forwarded,
+            relayed: s.relayed,
+            grouped: s.grouped,
+            dropped: s.dropped,
+            failed: s.failed,
+            unclaimed: s.unclaimed,
+            groups: s.groups,
+            disconnects: s.disconnects,
+            reconnects: s.reconnects,
+            known_groups: s.known_groups,
+            replicas: s.replicas,
+            ..Ack::default()
         }
     }
 }

@@ -416,8 +416,8 @@ impl Connection {
         .encode(&proto::Session {
             key: key.to_owned(),
         });
-        // Outside the budget, like a control frame: the client must learn it.
-        let _ = self.try_enqueue(frame);
+        // Outside the byte budget (0 permits): a full queue must not lose it.
+        let _ = self.outbox().try_push(frame, 0);
     }
 
     /// Starts a close handshake with `code` and `reason` (truncated to the

@@ -76,9 +76,7 @@ pub(crate) fn handle(
                 }
                 return Ok(None);
             }
-            if from.is_some()
-                && (sub.group.is_some() || sub.pattern.split('.').any(|t| t == "*" || t == ">"))
-            {
+            if from.is_some() && (sub.group.is_some() || topic::has_wildcards(&sub.pattern)) {
                 return Err(Status::invalid_argument(
                     "recovery needs a topic without wildcards, outside any queue group",
                 ));

@@ -17,8 +17,8 @@ use crate::pubsub::history::{Histories, History, Recovery};
 use crate::pubsub::presence::{self, Label, Presence, Present, ReplicaPresence};
 use crate::pubsub::topics::Table;
 use crate::sync::lock;
-use crate::wire::topic::Position;
 use crate::wire::topic::Subscription;
+use crate::wire::topic::{Position, has_wildcards};
 
 /// RFC 6455 private-use close code sent to a connection dropped as a slow consumer.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4002;
@@ -138,7 +138,7 @@ impl Hub {
         sub: &Subscription,
         from: Option<&Position>,
     ) -> Result<(bool, Option<Recovery>), Error> {
-        let exact = sub.group.is_none() && !sub.pattern.split('.').any(|t| t == "*" || t == ">");
+        let exact = sub.group.is_none() && !has_wildcards(&sub.pattern);
         if !self.has_history || !exact {
             return Ok((self.subscribe(conn, sub)?, None));
         }

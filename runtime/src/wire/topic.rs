@@ -55,6 +55,11 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     topic.next().is_none()
 }
 
+/// Whether a (valid) pattern has a wildcard token (`*` or `>`).
+pub(crate) fn has_wildcards(pattern: &str) -> bool {
+    pattern.split('.').any(|token| token == "*" || token == ">")
+}
+
 /// Checks a topic (`pattern` false: no wildcards) or a subscription pattern.
 pub(crate) fn validate(topic: &str, pattern: bool) -> Result<(), TopicError> {
     if topic.is_empty() {

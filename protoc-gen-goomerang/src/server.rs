@@ -18,7 +18,7 @@ pub(crate) fn module(service: &Service, rt: &TokenStream) -> TokenStream {
         Side::Client => ("clients", "Client::builder()"),
     };
     let module_doc = format!(
-        " The side that implements `{full_name}` ({implementor}): implement [`{trait_name}`] and register it with `{builder}.service({wrapper}::new(..))`."
+        " The side that implements `{full_name}` ({implementor}): implement [`{trait_name}`]({module}::{trait_name}) and register it with `{builder}.service({wrapper}::new(..))`."
     );
     let trait_docs = docs::attrs(&service.docs);
     let wrapper_doc =

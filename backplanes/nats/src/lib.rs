@@ -168,7 +168,7 @@ impl Nats {
     }
 }
 
-/// Reaches a [`Nats`] backplane from anywhere: its [`Stats`], and a barrier.
+/// Reaches a [`Nats`] backplane from anywhere: its [`BackplaneStats`], and a barrier.
 #[derive(Clone, Debug)]
 pub struct NatsHandle(Arc<Shared>);
 

@@ -197,7 +197,7 @@ impl Redis {
     }
 }
 
-/// Reaches a [`Redis`] backplane from anywhere: its [`Stats`], and a barrier.
+/// Reaches a [`Redis`] backplane from anywhere: its [`BackplaneStats`], and a barrier.
 #[derive(Clone, Debug)]
 pub struct RedisHandle(Arc<Shared>);
 

@@ -176,7 +176,7 @@ impl Peers {
 
     /// Asks every replica who is subscribed to `topic` (`publish` sends the
     /// question on the shared channel) and waits for the answers of those
-    /// alive, or [`GATHER_FOR`].
+    /// alive, or half a second.
     pub async fn gather(
         &self,
         topic: &str,

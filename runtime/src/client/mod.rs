@@ -466,7 +466,9 @@ impl Client {
     /// INVALID_ARGUMENT for a malformed pattern, RESOURCE_EXHAUSTED at the
     /// server's subscription limit, UNAVAILABLE when not connected.
     pub async fn subscribe(&self, pattern: &str) -> Result<(), Status> {
-        self.subscription(FrameKind::Subscribe, pattern, None).await
+        self.subscription(FrameKind::Subscribe, pattern, None, None)
+            .await
+            .map(drop)
     }
 
     /// Subscribes to `topic` (no wildcards) from `from`, a position this
@@ -479,25 +481,16 @@ impl Client {
     /// wildcards.
     pub async fn subscribe_from(&self, topic: &str, from: &Position) -> Result<Recovery, Status> {
         topic::validate(topic, false).map_err(|e| Status::from(Error::InvalidTopic(e)))?;
-        let sub = Subscription {
-            pattern: topic.to_owned(),
-            group: None,
-        };
-        let conn = self.connection_by(self.default_timeout()).await?;
-        let reply = conn.control(FrameKind::Subscribe, &sub, Some(from)).await?;
-        lock(&self.inner.subscriptions).insert(sub);
-        let positions = self.positions();
-        Ok(match reply {
-            Some(position) => {
-                positions.record(topic, Position::new(position.epoch, position.offset));
-                if position.recovered {
-                    Recovery::Recovered
-                } else {
-                    Recovery::Unrecoverable
-                }
-            }
-            None => Recovery::NoHistory,
-        })
+        Ok(
+            match self
+                .subscription(FrameKind::Subscribe, topic, None, Some(from))
+                .await?
+            {
+                Some(true) => Recovery::Recovered,
+                Some(false) => Recovery::Unrecoverable,
+                None => Recovery::NoHistory,
+            },
+        )
     }
 
     /// The session key the server gave this client (PROTOCOL.md, Sessions),
@@ -527,8 +520,9 @@ impl Client {
     /// # Errors
     /// As [`subscribe`](Self::subscribe).
     pub async fn subscribe_group(&self, pattern: &str, group: &str) -> Result<(), Status> {
-        self.subscription(FrameKind::Subscribe, pattern, Some(group))
+        self.subscription(FrameKind::Subscribe, pattern, Some(group), None)
             .await
+            .map(drop)
     }
 
     /// Undoes [`subscribe`](Self::subscribe).
@@ -536,8 +530,9 @@ impl Client {
     /// # Errors
     /// As [`subscribe`](Self::subscribe).
     pub async fn unsubscribe(&self, pattern: &str) -> Result<(), Status> {
-        self.subscription(FrameKind::Unsubscribe, pattern, None)
+        self.subscription(FrameKind::Unsubscribe, pattern, None, None)
             .await
+            .map(drop)
     }
 
     /// Undoes [`subscribe_group`](Self::subscribe_group).
@@ -545,39 +540,46 @@ impl Client {
     /// # Errors
     /// As [`subscribe`](Self::subscribe).
     pub async fn unsubscribe_group(&self, pattern: &str, group: &str) -> Result<(), Status> {
-        self.subscription(FrameKind::Unsubscribe, pattern, Some(group))
+        self.subscription(FrameKind::Unsubscribe, pattern, Some(group), None)
             .await
+            .map(drop)
     }
 
+    /// Sends a SUBSCRIBE (from `from`, if given) or UNSUBSCRIBE, and keeps
+    /// the subscription set and the positions in step. For a topic with
+    /// history, says whether what came after `from` was recovered.
     async fn subscription(
         &self,
         kind: FrameKind,
         pattern: &str,
         group: Option<&str>,
-    ) -> Result<(), Status> {
+        from: Option<&Position>,
+    ) -> Result<Option<bool>, Status> {
         topic::validate(pattern, true).map_err(|e| Status::from(Error::InvalidTopic(e)))?;
         let sub = Subscription {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
         };
         let conn = self.connection_by(self.default_timeout()).await?;
-        let reply = conn.control(kind, &sub, None).await?;
+        let reply = conn.control(kind, &sub, from).await?;
         let exact = sub.group.is_none();
         let mut subs = lock(&self.inner.subscriptions);
         if kind == FrameKind::Subscribe {
-            if let (Some(position), true) = (reply.filter(|p| !p.epoch.is_empty()), exact) {
-                // Recover from here if the connection drops before a message comes.
-                self.positions()
-                    .record(pattern, Position::new(position.epoch, position.offset));
-            }
             subs.insert(sub);
+            let Some(position) = reply.filter(|_| exact) else {
+                return Ok(None);
+            };
+            // Recover from here if the connection drops before a message comes.
+            self.positions()
+                .record(pattern, Position::new(position.epoch, position.offset));
+            Ok(Some(position.recovered))
         } else {
             if exact {
                 self.positions().forget(pattern);
             }
             subs.remove(&sub);
+            Ok(None)
         }
-        Ok(())
     }
 
     /// The subscriptions this client holds (and renews after reconnecting).
@@ -749,10 +751,7 @@ async fn supervise(
                                     Some(&renewing),
                                 );
                             }
-                            if !now.epoch.is_empty() {
-                                positions
-                                    .record(&sub.pattern, Position::new(now.epoch, now.offset));
-                            }
+                            positions.record(&sub.pattern, Position::new(now.epoch, now.offset));
                         }
                         Ok(None) => {}
                         Err(status) => hooks.error(

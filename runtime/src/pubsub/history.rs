@@ -337,6 +337,22 @@ mod tests {
         assert_eq!((r.recovered, r.position), (false, Position::new("F", 1)));
     }
 
+    #[test]
+    fn a_client_keeps_positions_with_an_epoch_only() {
+        let positions = Positions::default();
+        positions.record("chat.a", Position::new("", 0));
+        assert_eq!(
+            positions.get("chat.a"),
+            None,
+            "no history named: nothing to recover from"
+        );
+        positions.record("chat.a", Position::new("E", 3));
+        positions.record("chat.a", Position::new("", 0));
+        assert_eq!(positions.get("chat.a"), Some(Position::new("E", 3)));
+        positions.forget("chat.a");
+        assert_eq!(positions.get("chat.a"), None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn age_trims_and_an_emptied_idle_history_gets_a_new_epoch() {
         let mut h = histories();
@@ -364,7 +380,12 @@ mod tests {
 pub(crate) struct Positions(std::sync::Mutex<HashMap<String, Position>>);
 
 impl Positions {
+    /// Keeps `position` as the last on `topic`; one without an epoch names
+    /// no history (a replica that has not heard of the topic) and is not kept.
     pub(crate) fn record(&self, topic: &str, position: Position) {
+        if position.epoch.is_empty() {
+            return;
+        }
         let mut positions = lock(&self.0);
         match positions.get_mut(topic) {
             Some(known) => *known = position,

@@ -29,7 +29,17 @@
 //!
 //! Every replica of one service must use the same namespace; the subjects
 //! it uses are listed in the `subjects` module's documentation.
+//!
+//! Topics with history (`ServerBuilder::history`) are numbered and kept in
+//! JetStream (start nats-server with `-js`): each publish is stored as the
+//! topic's next offset, in a stream per history rule limited to the rule's
+//! length per topic and to its age, then sent to every replica. Each
+//! replica keeps the history in memory too; one that lacks what a
+//! recovering client asks for (it started late, or missed messages while
+//! the broker was away) reads it from JetStream. So a client recovers on
+//! any replica.
 
+mod history;
 mod subjects;
 
 use std::collections::HashMap;
@@ -40,7 +50,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use goomerang::pubsub::{
-    Backplane, BackplaneError, BackplaneStats, Event, HELLO_EVERY, Inbound, Peers, PresenceFuture,
+    Backplane, BackplaneError, BackplaneStats, Event, HELLO_EVERY, History, HistoryFuture, Inbound,
+    Peers, PresenceFuture,
 };
 use tokio::sync::mpsc;
 
@@ -67,6 +78,7 @@ struct Parts {
     outbox: mpsc::Receiver<Event>,
     broadcasts: async_nats::Subscriber,
     plain: async_nats::Subscriber,
+    numbered: async_nats::Subscriber,
     control: async_nats::Subscriber,
     groups: mpsc::UnboundedReceiver<GroupChange>,
 }
@@ -79,6 +91,8 @@ struct Shared {
     /// Queue groups: with echo, since this replica may hold the member.
     grouped: async_nats::Client,
     subjects: Subjects,
+    /// Topic history on JetStream.
+    store: history::Store,
     /// Who else is alive; presence questions in flight.
     peers: Peers,
     /// Join and leave notices, applied in order by one task.
@@ -275,6 +289,10 @@ impl NatsBuilder {
             .subscribe(subjects.all_plain())
             .await
             .map_err(subscribe_error)?;
+        let numbered = fan
+            .subscribe(subjects.all_numbered())
+            .await
+            .map_err(subscribe_error)?;
         let control = fan
             .subscribe(subjects.control())
             .await
@@ -287,6 +305,7 @@ impl NatsBuilder {
         let (group_changes, groups) = mpsc::unbounded_channel();
         Ok(Nats {
             shared: Arc::new(Shared {
+                store: history::Store::new(fan.clone(), subjects.clone()),
                 fan,
                 grouped,
                 subjects,
@@ -300,6 +319,7 @@ impl NatsBuilder {
                 outbox: outbox_rx,
                 broadcasts,
                 plain,
+                numbered,
                 control,
                 groups,
             })),
@@ -371,6 +391,7 @@ impl Backplane for Nats {
             inbound.clone(),
             parts.broadcasts,
             parts.plain,
+            parts.numbered,
         ));
         tokio::spawn(manage_groups(
             self.shared.clone(),
@@ -397,6 +418,16 @@ impl Backplane for Nats {
 
     fn balances_groups(&self) -> bool {
         true
+    }
+
+    fn numbers_history(&self) -> bool {
+        true
+    }
+
+    fn history(&self, topic: &str, after: u64, rule: History) -> HistoryFuture {
+        let shared = self.shared.clone();
+        let topic = topic.to_owned();
+        Box::pin(async move { shared.store.read(&topic, after, rule).await })
     }
 
     fn group_joined(&self, pattern: &str, group: &str) {
@@ -475,7 +506,7 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
                 .fan
                 .publish(shared.subjects.broadcast(), frame)
                 .await
-                .map_err(|e| ("broadcast", e)),
+                .map_err(|e| not_handed("broadcast", e)),
             Event::Publish { topic, frame } => {
                 let plain = shared
                     .fan
@@ -485,46 +516,112 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
                     .grouped
                     .publish(shared.subjects.group(&topic), frame)
                     .await;
-                plain.and(grouped).map_err(|e| ("publish", e))
+                plain.and(grouped).map_err(|e| not_handed("publish", e))
             }
-            // Group deliveries only ever come from NATS.
+            Event::History { topic, rule, frame } => number(&shared, topic, rule, frame).await,
+            // Group and numbered deliveries only ever come from NATS.
             _ => Ok(()),
         };
         match sent {
             Ok(()) => {
                 shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
             }
-            Err((what, err)) => {
+            Err(err) => {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(inbound) = shared.inbound.get() {
-                    inbound.report(BackplaneError::with_source(
-                        ENGINE,
-                        format!("{what} not handed to NATS"),
-                        err,
-                    ));
+                    inbound.report(err);
                 }
             }
         }
     }
 }
 
-/// Delivers other replicas' broadcasts and plain publishes here.
+fn not_handed(what: &str, err: async_nats::PublishError) -> BackplaneError {
+    BackplaneError::with_source(ENGINE, format!("{what} not handed to NATS"), err)
+}
+
+/// Numbers a history publish on JetStream, then delivers it here and sends
+/// it to the other replicas; the topic's queue groups get it as a plain
+/// publish. If it could not be numbered (the broker is away), it still
+/// reaches the local subscribers, without a position.
+async fn number(
+    shared: &Shared,
+    topic: String,
+    rule: History,
+    frame: Bytes,
+) -> Result<(), BackplaneError> {
+    let grouped = shared
+        .grouped
+        .publish(shared.subjects.group(&topic), frame.clone())
+        .await;
+    match shared.store.number(&topic, rule, &frame).await {
+        Ok((epoch, offset)) => {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(history::EPOCH, epoch.as_str());
+            headers.insert(history::OFFSET, offset.to_string().as_str());
+            let sent = shared
+                .fan
+                .publish_with_headers(shared.subjects.numbered(&topic), headers, frame.clone())
+                .await;
+            if let Some(inbound) = shared.inbound.get() {
+                inbound.deliver(Event::Numbered {
+                    topic,
+                    epoch,
+                    offset,
+                    frame,
+                });
+            }
+            sent.and(grouped)
+                .map_err(|e| not_handed("history publish", e))
+        }
+        Err(err) => {
+            if let Some(inbound) = shared.inbound.get() {
+                inbound.deliver(Event::Publish { topic, frame });
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Delivers other replicas' broadcasts, plain publishes and numbered history publishes here.
 async fn relay(
     shared: Arc<Shared>,
     inbound: Inbound,
     broadcasts: async_nats::Subscriber,
     plain: async_nats::Subscriber,
+    numbered: async_nats::Subscriber,
 ) {
-    let mut incoming = futures_util::stream::select(broadcasts, plain);
+    let mut incoming =
+        futures_util::stream::select(futures_util::stream::select(broadcasts, plain), numbered);
     while let Some(message) = incoming.next().await {
-        let event = match shared.subjects.topic_of(message.subject.as_str()) {
-            Some(topic) => Event::Publish {
+        let subject = message.subject.as_str();
+        let event = if let Some(topic) = shared.subjects.topic_of(subject) {
+            Event::Publish {
                 topic: topic.to_owned(),
                 frame: message.payload,
-            },
-            None => Event::Broadcast {
+            }
+        } else if let Some(topic) = shared.subjects.numbered_topic_of(subject) {
+            let headers = message.headers.unwrap_or_default();
+            let (Some(epoch), Some(offset)) = (
+                history::header(&headers, history::EPOCH),
+                history::offset_of(&headers),
+            ) else {
+                inbound.report(BackplaneError::new(
+                    ENGINE,
+                    "history publish without a position dropped",
+                ));
+                continue;
+            };
+            Event::Numbered {
+                topic: topic.to_owned(),
+                epoch: epoch.to_owned(),
+                offset,
                 frame: message.payload,
-            },
+            }
+        } else {
+            Event::Broadcast {
+                frame: message.payload,
+            }
         };
         shared.counters.relayed.fetch_add(1, Ordering::Relaxed);
         if inbound.deliver(event).is_none() {

@@ -10,6 +10,12 @@
 //! | publish, plain subscribers | `<ns>.p.<topic>` | every replica, on `<ns>.p.>` |
 //! | publish, queue groups | `<ns>.q.<topic>` | replicas with a member, on `<ns>.q.<pattern>` in queue `<hex(pattern)>_<hex(group)>` |
 //! | replicas' hellos, presence questions and answers | `<ns>.c` | every replica |
+//! | publishes on topics with history, numbered (headers `Goomerang-Epoch`, `Goomerang-Offset`) | `<ns>.n.<topic>` | every replica, on `<ns>.n.>` |
+//! | the kept history of a topic | `<ns>.h.<len>_<age>.<topic>` in JetStream stream `GOOMERANG_<hex(ns)>_<len>_<age>` | read by a replica that lacks it |
+//!
+//! A history rule (keep `len` messages per topic for `age` milliseconds)
+//! has a JetStream stream of its own, since JetStream limits a stream's
+//! messages per subject and age as a whole.
 //!
 //! The queue name carries the pattern because NATS merges queue
 //! subscriptions by name across subjects, while goomerang keeps a group per
@@ -58,6 +64,37 @@ impl Subjects {
         format!("{}.q.{topic}", self.namespace)
     }
 
+    /// Where a numbered history publish goes to every replica.
+    pub(crate) fn numbered(&self, topic: &str) -> String {
+        format!("{}.n.{topic}", self.namespace)
+    }
+
+    /// What every replica subscribes to for numbered history publishes.
+    pub(crate) fn all_numbered(&self) -> String {
+        format!("{}.n.>", self.namespace)
+    }
+
+    /// The topic of a subject received on [`all_numbered`](Self::all_numbered).
+    pub(crate) fn numbered_topic_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject
+            .strip_prefix(self.namespace.as_str())?
+            .strip_prefix(".n.")
+    }
+
+    /// The JetStream stream keeping the history of topics under the rule
+    /// `len` messages, `age_ms` milliseconds: its name and its subjects.
+    pub(crate) fn history_stream(&self, len: usize, age_ms: u128) -> (String, String) {
+        (
+            format!("GOOMERANG_{}_{len}_{age_ms}", hex(&self.namespace)),
+            format!("{}.h.{len}_{age_ms}.>", self.namespace),
+        )
+    }
+
+    /// The subject keeping `topic`'s history under that rule.
+    pub(crate) fn history(&self, len: usize, age_ms: u128, topic: &str) -> String {
+        format!("{}.h.{len}_{age_ms}.{topic}", self.namespace)
+    }
+
     /// The NATS queue name of goomerang's group `group` at `pattern`.
     pub(crate) fn queue_name(pattern: &str, group: &str) -> String {
         format!("{}_{}", hex(pattern), hex(group))
@@ -88,6 +125,18 @@ mod tests {
         assert_eq!(s.topic_of("app.b"), None);
         assert_eq!(s.topic_of("other.p.x"), None);
         assert_eq!(s.group("jobs.*"), "app.q.jobs.*");
+        assert_eq!(s.numbered("room.1"), "app.n.room.1");
+        assert_eq!(s.all_numbered(), "app.n.>");
+        assert_eq!(s.numbered_topic_of("app.n.room.1"), Some("room.1"));
+        assert_eq!(s.numbered_topic_of("app.p.room.1"), None);
+        assert_eq!(
+            s.history_stream(10, 60_000),
+            (
+                "GOOMERANG_617070_10_60000".to_owned(),
+                "app.h.10_60000.>".to_owned()
+            )
+        );
+        assert_eq!(s.history(10, 60_000, "room.1"), "app.h.10_60000.room.1");
         // Distinct for the same name at two patterns, and never a space.
         assert_eq!(Subjects::queue_name("a.*", "w w"), "612e2a_772077");
         assert_ne!(

@@ -36,10 +36,14 @@
 //! [`RedisSessions`] keeps connections' sessions in Redis, so that a client
 //! resumes its session on whichever replica it reconnects to.
 //!
-//! Topics with history (`ServerBuilder::history`) are numbered on Redis: a
-//! script gives each publish the topic's next offset (and the topic's
-//! epoch) and publishes it to every replica, the publisher's included, so
-//! every replica keeps the same history and a client recovers on any of them.
+//! Topics with history (`ServerBuilder::history`) are numbered and kept on
+//! Redis: a script gives each publish the topic's next offset (and the
+//! topic's epoch), appends it to the topic's stream (trimmed to the history
+//! rule's length and age) and publishes it to every replica, the
+//! publisher's included. Each replica keeps the history in memory too; one
+//! that lacks what a recovering client asks for (it started late, or missed
+//! messages while Redis was away) reads the stream. So a client recovers on
+//! any replica.
 
 mod keys;
 mod sessions;
@@ -53,13 +57,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use goomerang::pubsub::{
-    Backplane, BackplaneError, BackplaneStats, Event, Inbound, Peers, PresenceFuture, matches,
+    Backplane, BackplaneError, BackplaneStats, Event, History, HistoryFuture, Inbound, Peers,
+    PresenceFuture, matches,
 };
 use prost::Message as _;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 
-use crate::keys::{Envelope, Keys, NUMBER_AND_PUBLISH, field, parse_field, parse_numbered};
+use crate::keys::{
+    Envelope, Keys, NUMBER_AND_PUBLISH, READ_HISTORY, field, parse_field, parse_history,
+    parse_numbered,
+};
 
 /// The name this engine reports its errors under.
 const ENGINE: &str = "redis";
@@ -376,8 +384,8 @@ impl Backplane for Redis {
 
     fn forward(&self, event: Event) {
         if let Err(full) = self.outbox.try_send(event) {
-            if let mpsc::error::TrySendError::Full(Event::History { topic, frame })
-            | mpsc::error::TrySendError::Closed(Event::History { topic, frame }) = full
+            if let mpsc::error::TrySendError::Full(Event::History { topic, frame, .. })
+            | mpsc::error::TrySendError::Closed(Event::History { topic, frame, .. }) = full
             {
                 deliver_unnumbered(&self.shared, vec![(topic, frame)]);
             }
@@ -401,6 +409,31 @@ impl Backplane for Redis {
 
     fn numbers_history(&self) -> bool {
         true
+    }
+
+    fn history(&self, topic: &str, _after: u64, _rule: History) -> HistoryFuture {
+        let shared = self.shared.clone();
+        let [counter, epoch, stream] = shared.keys.numbering(topic);
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let read: redis::Value = redis::cmd("EVAL")
+                .arg(READ_HISTORY)
+                .arg(3)
+                .arg(counter)
+                .arg(epoch)
+                .arg(stream)
+                .query_async(&mut shared.commands.clone())
+                .await
+                .map_err(|err| {
+                    BackplaneError::with_source(ENGINE, format!("history of {topic} not read"), err)
+                })?;
+            if read == redis::Value::Nil {
+                return Ok(None);
+            }
+            parse_history(read).map(Some).ok_or_else(|| {
+                BackplaneError::new(ENGINE, format!("history of {topic}: unexpected answer"))
+            })
+        })
     }
 
     fn group_joined(&self, pattern: &str, group: &str) {
@@ -484,33 +517,31 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
                 }
                 Event::Publish { topic, frame } => {
                     let envelope = envelope(&shared, topic.clone(), frame);
-                    for (pattern, group) in known.iter().filter(|(p, _)| matches(p, &topic)) {
-                        let list = shared.keys.queue(&field(pattern, group));
-                        pipe.cmd("RPUSH").arg(&list).arg(&envelope).ignore();
-                        pipe.cmd("LTRIM")
-                            .arg(&list)
-                            .arg(-(shared.list_cap as i64))
-                            .arg(-1)
-                            .ignore();
-                    }
+                    push_to_groups(&shared, &mut pipe, &known, &topic, &envelope);
                     pipe.cmd("PUBLISH")
                         .arg(shared.keys.publish())
                         .arg(envelope)
                         .ignore();
                 }
-                Event::History { topic, frame } => {
-                    let (counter, epoch) = shared.keys.numbering(&topic);
+                Event::History { topic, rule, frame } => {
+                    let [counter, epoch, stream] = shared.keys.numbering(&topic);
                     pipe.cmd("EVAL")
                         .arg(NUMBER_AND_PUBLISH)
-                        .arg(3)
+                        .arg(4)
                         .arg(counter)
                         .arg(epoch)
                         .arg(shared.keys.history())
+                        .arg(stream)
                         .arg(format!("{:016x}", rand_epoch()))
                         .arg(&topic)
                         .arg(frame.as_ref())
                         .arg(NUMBERING_KEPT_MS)
+                        .arg(rule.max_len)
+                        .arg(u64::try_from(rule.max_age.as_millis()).unwrap_or(u64::MAX / 2))
                         .ignore();
+                    // Queue groups take the message as a plain publish's.
+                    let envelope = envelope(&shared, topic.clone(), frame.clone());
+                    push_to_groups(&shared, &mut pipe, &known, &topic, &envelope);
                     unnumbered.push((topic, frame));
                 }
                 // Group and numbered deliveries only ever come from Redis.
@@ -541,6 +572,26 @@ async fn ship(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Event>) {
                 deliver_unnumbered(&shared, unnumbered);
             }
         }
+    }
+}
+
+/// Queues a publish on `topic` for each matching queue group with a member
+/// somewhere: one list push each, the list trimmed to its cap.
+fn push_to_groups(
+    shared: &Shared,
+    pipe: &mut redis::Pipeline,
+    known: &[(String, String)],
+    topic: &str,
+    envelope: &[u8],
+) {
+    for (pattern, group) in known.iter().filter(|(p, _)| matches(p, topic)) {
+        let list = shared.keys.queue(&field(pattern, group));
+        pipe.cmd("RPUSH").arg(&list).arg(envelope).ignore();
+        pipe.cmd("LTRIM")
+            .arg(&list)
+            .arg(-(shared.list_cap as i64))
+            .arg(-1)
+            .ignore();
     }
 }
 

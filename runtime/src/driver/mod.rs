@@ -364,7 +364,7 @@ async fn handle_binary(
             let id = frame.id;
             let (type_name, method) = (frame.type_name.clone(), frame.method.clone());
             let result =
-                control::handle(conn, hub, shared.routes().middleware(), hooks, kind, frame);
+                control::handle(conn, hub, shared.routes().middleware(), hooks, kind, frame).await;
             match (id, result) {
                 (0, Ok(_)) => {}
                 (0, Err(status)) => conn.report_to_peer(&status, &type_name, &method).await,

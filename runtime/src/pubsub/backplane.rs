@@ -4,13 +4,63 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::pubsub::history::History;
 use crate::pubsub::presence::{RemotePresence, ReplicaPresence};
 
 /// What [`Backplane::presence`] returns.
 pub type PresenceFuture = Pin<Box<dyn Future<Output = RemotePresence> + Send + 'static>>;
+
+/// What [`Backplane::history`] returns: the topic's history as the broker
+/// keeps it, `None` if the broker knows nothing of the topic.
+pub type HistoryFuture =
+    Pin<Box<dyn Future<Output = Result<Option<Stored>, BackplaneError>> + Send + 'static>>;
+
+/// A topic's history as the broker keeps it (see [`Backplane::history`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stored {
+    /// The name of the topic's history.
+    pub epoch: String,
+    /// The last offset given out in it (kept or not).
+    pub last: u64,
+    /// The messages still kept, oldest first, with consecutive offsets
+    /// ending at `last` (or fewer, if the newest are not kept).
+    pub messages: Vec<StoredMessage>,
+}
+
+impl Stored {
+    /// History `epoch`, numbered up to `last`, still keeping `messages` (oldest first).
+    pub fn new(epoch: impl Into<String>, last: u64, messages: Vec<StoredMessage>) -> Stored {
+        Stored {
+            epoch: epoch.into(),
+            last,
+            messages,
+        }
+    }
+}
+
+/// One message of a [`Stored`] history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredMessage {
+    /// Its offset.
+    pub offset: u64,
+    /// How long ago it was published.
+    pub age: Duration,
+    /// The encoded frame, without a position (as [`Event::History`] carried it).
+    pub frame: Bytes,
+}
+
+impl StoredMessage {
+    /// The message at `offset`, published `age` ago.
+    pub fn new(offset: u64, age: Duration, frame: Bytes) -> StoredMessage {
+        StoredMessage { offset, age, frame }
+    }
+}
 
 /// A fan-out event crossing replicas. The frame is fully encoded (a
 /// goomerang `Frame` of kind MESSAGE) and is delivered to local connections as is.
@@ -35,10 +85,14 @@ pub enum Event {
     /// that [numbers history](Backplane::numbers_history) gets this instead
     /// of [`Event::Publish`], has the broker give it the topic's next offset,
     /// and delivers it back to every replica (this one included) as
-    /// [`Event::Numbered`]. Nothing was delivered locally yet.
+    /// [`Event::Numbered`]. Nothing was delivered locally yet. A backplane
+    /// that [balances queue groups](Backplane::balances_groups) also serves
+    /// the topic's groups with it, as for [`Event::Publish`].
     History {
         /// The topic.
         topic: String,
+        /// The topic's history rule: how much the broker should keep.
+        rule: History,
         /// The encoded frame, without a position.
         frame: Bytes,
     },
@@ -120,6 +174,17 @@ pub trait Backplane: Send + Sync + 'static {
     /// backplane do not go together. Asked once, when the server is built.
     fn numbers_history(&self) -> bool {
         false
+    }
+    /// The history of `topic` as the broker keeps it (only asked of a
+    /// backplane that [numbers history](Backplane::numbers_history)). The
+    /// server asks when a client wants to recover from a position it does
+    /// not hold itself, after it joined the cluster late or missed messages
+    /// while the broker was away, and when a replica first serves a topic.
+    /// Messages at or before `after` may be left out. The default: the
+    /// broker keeps nothing.
+    fn history(&self, topic: &str, after: u64, rule: History) -> HistoryFuture {
+        let _ = (topic, after, rule);
+        Box::pin(std::future::ready(Ok(None)))
     }
     /// This replica's id in the cluster, as [`Present::replica`](crate::pubsub::Present)
     /// reports it (0 without a backplane).

@@ -21,7 +21,7 @@ use crate::wire::topic::{self, Position, Subscription};
 /// Relayed payloads are re-framed as MESSAGE without being decoded. Returns
 /// the reply's payload when it is not the empty acknowledgement (a
 /// SUBSCRIBE of a topic with history gets its position).
-pub(crate) fn handle(
+pub(crate) async fn handle(
     conn: &Connection,
     hub: &Hub,
     middleware: &[Arc<dyn Middleware>],
@@ -83,6 +83,7 @@ pub(crate) fn handle(
             }
             let (added, recovery) = hub
                 .subscribe_at(conn, &sub, from.as_ref())
+                .await
                 .map_err(Status::from)?;
             if added {
                 hooks.subscribe(conn, &sub, true);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::pubsub::backplane::Stored;
 use crate::sync::lock;
 use crate::wire::frame;
 use crate::wire::topic::Position;
@@ -50,6 +51,21 @@ struct Log {
     entries: VecDeque<(u64, Instant, Bytes)>,
     /// When something last happened here (a publish, a subscription).
     touched: Instant,
+}
+
+impl Log {
+    /// Whether everything after `from` is kept: the oldest kept is at most
+    /// the next one (or nothing was published since).
+    fn covers(&self, from: &Position) -> bool {
+        let oldest = self
+            .entries
+            .front()
+            .map_or(self.last + 1, |(offset, ..)| *offset);
+        !self.epoch.is_empty()
+            && from.epoch == self.epoch
+            && from.offset <= self.last
+            && oldest <= from.offset + 1
+    }
 }
 
 /// Every topic's history on this server, and the rules saying which
@@ -142,6 +158,92 @@ impl Histories {
         Some(stamped)
     }
 
+    /// Whether a subscription to `topic` (from `from`) needs the broker's
+    /// history: this replica has not heard of the topic, or does not hold
+    /// everything after `from`. Only for numbered histories.
+    pub(crate) fn needs_broker(
+        &mut self,
+        topic: &str,
+        rule: History,
+        from: Option<&Position>,
+    ) -> bool {
+        if !self.numbered {
+            return false;
+        }
+        let log = self.log(topic, rule, Instant::now());
+        log.epoch.is_empty() || from.is_some_and(|from| !log.covers(from))
+    }
+
+    /// Takes in the broker's history of `topic`. Of the same history, what
+    /// is older than what this replica keeps fills in before it (newer
+    /// messages are on their way here as [`Event::Numbered`]); another (or
+    /// a first) history replaces what this replica had.
+    ///
+    /// [`Event::Numbered`]: crate::pubsub::Event::Numbered
+    pub(crate) fn fill(&mut self, topic: &str, rule: History, stored: Stored) {
+        let now = Instant::now();
+        let log = self.log(topic, rule, now);
+        let stamp = |offset: u64, age: Duration, frame: &Bytes, epoch: &str| {
+            (
+                offset,
+                now.checked_sub(age).unwrap_or(now),
+                frame::with_position(frame, offset, epoch),
+            )
+        };
+        let fresh = stored
+            .messages
+            .iter()
+            .filter(|m| m.age <= rule.max_age && m.offset <= stored.last);
+        if log.epoch != stored.epoch {
+            log.epoch = stored.epoch.clone();
+            log.last = stored.last;
+            log.entries = fresh
+                .map(|m| stamp(m.offset, m.age, &m.frame, &stored.epoch))
+                .collect();
+            // Keep the consecutive run that ends at `last` only.
+            let mut expected = stored.last;
+            let run = log
+                .entries
+                .iter()
+                .rev()
+                .take_while(|(offset, ..)| {
+                    let ok = *offset == expected;
+                    expected = expected.saturating_sub(1);
+                    ok
+                })
+                .count();
+            let drop = log.entries.len() - run;
+            log.entries.drain(..drop);
+        } else {
+            // Prepend the consecutive run that ends just before what is kept here.
+            let first = log
+                .entries
+                .front()
+                .map_or(log.last + 1, |(offset, ..)| *offset);
+            let mut expected = first.saturating_sub(1);
+            let mut older = Vec::new();
+            for m in fresh
+                .filter(|m| m.offset < first)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                if m.offset != expected || expected == 0 {
+                    break;
+                }
+                older.push(stamp(m.offset, m.age, &m.frame, &stored.epoch));
+                expected -= 1;
+            }
+            for entry in older {
+                log.entries.push_front(entry);
+            }
+        }
+        while log.entries.len() > rule.max_len {
+            log.entries.pop_front();
+        }
+        log.touched = now;
+    }
+
     /// For a subscription to `topic`: where it stands, and, if `from` is
     /// given, the stamped frames after it when they are all still kept.
     pub(crate) fn recover(
@@ -163,14 +265,7 @@ impl Histories {
                 Vec::new(),
             );
         };
-        // Everything after `from` is kept if the oldest kept is at most the
-        // next one (or nothing was published since).
-        let oldest = log
-            .entries
-            .front()
-            .map_or(log.last + 1, |(offset, ..)| *offset);
-        let recoverable =
-            from.epoch == log.epoch && from.offset <= log.last && oldest <= from.offset + 1;
+        let recoverable = log.covers(from);
         let missed = if recoverable {
             log.entries
                 .iter()
@@ -335,6 +430,79 @@ mod tests {
         assert!(h.keep_numbered("chat.a", rule(), "F", 1, &frame).is_some());
         let (r, _) = h.recover("chat.a", rule(), Some(&from(11)));
         assert_eq!((r.recovered, r.position), (false, Position::new("F", 1)));
+    }
+
+    #[test]
+    fn the_brokers_history_fills_in_before_what_is_kept_or_replaces_another() {
+        use crate::pubsub::backplane::StoredMessage;
+        let stored = |epoch: &str, last: u64, offsets: &[u64]| {
+            let messages = offsets
+                .iter()
+                .map(|&o| StoredMessage::new(o, Duration::from_secs(1), Bytes::from_static(b"m")))
+                .collect();
+            Stored::new(epoch, last, messages)
+        };
+        let mut h = Histories::new(vec![("chat.*".to_owned(), rule())], true);
+        let from = |epoch: &str, offset| Position::new(epoch, offset);
+        // Never heard of: it needs the broker, and takes its history whole
+        // (the last three, as the rule keeps three).
+        assert!(h.needs_broker("chat.a", rule(), None));
+        h.fill("chat.a", rule(), stored("E", 9, &[5, 6, 7, 8, 9]));
+        assert!(!h.needs_broker("chat.a", rule(), None));
+        let (r, missed) = h.recover("chat.a", rule(), Some(&from("E", 6)));
+        assert_eq!(
+            (r.recovered, r.position, missed.len()),
+            (true, from("E", 9), 3)
+        );
+        assert!(h.needs_broker("chat.a", rule(), Some(&from("E", 5))));
+
+        // Same history, live from 10 on after a gap (11 only): the broker's
+        // 10 fills in before it; what is newer than 11 is not taken (it is
+        // on its way), and nothing past a hole.
+        let mut h = Histories::new(
+            vec![(
+                "chat.*".to_owned(),
+                History::new(10, Duration::from_secs(60)),
+            )],
+            true,
+        );
+        let wide = History::new(10, Duration::from_secs(60));
+        h.keep_numbered("chat.a", wide, "E", 11, &Bytes::from_static(b"m"));
+        assert!(h.needs_broker("chat.a", wide, Some(&from("E", 8))));
+        h.fill("chat.a", wide, stored("E", 12, &[7, 9, 10, 11, 12]));
+        let (r, missed) = h.recover("chat.a", wide, Some(&from("E", 7)));
+        assert!(!r.recovered, "8 is missing on the broker too");
+        assert!(missed.is_empty());
+        let (r, missed) = h.recover("chat.a", wide, Some(&from("E", 8)));
+        assert_eq!(
+            (r.recovered, r.position, missed.len()),
+            (true, from("E", 11), 3)
+        );
+        // 12 arrives live, once.
+        assert!(
+            h.keep_numbered("chat.a", wide, "E", 12, &Bytes::from_static(b"m"))
+                .is_some()
+        );
+
+        // The broker has another history (it lost the old one): it replaces ours.
+        h.fill("chat.a", wide, stored("F", 2, &[1, 2]));
+        let (r, missed) = h.recover("chat.a", wide, Some(&from("F", 0)));
+        assert_eq!(
+            (r.recovered, r.position, missed.len()),
+            (true, from("F", 2), 2)
+        );
+        // Messages older than the rule's age are not taken.
+        let old = Stored::new(
+            "G",
+            3,
+            vec![
+                StoredMessage::new(2, Duration::from_secs(61), Bytes::from_static(b"m")),
+                StoredMessage::new(3, Duration::from_secs(1), Bytes::from_static(b"m")),
+            ],
+        );
+        h.fill("chat.a", wide, old);
+        assert!(!h.recover("chat.a", wide, Some(&from("G", 1))).0.recovered);
+        assert!(h.recover("chat.a", wide, Some(&from("G", 2))).0.recovered);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -22,6 +23,10 @@ use crate::wire::topic::{Position, has_wildcards};
 
 /// RFC 6455 private-use close code sent to a connection dropped as a slow consumer.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4002;
+
+/// How long a subscription waits for a topic's history from the broker
+/// before it goes on with what this replica holds.
+pub(crate) const HISTORY_FETCH_LIMIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Hub {
     /// Live connections; each connection task removes itself when it ends.
@@ -132,7 +137,12 @@ impl Hub {
     /// Subscribes; for a topic with history (no wildcards, no group) also
     /// says where it stands and, given `from`, first queues what came after
     /// it if all of that is kept. Nothing published meanwhile is lost or sent twice.
-    pub(crate) fn subscribe_at(
+    ///
+    /// With history numbered on a broker, a replica that does not hold the
+    /// topic's history (it has not heard of the topic, or not of everything
+    /// after `from`) first asks the backplane for the broker's, waiting at
+    /// most [`HISTORY_FETCH_LIMIT`].
+    pub(crate) async fn subscribe_at(
         &self,
         conn: &Connection,
         sub: &Subscription,
@@ -142,6 +152,40 @@ impl Hub {
         if !self.has_history || !exact {
             return Ok((self.subscribe(conn, sub)?, None));
         }
+        let topic = sub.pattern.as_str();
+        let ask = {
+            let mut histories = lock(&self.histories);
+            histories
+                .rule(topic)
+                .filter(|rule| histories.needs_broker(topic, *rule, from))
+        };
+        if let Some(rule) = ask {
+            let after = from.map_or(0, |from| from.offset);
+            let fetched = tokio::time::timeout(
+                HISTORY_FETCH_LIMIT,
+                self.backplane.history(topic, after, rule),
+            )
+            .await;
+            match fetched {
+                Ok(Ok(Some(stored))) => lock(&self.histories).fill(topic, rule, stored),
+                Ok(Ok(None)) => {}
+                Ok(Err(err)) => self.report(err),
+                Err(_) => self.report(BackplaneError::new(
+                    "server",
+                    format!("the history of {topic} did not come from the broker within {HISTORY_FETCH_LIMIT:?}"),
+                )),
+            }
+        }
+        self.subscribe_now(conn, sub, from)
+    }
+
+    /// [`subscribe_at`](Self::subscribe_at) with what this replica holds.
+    fn subscribe_now(
+        &self,
+        conn: &Connection,
+        sub: &Subscription,
+        from: Option<&Position>,
+    ) -> Result<(bool, Option<Recovery>), Error> {
         let mut histories = lock(&self.histories);
         let Some(rule) = histories.rule(&sub.pattern) else {
             drop(histories);
@@ -253,10 +297,12 @@ impl Hub {
     /// history lock is held until it is queued for every local subscriber.
     pub(crate) fn publish(&self, topic: &str, frame: Bytes) -> usize {
         if self.has_history && self.numbered_history {
-            if lock(&self.histories).rule(topic).is_some() {
+            let rule = lock(&self.histories).rule(topic);
+            if let Some(rule) = rule {
                 // Delivered here too once the broker has numbered it.
                 self.backplane.forward(Event::History {
                     topic: topic.to_owned(),
+                    rule,
                     frame,
                 });
                 return 0;

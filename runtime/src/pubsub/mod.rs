@@ -19,7 +19,10 @@ pub use crate::wire::control::{Control, ControlKind};
 pub use crate::wire::topic::{
     MAX_TOPIC_LEN, Position, Recovery, Subscription, TopicError, matches,
 };
-pub use backplane::{Backplane, BackplaneError, Event, Inbound, LocalOnly, PresenceFuture};
+pub use backplane::{
+    Backplane, BackplaneError, Event, HistoryFuture, Inbound, LocalOnly, PresenceFuture, Stored,
+    StoredMessage,
+};
 pub use cluster::{HELLO_EVERY, Peers};
 pub use history::History;
 pub use hub::CLOSE_SLOW_CONSUMER;

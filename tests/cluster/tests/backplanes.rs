@@ -50,6 +50,7 @@ on_every_broker!(
     a_broker_restart_never_stops_local_delivery_and_the_cluster_heals,
     presence_spans_the_cluster_and_notices_a_dead_replica,
     a_dead_replicas_clients_move_to_another_and_keep_receiving,
+    history_kept_on_the_broker_follows_clients_to_any_replica,
 );
 
 async fn broadcast_and_publish_reach_every_replica_once(kind: Kind) {
@@ -515,16 +516,18 @@ async fn a_session_in_redis_follows_its_client_to_another_replica() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_moves_replica_recovers_what_it_missed_from_redis_numbered_history() {
-    let Some(binary) = broker_binary(Kind::Redis) else {
+/// Topic history numbered and kept on the broker (Redis streams, JetStream).
+async fn history_kept_on_the_broker_follows_clients_to_any_replica(kind: Kind) {
+    use goomerang::pubsub::{Position, Recovery};
+    let Some(binary) = broker_binary(kind) else {
         return;
     };
     bounded(async {
-        let broker = Broker::start(Kind::Redis, binary).await;
+        let broker = Broker::start(kind, binary).await;
+        let history = ["--history", "chat.*"];
         let mut replicas = Vec::new();
         for _ in 0..3 {
-            replicas.push(Replica::start(&broker, "history", &["--history", "chat.*"]).await);
+            replicas.push(Replica::start(&broker, "history", &history).await);
         }
         let mut mover =
             Member::connect_with_fallbacks(&replicas[0].url, &[replicas[1].url.as_str()]).await;
@@ -533,7 +536,19 @@ async fn a_client_that_moves_replica_recovers_what_it_missed_from_redis_numbered
             .subscribe("chat.room")
             .await
             .expect("subscribe");
+        // A queue group on a history topic takes each message once, unnumbered.
+        let mut worker = Member::connect(&replicas[1].url).await;
+        worker
+            .client
+            .subscribe_group("chat.*", "workers")
+            .await
+            .expect("subscribe_group");
         let publisher = Member::connect(&replicas[2].url).await;
+        worker.wait_stats(|s| s.groups == 1).await;
+        if matches!(kind, Kind::Redis) {
+            // (NATS finds the group's members itself.)
+            publisher.wait_stats(|s| s.known_groups == 1).await;
+        }
         for text in ["1", "2"] {
             publisher
                 .client
@@ -544,7 +559,7 @@ async fn a_client_that_moves_replica_recovers_what_it_missed_from_redis_numbered
         assert_eq!(mover.next().await.0, "1");
         assert_eq!(mover.next().await.0, "2");
         let before = mover.client.position("chat.room").expect("a position");
-        assert_eq!(before.offset, 2, "numbered by Redis: {before:?}");
+        assert_eq!(before.offset, 2, "numbered by the broker: {before:?}");
         assert!(!before.epoch.is_empty());
 
         // Its replica dies while 3 and 4 are published; on the second
@@ -577,6 +592,11 @@ async fn a_client_that_moves_replica_recovers_what_it_missed_from_redis_numbered
             (before.epoch.as_str(), 5)
         );
         assert_eq!(mover.drain(), []);
+        let mut taken: Vec<String> = Vec::new();
+        for _ in 0..5 {
+            taken.push(worker.next().await.0);
+        }
+        assert_eq!(taken, ["1", "2", "3", "4", "5"], "the group took each once");
 
         // Recovery on another replica, made explicit: from 2, a new client
         // of the third replica gets 3, 4 and 5 replayed before the confirmation.
@@ -586,12 +606,68 @@ async fn a_client_that_moves_replica_recovers_what_it_missed_from_redis_numbered
                 .subscribe_from("chat.room", &before)
                 .await
                 .expect("subscribe_from"),
-            goomerang::pubsub::Recovery::Recovered
+            Recovery::Recovered
         );
         for want in ["3", "4", "5"] {
             assert_eq!(late.next().await.0, want);
         }
         assert_eq!(late.drain(), []);
+
+        // A replica started after all of it holds nothing in memory: it
+        // reads the broker's history, so recovery there works the same.
+        let fourth = Replica::start(&broker, "history", &history).await;
+        let mut newcomer = Member::connect(&fourth.url).await;
+        assert_eq!(
+            newcomer
+                .client
+                .subscribe_from("chat.room", &before)
+                .await
+                .expect("subscribe_from"),
+            Recovery::Recovered
+        );
+        for want in ["3", "4", "5"] {
+            assert_eq!(newcomer.next().await.0, want);
+        }
+        let at = newcomer.client.position("chat.room").expect("a position");
+        assert_eq!((at.epoch.as_str(), at.offset), (before.epoch.as_str(), 5));
+        // Live from there on, numbered in the same history.
+        publisher
+            .client
+            .publish("chat.room", note("6"))
+            .await
+            .expect("publish");
+        assert_eq!(newcomer.next().await.0, "6");
+        assert_eq!(mover.next().await.0, "6");
+        assert_eq!(newcomer.drain(), []);
+        // A position in a history the broker does not have: a typed refusal,
+        // nothing replayed, and the subscription still live.
+        let mut stranger = Member::connect(&fourth.url).await;
+        assert_eq!(
+            stranger
+                .client
+                .subscribe_from("chat.room", &Position::new("no-such-epoch", 3))
+                .await
+                .expect("subscribe_from"),
+            Recovery::Unrecoverable
+        );
+        publisher
+            .client
+            .publish("chat.room", note("7"))
+            .await
+            .expect("publish");
+        assert_eq!(stranger.next().await.0, "7");
+        assert_eq!(stranger.drain(), []);
+        // A fresh subscriber of the late replica learns the broker's
+        // position at once (a replica that had not heard of the topic asks).
+        let third = Replica::start(&broker, "history", &history).await;
+        let fresh = Member::connect(&third.url).await;
+        fresh
+            .client
+            .subscribe("chat.room")
+            .await
+            .expect("subscribe");
+        let now = fresh.client.position("chat.room").expect("a position");
+        assert_eq!((now.epoch.as_str(), now.offset), (before.epoch.as_str(), 7));
     })
     .await;
 }

@@ -68,24 +68,33 @@ pub(crate) fn broker_binary(kind: Kind) -> Option<String> {
     found
 }
 
-/// A broker on a loopback port, killed when dropped.
+/// A broker on a loopback port, killed when dropped (with its JetStream
+/// store, for NATS).
 #[derive(Debug)]
 pub(crate) struct Broker {
     kind: Kind,
     binary: String,
     child: Option<Child>,
     port: u16,
+    store: std::path::PathBuf,
 }
 
 impl Broker {
     /// Starts a broker of `kind`; returns once it listens.
     pub(crate) async fn start(kind: Kind, binary: String) -> Broker {
-        let (child, port) = spawn_broker(kind, &binary, None).await;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let store = std::env::temp_dir().join(format!(
+            "goomerang-broker-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let (child, port) = spawn_broker(kind, &binary, None, &store).await;
         Broker {
             kind,
             binary,
             child: Some(child),
             port,
+            store,
         }
     }
 
@@ -104,16 +113,30 @@ impl Broker {
         }
     }
 
-    /// Starts it again on the same port (empty: nothing was persisted);
-    /// returns once it listens.
+    /// Starts it again on the same port (Redis empty: nothing was persisted;
+    /// NATS with its JetStream store); returns once it listens.
     pub(crate) async fn restart(&mut self) {
         self.kill().await;
-        let (child, _) = spawn_broker(self.kind, &self.binary, Some(self.port)).await;
+        let (child, _) = spawn_broker(self.kind, &self.binary, Some(self.port), &self.store).await;
         self.child = Some(child);
     }
 }
 
-async fn spawn_broker(kind: Kind, binary: &str, port: Option<u16>) -> (Child, u16) {
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+async fn spawn_broker(
+    kind: Kind,
+    binary: &str,
+    port: Option<u16>,
+    store: &std::path::Path,
+) -> (Child, u16) {
     for _attempt in 0..5 {
         // nats-server picks a free port itself (`-p -1`) and logs it; Redis
         // cannot, so it gets one the kernel just handed out.
@@ -133,7 +156,9 @@ async fn spawn_broker(kind: Kind, binary: &str, port: Option<u16>) -> (Child, u1
                 } else {
                     port.to_string()
                 };
-                process.args(["-a", "127.0.0.1", "-p", &p]);
+                // JetStream on, for topic history, storing under `store`.
+                let store = store.to_str().expect("a UTF-8 temporary directory");
+                process.args(["-a", "127.0.0.1", "-p", &p, "-js", "-sd", store]);
                 process.stdout(Stdio::null()).stderr(Stdio::piped());
                 "Listening for client connections on 127.0.0.1:"
             }

@@ -51,6 +51,8 @@ struct Log {
     entries: VecDeque<(u64, Instant, Bytes)>,
     /// When something last happened here (a publish, a subscription).
     touched: Instant,
+    /// When this replica started following the topic.
+    since: Instant,
 }
 
 impl Log {
@@ -177,10 +179,14 @@ impl Histories {
     /// Takes in the broker's history of `topic`. Of the same history, what
     /// is older than what this replica keeps fills in before it (newer
     /// messages are on their way here as [`Event::Numbered`]); another (or
-    /// a first) history replaces what this replica had.
+    /// a first) history replaces what this replica had. Returns the stamped
+    /// messages of a replacing history published since this replica began
+    /// following the topic: its subscribers have not had them (their
+    /// [`Event::Numbered`] is still on its way, or was lost), and the caller
+    /// delivers them; when they do arrive they are known and skipped.
     ///
     /// [`Event::Numbered`]: crate::pubsub::Event::Numbered
-    pub(crate) fn fill(&mut self, topic: &str, rule: History, stored: Stored) {
+    pub(crate) fn fill(&mut self, topic: &str, rule: History, stored: Stored) -> Vec<Bytes> {
         let now = Instant::now();
         let log = self.log(topic, rule, now);
         let stamp = |offset: u64, age: Duration, frame: &Bytes, epoch: &str| {
@@ -194,7 +200,14 @@ impl Histories {
             .messages
             .iter()
             .filter(|m| m.age <= rule.max_age && m.offset <= stored.last);
+        let mut unseen = Vec::new();
         if log.epoch != stored.epoch {
+            let following = now.duration_since(log.since);
+            unseen = fresh
+                .clone()
+                .filter(|m| m.age < following)
+                .map(|m| frame::with_position(&m.frame, m.offset, &stored.epoch))
+                .collect();
             log.epoch = stored.epoch.clone();
             log.last = stored.last;
             log.entries = fresh
@@ -242,6 +255,7 @@ impl Histories {
             log.entries.pop_front();
         }
         log.touched = now;
+        unseen
     }
 
     /// For a subscription to `topic`: where it stands, and, if `from` is
@@ -314,6 +328,7 @@ impl Histories {
                     last: 0,
                     entries: VecDeque::new(),
                     touched: now,
+                    since: now,
                 },
             );
         }
@@ -432,8 +447,8 @@ mod tests {
         assert_eq!((r.recovered, r.position), (false, Position::new("F", 1)));
     }
 
-    #[test]
-    fn the_brokers_history_fills_in_before_what_is_kept_or_replaces_another() {
+    #[tokio::test(start_paused = true)]
+    async fn the_brokers_history_fills_in_before_what_is_kept_or_replaces_another() {
         use crate::pubsub::backplane::StoredMessage;
         let stored = |epoch: &str, last: u64, offsets: &[u64]| {
             let messages = offsets
@@ -447,7 +462,11 @@ mod tests {
         // Never heard of: it needs the broker, and takes its history whole
         // (the last three, as the rule keeps three).
         assert!(h.needs_broker("chat.a", rule(), None));
-        h.fill("chat.a", rule(), stored("E", 9, &[5, 6, 7, 8, 9]));
+        let unseen = h.fill("chat.a", rule(), stored("E", 9, &[5, 6, 7, 8, 9]));
+        assert!(
+            unseen.is_empty(),
+            "all published before it followed the topic"
+        );
         assert!(!h.needs_broker("chat.a", rule(), None));
         let (r, missed) = h.recover("chat.a", rule(), Some(&from("E", 6)));
         assert_eq!(
@@ -484,8 +503,17 @@ mod tests {
                 .is_some()
         );
 
-        // The broker has another history (it lost the old one): it replaces ours.
-        h.fill("chat.a", wide, stored("F", 2, &[1, 2]));
+        // The broker has another history (it lost the old one): it replaces
+        // ours, and what was published in it since this replica followed the
+        // topic (both, here: one second old, followed for two) is handed back
+        // for delivery; when they arrive they are known.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let unseen = h.fill("chat.a", wide, stored("F", 2, &[1, 2]));
+        assert_eq!(unseen.len(), 2);
+        assert!(
+            h.keep_numbered("chat.a", wide, "F", 2, &Bytes::from_static(b"m"))
+                .is_none()
+        );
         let (r, missed) = h.recover("chat.a", wide, Some(&from("F", 0)));
         assert_eq!(
             (r.recovered, r.position, missed.len()),

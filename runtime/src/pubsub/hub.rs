@@ -167,7 +167,13 @@ impl Hub {
             )
             .await;
             match fetched {
-                Ok(Ok(Some(stored))) => lock(&self.histories).fill(topic, rule, stored),
+                Ok(Ok(Some(stored))) => {
+                    // Delivered under the history lock, as numbered messages are.
+                    let mut histories = lock(&self.histories);
+                    for frame in histories.fill(topic, rule, stored) {
+                        self.publish_local(topic, &frame);
+                    }
+                }
                 Ok(Ok(None)) => {}
                 Ok(Err(err)) => self.report(err),
                 Err(_) => self.report(BackplaneError::new(

@@ -20,6 +20,7 @@ use crate::conn::connection::Connection;
 use crate::conn::peer::Peer;
 use crate::driver;
 use crate::driver::shared::Shared;
+use crate::driver::socket::Socket;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
 use crate::incident::Incident;
@@ -42,7 +43,7 @@ type ClientIo = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>;
 use crate::pubsub::history::Positions;
 use crate::wire::topic::{self, Position, Recovery, Subscription};
 
-type Ws = WebSocketStream<ClientIo>;
+type Ws = WebSocketStream<Socket<ClientIo>>;
 
 /// Builds a [`Client`]: handlers (for server → client messages and requests),
 /// middleware, hooks, limits and the reconnect policy.
@@ -874,10 +875,13 @@ async fn dial(
         } else {
             ClientIo::Plain(tcp)
         };
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, io, Some(config.websocket()))
-                .await
-                .map_err(|err| connect_error(url, err))?;
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(
+            request,
+            Socket::new(io),
+            Some(config.websocket()),
+        )
+        .await
+        .map_err(|err| connect_error(url, err))?;
         Ok((ws, peer))
     };
     match tokio::time::timeout(config.handshake_timeout, opening).await {

@@ -1,7 +1,9 @@
 //! `Connection`: the handle to one live WebSocket peer — send, request, close — and its bookkeeping.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use crate::incident::Incident;
@@ -536,6 +538,45 @@ impl Connection {
         }
     }
 
+    /// Answers the peer's request `id`: at once when the queue has room (the
+    /// usual case), else waiting for room in a boxed future, so that the
+    /// reader's state does not carry the wait's.
+    pub(crate) async fn answer(&self, id: u64, outcome: Outcome) {
+        if let Some(bytes) = self.try_reply(id, outcome) {
+            let queued: Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '_>> =
+                Box::pin(self.enqueue(bytes));
+            if let Err(err) = queued.await {
+                tracing::debug!(conn = self.id(), id, %err, "reply not sent");
+            }
+        }
+    }
+
+    /// Tells the peer a one-way frame it sent (of `type_name`, to `method`)
+    /// could not be handled: ERROR with id 0, naming the frame. As
+    /// [`answer`](Self::answer): at once when the queue has room, else boxed.
+    pub(crate) async fn report(&self, status: &Status, type_name: &str, method: &str) {
+        let frame = report_frame(status, type_name, method);
+        if let Err((Error::QueueFull, frame)) = self.try_enqueue_or_return(frame) {
+            let queued: Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '_>> =
+                Box::pin(self.enqueue(frame));
+            let _ = queued.await;
+        }
+    }
+
+    /// Queues a report (see [`report`](Self::report)) if the queue has room
+    /// now; otherwise hands it back so the caller can wait elsewhere.
+    pub(crate) fn try_report(
+        &self,
+        status: &Status,
+        type_name: &str,
+        method: &str,
+    ) -> Option<Bytes> {
+        match self.try_enqueue_or_return(report_frame(status, type_name, method)) {
+            Err((Error::QueueFull, bytes)) => Some(bytes),
+            _ => None,
+        }
+    }
+
     /// Queues the answer to the peer's request `id` if the queue has room now;
     /// otherwise hands it back so the caller can wait elsewhere.
     pub(crate) fn try_reply(&self, id: u64, outcome: Outcome) -> Option<Bytes> {
@@ -572,13 +613,7 @@ impl Connection {
         bytes
     }
 
-    /// Tells the peer a one-way frame it sent (of `type_name`, to `method`)
-    /// could not be handled: ERROR with id 0, naming the frame.
-    pub(crate) async fn report_to_peer(&self, status: &Status, type_name: &str, method: &str) {
-        let _ = self.enqueue(report_frame(status, type_name, method)).await;
-    }
-
-    /// [`report_to_peer`](Self::report_to_peer) without waiting: a report
+    /// [`report`](Self::report) without waiting: a report
     /// that finds the queue full is dropped (and logged).
     pub(crate) fn queue_report(&self, status: &Status, type_name: &str, method: &str) {
         if let Err(err) = self.try_enqueue(report_frame(status, type_name, method)) {

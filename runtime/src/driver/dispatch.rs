@@ -28,6 +28,10 @@ use crate::wire::proto;
 use crate::wire::status::Status;
 use crate::wire::topic::Position;
 
+/// What the reader still has to wait for after handling a frame (a cap is
+/// full, say): boxed, so that the reader's own state stays small.
+pub(crate) type Wait<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
 pub(crate) struct Dispatcher {
     conn: Connection,
@@ -57,44 +61,67 @@ impl Dispatcher {
         }
     }
 
-    /// Starts the handler for `frame`, received at `received`. Returns once the
-    /// handler finished or became a task of its own; waits only for the caps.
+    /// Starts the handler for `frame`, received at `received`, on the
+    /// reader's poll (`cx`): it runs here until its first await, and what
+    /// suspends becomes a task of its own. Returns what is left to wait for
+    /// when a cap is full or the answer to a refused frame finds the queue
+    /// full, boxed: the reader's state then carries none of it while idle.
     /// An `Err` is a protocol violation (a request id already in flight): the
     /// close code and what the peer did.
-    pub(crate) async fn dispatch(
-        &mut self,
+    pub(crate) fn dispatch(
+        &self,
         frame: Incoming,
         is_request: bool,
         received: Instant,
-    ) -> Result<(), (u16, String)> {
-        let Some(job) = self.job(frame, is_request).await? else {
-            return Ok(());
-        };
-        self.start(job, received).await;
-        Ok(())
+        cx: &mut std::task::Context<'_>,
+    ) -> Result<Option<Wait<'_>>, (u16, String)> {
+        match self.job(frame, is_request) {
+            Ok(job) => Ok(self.start(job, received, cx)),
+            Err(NoJob::Handled) => Ok(None),
+            Err(NoJob::Violation(code, detail)) => Err((code, detail)),
+            Err(NoJob::Refused {
+                status,
+                type_name,
+                method,
+                id,
+            }) => {
+                let conn = &self.conn;
+                Ok(Some(if is_request {
+                    Box::pin(async move { conn.answer(id, Err(status)).await })
+                } else {
+                    Box::pin(async move { conn.report(&status, &type_name, &method).await })
+                }))
+            }
+        }
     }
 
-    async fn start(&mut self, job: Job, received: Instant) {
+    fn start(
+        &self,
+        job: Job,
+        received: Instant,
+        cx: &mut std::task::Context<'_>,
+    ) -> Option<Wait<'_>> {
         let shared = &self.shared;
-        // Borrowed, not cloned: cloning a token takes its lock, once per message.
-        let kill = self.conn.kill_token();
         if let Some(queue) = &self.ordered {
             let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send(job) else {
-                return;
+                return None;
             };
             self.conn.writer().reader_waits();
-            tokio::select! {
-                _ = kill.cancelled() => {}
-                _ = queue.send(job) => {}
-            }
-            return;
+            // Borrowed, not cloned: cloning a token takes its lock, once per message.
+            let kill = self.conn.kill_token();
+            return Some(Box::pin(async move {
+                tokio::select! {
+                    _ = kill.cancelled() => {}
+                    _ = queue.send(job) => {}
+                }
+            }));
         }
         // Fast path: with room under both caps, run the handler here until its
         // first await; only work that suspends becomes a task of its own.
         if self.per_conn.try_acquire() {
             if shared.global().try_acquire() {
                 let mut run = job.start(received);
-                match futures_util::poll!(&mut run.handler) {
+                match run.handler.poll_unpin(cx) {
                     Poll::Ready(result) => match run.finish_now(Some(result)) {
                         None => {
                             self.per_conn.release();
@@ -106,24 +133,28 @@ impl Dispatcher {
                     },
                     Poll::Pending => self.spawn_holding_slots(run.complete()),
                 }
-                return;
+                return None;
             }
             self.per_conn.release();
         }
         // What handlers queued goes out while the reader waits for room.
         self.conn.writer().reader_waits();
-        let slots = async {
-            let local = Slot::acquire(&self.per_conn).await;
-            (local, Slot::acquire(shared.global()).await)
-        };
-        let slots = tokio::select! {
-            _ = kill.cancelled() => return,
-            slots = slots => slots,
-        };
-        shared.handlers().spawn(async move {
-            let _slots = slots;
-            job.start(Instant::now()).complete().await;
-        });
+        let kill = self.conn.kill_token();
+        let per_conn = &self.per_conn;
+        Some(Box::pin(async move {
+            let slots = async {
+                let local = Slot::acquire(per_conn).await;
+                (local, Slot::acquire(shared.global()).await)
+            };
+            let slots = tokio::select! {
+                _ = kill.cancelled() => return,
+                slots = slots => slots,
+            };
+            shared.handlers().spawn(async move {
+                let _slots = slots;
+                job.start(Instant::now()).complete().await;
+            });
+        }))
     }
 
     /// Runs `work` as a task that holds the slots of both caps the caller took.
@@ -136,19 +167,17 @@ impl Dispatcher {
         });
     }
 
-    /// Finds the route and builds the handler's context; answers the peer
-    /// itself (and returns `None`) when the frame cannot be handled.
-    async fn job(&self, frame: Incoming, is_request: bool) -> Result<Option<Job>, (u16, String)> {
+    /// Finds the route and builds the handler's context, or says why there
+    /// is no handler run (the caller answers a refusal).
+    fn job(&self, frame: Incoming, is_request: bool) -> Result<Job, NoJob> {
         let conn = &self.conn;
         let shared = &self.shared;
         let id = frame.id;
-        let refuse = async |status: Status| {
-            if is_request {
-                conn.reply(id, Err(status)).await;
-            } else {
-                conn.report_to_peer(&status, &frame.type_name, &frame.method)
-                    .await;
-            }
+        let refuse = |status: Status, frame: Incoming| NoJob::Refused {
+            status,
+            type_name: frame.type_name.to_string(),
+            method: frame.method.to_string(),
+            id,
         };
         if let Some(held) = shared.session_key()
             && !is_request
@@ -160,12 +189,11 @@ impl Dispatcher {
             if let Ok(session) = <proto::Session as prost::Message>::decode(frame.payload) {
                 held.set((!session.key.is_empty()).then_some(session.key));
             }
-            return Ok(None);
+            return Err(NoJob::Handled);
         }
         if shared.is_shutting_down() {
             // New work is refused so the drain ends; the peer is told either way.
-            refuse(Error::ShuttingDown.into()).await;
-            return Ok(None);
+            return Err(refuse(Error::ShuttingDown.into(), frame));
         }
         let found = if frame.method.is_empty() {
             shared.routes().by_type(&frame.type_name)
@@ -192,8 +220,7 @@ impl Dispatcher {
                 )),
                 None => Status::unimplemented(err.to_string()),
             };
-            refuse(status).await;
-            return Ok(None);
+            return Err(refuse(status, frame));
         };
         if !frame.method.is_empty() && !route.input.is(&frame.type_name) {
             let status = Status::invalid_argument(format!(
@@ -202,8 +229,7 @@ impl Dispatcher {
                 route.input,
                 frame.type_name.as_str()
             ));
-            refuse(status).await;
-            return Ok(None);
+            return Err(refuse(status, frame));
         }
         let route = route.clone();
         route.stats.received();
@@ -211,10 +237,10 @@ impl Dispatcher {
             // Cancelled by CANCEL, or by `finish` when the connection ends.
             let token = CancellationToken::new();
             if conn.is_closed() {
-                return Ok(None);
+                return Err(NoJob::Handled);
             }
             let Some(seq) = conn.register_inflight(id, token.clone()) else {
-                return Err((
+                return Err(NoJob::Violation(
                     1002,
                     format!("REQUEST id {id} reuses the id of a request still in flight"),
                 ));
@@ -243,15 +269,30 @@ impl Dispatcher {
             method: frame.method,
             position,
         };
-        Ok(Some(Job {
+        Ok(Job {
             shared: Arc::clone(shared),
             route,
             ctx: Context::new(conn.clone(), metadata, frame.headers, cancel, deadline),
             payload: frame.payload,
             is_request,
             seq,
-        }))
+        })
     }
+}
+
+/// Why a frame does not become a handler run.
+enum NoJob {
+    /// Nothing more to do (the runtime's own message, or the connection closed).
+    Handled,
+    /// A protocol violation: the close code and what the peer did.
+    Violation(u16, String),
+    /// No handler can take it: the peer is told `status`.
+    Refused {
+        status: Status,
+        type_name: String,
+        method: String,
+        id: u64,
+    },
 }
 
 async fn ordered_worker(mut queue: mpsc::Receiver<Job>, global: Arc<Limit>) {

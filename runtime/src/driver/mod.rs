@@ -2,9 +2,10 @@
 
 pub(crate) mod dispatch;
 pub(crate) mod shared;
+pub(crate) mod socket;
 
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,8 @@ use crate::pubsub::control;
 use crate::wire::frame;
 use crate::wire::proto::FrameKind;
 use crate::wire::reply::Encoded;
-use dispatch::Dispatcher;
+use crate::wire::status::Status;
+use dispatch::{Dispatcher, Wait};
 use shared::Shared;
 
 /// Runs one connection to its end: spawns the writer, reads until the peer
@@ -158,10 +160,19 @@ where
                 if conn.is_closing() {
                     continue; // closing: the peer's data can no longer be answered
                 }
-                if let Err((code, detail)) =
-                    handle_binary(conn, shared, dispatcher, bytes, received).await
-                {
-                    violation(conn, shared.hooks(), code, detail);
+                // Handled on this poll (a handler runs inline until its first
+                // await); only what must wait is awaited, boxed.
+                let mut bytes = Some(bytes);
+                let dispatcher: &Dispatcher = dispatcher;
+                let handled = std::future::poll_fn(move |cx| {
+                    let bytes = bytes.take().expect("polled once: it is ready at once");
+                    Poll::Ready(handle_binary(conn, shared, dispatcher, bytes, received, cx))
+                })
+                .await;
+                match handled {
+                    Ok(None) => {}
+                    Ok(Some(wait)) => wait.await,
+                    Err((code, detail)) => violation(conn, shared.hooks(), code, detail),
                 }
             }
             WsMessage::Text(_) => violation(
@@ -292,6 +303,40 @@ fn on_read_error(conn: &Connection, hooks: &Hooks, err: tungstenite::Error, clos
     }
 }
 
+/// The answer to a client's control frame `id` (none for id 0 unless it
+/// failed): queued at once when there is room, else the wait for room.
+fn answer_control_now<'a>(
+    conn: &'a Connection,
+    id: u64,
+    result: Result<Option<Encoded>, Status>,
+    type_name: &str,
+    method: &str,
+) -> Option<Wait<'a>> {
+    let waiting = match (id, result) {
+        (0, Ok(_)) => return None,
+        (0, Err(status)) => conn.try_report(&status, type_name, method)?,
+        (id, outcome) => {
+            conn.try_reply(id, outcome.map(|r| Some(r.unwrap_or_else(Encoded::ack))))?
+        }
+    };
+    Some(Box::pin(async move {
+        let _ = conn.enqueue(waiting).await;
+    }))
+}
+
+/// [`answer_control_now`], waiting for room.
+async fn answer_control(
+    conn: &Connection,
+    id: u64,
+    result: Result<Option<Encoded>, Status>,
+    type_name: &str,
+    method: &str,
+) {
+    if let Some(wait) = answer_control_now(conn, id, result, type_name, method) {
+        wait.await;
+    }
+}
+
 /// Reports a protocol violation and closes the connection with `code`.
 fn violation(conn: &Connection, hooks: &Hooks, code: u16, detail: String) {
     hooks.error(
@@ -304,22 +349,25 @@ fn violation(conn: &Connection, hooks: &Hooks, code: u16, detail: String) {
     conn.start_close(code, &detail);
 }
 
-/// Validates one binary message and acts on it. An `Err` is a protocol
-/// violation: the close code and what the peer did.
-async fn handle_binary(
-    conn: &Connection,
-    shared: &Shared,
-    dispatcher: &mut Dispatcher,
+/// Validates one binary message and acts on it, on the reader's poll
+/// (`cx`). Returns what is left to wait for, if anything (boxed: rare, and
+/// kept out of the reader's state). An `Err` is a protocol violation: the
+/// close code and what the peer did.
+fn handle_binary<'a>(
+    conn: &'a Connection,
+    shared: &'a Shared,
+    dispatcher: &'a Dispatcher,
     bytes: Bytes,
     received: Instant,
-) -> Result<(), (u16, String)> {
+    cx: &mut Context<'_>,
+) -> Result<Option<Wait<'a>>, (u16, String)> {
     shared.metrics().frame_received(bytes.len());
     let frame = frame::decode(bytes).map_err(|err| (1007, format!("undecodable frame: {err}")))?;
     let kind = FrameKind::try_from(frame.kind)
         .ok()
         .filter(|k| *k != FrameKind::Unspecified)
         .ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
-    let hooks = &shared.hooks();
+    let hooks = shared.hooks();
     match kind {
         FrameKind::Message => {
             if frame.id != 0 {
@@ -331,20 +379,24 @@ async fn handle_binary(
                     ),
                 ));
             }
-            dispatcher.dispatch(frame, false, received).await?;
+            dispatcher.dispatch(frame, false, received, cx)
         }
         FrameKind::Request => {
             if frame.id == 0 {
                 return Err((1002, "REQUEST frame with id 0".into()));
             }
-            dispatcher.dispatch(frame, true, received).await?;
+            dispatcher.dispatch(frame, true, received, cx)
         }
         FrameKind::Reply | FrameKind::Error => {
             if let Err(err) = conn.complete(frame) {
                 hooks.error(&err, Some(conn));
             }
+            Ok(None)
         }
-        FrameKind::Cancel => conn.cancel_inflight(frame.id),
+        FrameKind::Cancel => {
+            conn.cancel_inflight(frame.id);
+            Ok(None)
+        }
         FrameKind::Broadcast
         | FrameKind::Subscribe
         | FrameKind::Unsubscribe
@@ -363,19 +415,27 @@ async fn handle_binary(
             };
             let id = frame.id;
             let (type_name, method) = (frame.type_name.clone(), frame.method.clone());
-            let result =
-                control::handle(conn, hub, shared.routes().middleware(), hooks, kind, frame).await;
-            match (id, result) {
-                (0, Ok(_)) => {}
-                (0, Err(status)) => conn.report_to_peer(&status, &type_name, &method).await,
-                (id, Ok(reply)) => {
-                    conn.reply(id, Ok(Some(reply.unwrap_or_else(Encoded::ack))))
-                        .await
+            let result = match control::handle(
+                conn,
+                hub,
+                shared.routes().middleware(),
+                hooks,
+                kind,
+                frame,
+            ) {
+                Ok(control::Step::Done(reply)) => Ok(reply),
+                // A subscription may wait for the broker.
+                Ok(control::Step::Subscribe { sub, from }) => {
+                    return Ok(Some(Box::pin(async move {
+                        let result = control::subscribe(conn, hub, hooks, sub, from).await;
+                        answer_control(conn, id, result, &type_name, &method).await;
+                    })));
                 }
-                (id, Err(status)) => conn.reply(id, Err(status)).await,
-            }
+                Err(status) => Err(status),
+            };
+            // Answered at once when the queue has room, as it usually has.
+            Ok(answer_control_now(conn, id, result, &type_name, &method))
         }
         FrameKind::Unspecified => unreachable!("filtered above"),
     }
-    Ok(())
 }

@@ -17,18 +17,29 @@ use crate::wire::reply::Encoded;
 use crate::wire::status::Status;
 use crate::wire::topic::{self, Position, Subscription};
 
+/// What is left of a control frame after [`handle`].
+pub(crate) enum Step {
+    /// Done: the reply's payload when it is not the empty acknowledgement.
+    Done(Option<Encoded>),
+    /// A SUBSCRIBE, admitted and checked: [`subscribe`] it.
+    Subscribe {
+        sub: Subscription,
+        from: Option<Position>,
+    },
+}
+
 /// Server side of BROADCAST, SUBSCRIBE, UNSUBSCRIBE and PUBLISH from a client.
-/// Relayed payloads are re-framed as MESSAGE without being decoded. Returns
-/// the reply's payload when it is not the empty acknowledgement (a
-/// SUBSCRIBE of a topic with history gets its position).
-pub(crate) async fn handle(
+/// Relayed payloads are re-framed as MESSAGE without being decoded. A
+/// SUBSCRIBE may wait (for a topic's history from a broker): it is left to
+/// [`subscribe`], so the reader's state carries that wait only when boxed.
+pub(crate) fn handle(
     conn: &Connection,
     hub: &Hub,
     middleware: &[Arc<dyn Middleware>],
     hooks: &Hooks,
     kind: FrameKind,
     frame: Incoming,
-) -> Result<Option<Encoded>, Status> {
+) -> Result<Step, Status> {
     let control_kind = match kind {
         FrameKind::Subscribe => ControlKind::Subscribe,
         FrameKind::Unsubscribe => ControlKind::Unsubscribe,
@@ -74,22 +85,14 @@ pub(crate) async fn handle(
                 if hub.unsubscribe(conn, &sub) {
                     hooks.subscribe(conn, &sub, false);
                 }
-                return Ok(None);
+                return Ok(Step::Done(None));
             }
             if from.is_some() && (sub.group.is_some() || topic::has_wildcards(&sub.pattern)) {
                 return Err(Status::invalid_argument(
                     "recovery needs a topic without wildcards, outside any queue group",
                 ));
             }
-            let (added, recovery) = hub
-                .subscribe_at(conn, &sub, from.as_ref())
-                .await
-                .map_err(Status::from)?;
-            if added {
-                hooks.subscribe(conn, &sub, true);
-            }
-            Ok(recovery
-                .map(|r| Encoded::position(r.position.epoch, r.position.offset, r.recovered)))
+            Ok(Step::Subscribe { sub, from })
         }
         FrameKind::Publish => {
             topic::validate(&frame.topic, false).map_err(invalid)?;
@@ -97,15 +100,34 @@ pub(crate) async fn handle(
             let type_name = frame.type_name.clone();
             let reached = hub.publish(&topic, relay(frame, true));
             hooks.publish(&topic, &type_name, reached);
-            Ok(None)
+            Ok(Step::Done(None))
         }
         _ => {
             let type_name = frame.type_name.clone();
             let reached = hub.broadcast(relay(frame, false), None);
             hooks.broadcast(&type_name, reached);
-            Ok(None)
+            Ok(Step::Done(None))
         }
     }
+}
+
+/// Subscribes as [`Step::Subscribe`] says; for a topic with history the
+/// reply says where it stands (and whether `from` was recovered).
+pub(crate) async fn subscribe(
+    conn: &Connection,
+    hub: &Hub,
+    hooks: &Hooks,
+    sub: Subscription,
+    from: Option<Position>,
+) -> Result<Option<Encoded>, Status> {
+    let (added, recovery) = hub
+        .subscribe_at(conn, &sub, from.as_ref())
+        .await
+        .map_err(Status::from)?;
+    if added {
+        hooks.subscribe(conn, &sub, true);
+    }
+    Ok(recovery.map(|r| Encoded::position(r.position.epoch, r.position.offset, r.recovered)))
 }
 
 /// Re-frames a client's BROADCAST or PUBLISH as the MESSAGE its recipients get.

@@ -26,6 +26,7 @@ use crate::conn::limit::{Limit, Slot};
 use crate::conn::session::{MemorySessions, SessionData, SessionStore, Sessions};
 use crate::driver;
 use crate::driver::shared::Shared;
+use crate::driver::socket::Socket;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
 use crate::incident::Incident;
@@ -994,7 +995,7 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
             Ok(upgraded) => {
                 let config = conn.config().websocket();
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    Socket::new(TokioIo::new(upgraded)),
                     Role::Server,
                     Some(config),
                 )

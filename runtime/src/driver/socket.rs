@@ -76,9 +76,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Socket<S> {
                 && out.filled().len() > before;
             return read;
         }
-        if this.buf.capacity() < CHUNK {
-            this.buf = BytesMut::with_capacity(CHUNK);
-        }
+        // Empty here: this takes the whole chunk back, allocating only the first time.
+        this.buf.reserve(CHUNK);
         match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf) {
             Poll::Ready(Ok(_)) => {
                 this.empty_polls = 0;

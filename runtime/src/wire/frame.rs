@@ -182,8 +182,8 @@ thread_local! {
     static CHUNKS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-/// Encodes a frame of exactly `len` bytes with `encode`.
-fn with_buffer(len: usize, encode: impl FnOnce(&mut BytesMut)) -> Bytes {
+/// Encodes a frame (or a payload) of exactly `len` bytes with `encode`.
+pub(crate) fn with_buffer(len: usize, encode: impl FnOnce(&mut BytesMut)) -> Bytes {
     if len > CHUNK / 8 {
         let mut buf = BytesMut::with_capacity(len);
         encode(&mut buf);

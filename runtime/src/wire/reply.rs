@@ -1,7 +1,8 @@
 //! What answers a request, before it is framed: an encoded reply (type, payload, headers) or a status.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use crate::wire::frame;
 use crate::wire::message::{Headers, Payload, TypeName};
 use crate::wire::status::Status;
 
@@ -18,13 +19,12 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    /// Encodes a reply message.
+    /// Encodes a reply message (small ones share a chunk with other
+    /// encodings on this thread, one allocation for many).
     pub fn new<T: Payload>(message: &T) -> Encoded {
-        let mut buf = BytesMut::with_capacity(message.encoded_len());
-        message.encode_raw(&mut buf);
         Encoded {
             type_name: TypeName::of::<T>(),
-            payload: buf.freeze(),
+            payload: frame::with_buffer(message.encoded_len(), |buf| message.encode_raw(buf)),
             headers: Headers::new(),
         }
     }

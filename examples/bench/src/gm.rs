@@ -62,18 +62,34 @@ async fn client(url: &str) -> Result<Client, Error> {
     Ok(Client::builder().reconnect(None).connect(url).await?)
 }
 
-/// `n` requests of 32 bytes, `concurrency` callers sharing one client connection.
-pub(crate) async fn sync(n: usize, concurrency: usize) -> Result<Sample, Error> {
-    let server = Server::builder()
+/// The server of the request scenarios: answers each `Req` with a small `Reply`.
+pub(crate) fn echo_server() -> Server {
+    Server::builder()
         .request(|_ctx, _req: Req| async move {
             Ok::<_, Status>(Reply {
                 data: Bytes::from_static(b"ok"),
             })
         })
         .build()
-        .expect("valid routes");
+        .expect("valid routes")
+}
+
+/// `n` requests of 32 bytes, `concurrency` callers sharing one client connection.
+pub(crate) async fn sync(n: usize, concurrency: usize) -> Result<Sample, Error> {
+    let server = echo_server();
     let url = serve(&server).await?;
-    let client = client(&url).await?;
+    let sample = sync_against(&url, n, concurrency).await?;
+    server.shutdown(Duration::from_secs(5)).await?;
+    Ok(sample)
+}
+
+/// The client side of [`sync`], against the echo server at `url`.
+pub(crate) async fn sync_against(
+    url: &str,
+    n: usize,
+    concurrency: usize,
+) -> Result<Sample, Error> {
+    let client = client(url).await?;
     let payload = Bytes::from(vec![7u8; 32]);
     for _ in 0..1_000 {
         client
@@ -108,7 +124,6 @@ pub(crate) async fn sync(n: usize, concurrency: usize) -> Result<Sample, Error> 
     }
     let elapsed = started.elapsed();
     client.close().await?;
-    server.shutdown(Duration::from_secs(5)).await?;
     let (p50_us, p99_us) = percentiles(latencies);
     Ok(Sample {
         value: (per_caller * concurrency) as f64 / elapsed.as_secs_f64(),

@@ -6,6 +6,7 @@
 mod gm;
 mod idle;
 mod raw;
+mod remote;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +82,7 @@ struct Args {
     quick: bool,
     only: Option<String>,
     serve_idle: Option<String>,
+    serve_echo: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -93,6 +95,9 @@ fn parse_args() -> Result<Args, String> {
             "--only" => args.only = Some(it.next().ok_or("--only needs a scenario name")?),
             "--serve-idle" => {
                 args.serve_idle = Some(it.next().ok_or("--serve-idle needs goomerang|raw")?)
+            }
+            "--serve-echo" => {
+                args.serve_echo = Some(it.next().ok_or("--serve-echo needs goomerang|raw")?)
             }
             "-h" | "--help" => {
                 println!("usage: goomerang-bench [--json PATH] [--quick] [--only SCENARIO]");
@@ -118,6 +123,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(kind) = args.serve_idle {
         return runtime.block_on(idle::serve(&kind));
     }
+    if let Some(kind) = args.serve_echo {
+        return runtime.block_on(remote::serve(&kind));
+    }
     let plan = Plan::new(args.quick);
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
     let mut rows = Vec::new();
@@ -131,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     >,
             >,
         >;
-        let scenarios: [(&'static str, &'static str, bool, Run); 5] = [
+        let scenarios: [(&'static str, &'static str, bool, Run); 7] = [
             ("sync_1", "req/s", true, |p| {
                 Box::pin(async move {
                     Ok((gm::sync(p.sync_1, 1).await?, raw::sync(p.sync_1, 1).await?))
@@ -144,6 +152,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         raw::sync(p.sync_32, 32).await?,
                     ))
                 })
+            }),
+            // The client in this process, the server in another.
+            ("sync_1_xproc", "req/s", true, |p| {
+                Box::pin(async move { remote::sync(p.sync_1, 1).await })
+            }),
+            ("sync_32_xproc", "req/s", true, |p| {
+                Box::pin(async move { remote::sync(p.sync_32, 32).await })
             }),
             ("oneway_32b", "msg/s", true, |p| {
                 Box::pin(async move {

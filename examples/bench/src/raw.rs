@@ -26,15 +26,22 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}/", listener.local_addr()?);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let _ = tcp.set_nodelay(true);
-            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
-                tokio::spawn(serve_one(ws));
-            }
-        }
-    });
+    tokio::spawn(accept(listener, serve_one));
     Ok(url)
+}
+
+/// Accepts WebSocket connections on `listener`, each served by `serve_one`.
+async fn accept<F, Fut>(listener: TcpListener, serve_one: F)
+where
+    F: Fn(WebSocketStream<TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    while let Ok((tcp, _)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+            tokio::spawn(serve_one(ws));
+        }
+    }
 }
 
 async fn connect(url: &str) -> Result<ClientWs, Error> {
@@ -71,7 +78,17 @@ async fn echo(ws: WebSocketStream<TcpStream>) {
 /// The client runs as a task on the runtime, as goomerang's callers do.
 pub(crate) async fn sync(n: usize, window: usize) -> Result<Sample, Error> {
     let url = listen(echo).await?;
-    let ws = connect(&url).await?;
+    sync_against(&url, n, window).await
+}
+
+/// Serves the echo of the request scenarios on `listener`, forever.
+pub(crate) async fn serve_echo(listener: TcpListener) {
+    accept(listener, echo).await;
+}
+
+/// The client side of [`sync`], against the echo server at `url`.
+pub(crate) async fn sync_against(url: &str, n: usize, window: usize) -> Result<Sample, Error> {
+    let ws = connect(url).await?;
     let client = tokio::spawn(async move {
         sync_client(ws, n, window)
             .await

@@ -135,7 +135,9 @@ impl Remote {
 
     /// The server's allocation count once it has handled `blobs` one-way messages.
     async fn allocations(&mut self, blobs: usize) -> Result<usize, Error> {
-        self.stdin.write_all(format!("{blobs}\n").as_bytes()).await?;
+        self.stdin
+            .write_all(format!("{blobs}\n").as_bytes())
+            .await?;
         let line = self.stdout.next_line().await?.ok_or("server gone")?;
         Ok(line.trim().parse()?)
     }
@@ -177,7 +179,9 @@ async fn measure() -> Result<(), Error> {
     let _ = remote.child.wait().await;
 
     let per = |count: usize| count as f64 / N as f64;
-    println!("\ngoomerang-allocs: heap allocations per message ({N} messages of 32 bytes, after warm-up)\n");
+    println!(
+        "\ngoomerang-allocs: heap allocations per message ({N} messages of 32 bytes, after warm-up)\n"
+    );
     println!("{:<24} {:>10} {:>10}", "", "client", "server");
     println!(
         "{:<24} {:>10.2} {:>10.2}",

@@ -84,11 +84,7 @@ pub(crate) async fn sync(n: usize, concurrency: usize) -> Result<Sample, Error> 
 }
 
 /// The client side of [`sync`], against the echo server at `url`.
-pub(crate) async fn sync_against(
-    url: &str,
-    n: usize,
-    concurrency: usize,
-) -> Result<Sample, Error> {
+pub(crate) async fn sync_against(url: &str, n: usize, concurrency: usize) -> Result<Sample, Error> {
     let client = client(url).await?;
     let payload = Bytes::from(vec![7u8; 32]);
     for _ in 0..1_000 {

@@ -76,7 +76,7 @@ fn rss_kib(pid: u32) -> Result<f64, Error> {
 const SOURCES: usize = 8;
 
 /// The source address of connection `i`.
-fn source(i: usize) -> IpAddr {
+pub(crate) fn source(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % SOURCES) as u8))
 }
 

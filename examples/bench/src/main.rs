@@ -3,6 +3,7 @@
 //! Run it with `cargo run --release -p goomerang-bench -- --json bench.json [--quick]`.
 //! Everything runs over 127.0.0.1; every scenario is bounded in count and time.
 
+mod crowd;
 mod gm;
 mod idle;
 mod raw;
@@ -37,6 +38,9 @@ struct Plan {
     reps: usize,
     sync_1: usize,
     sync_32: usize,
+    /// Requests for the cross-process 1-in-flight scenario (each pays two
+    /// process wake-ups, so it runs far slower than in-process).
+    sync_1_xproc: usize,
     oneway_32b: usize,
     oneway_1k: usize,
     broadcast_clients: usize,
@@ -44,6 +48,8 @@ struct Plan {
     idle_conns: usize,
     /// Connections for the large idle scenario (goomerang only).
     idle_large: usize,
+    /// Seconds the 10k-connection scenario is measured for.
+    crowd_secs: u64,
 }
 
 impl Plan {
@@ -53,24 +59,28 @@ impl Plan {
                 reps: 1,
                 sync_1: 30_000,
                 sync_32: 100_000,
+                sync_1_xproc: 3_000,
                 oneway_32b: 300_000,
                 oneway_1k: 100_000,
                 broadcast_clients: 100,
                 broadcasts: 1_000,
                 idle_conns: 10_000,
                 idle_large: 100_000,
+                crowd_secs: 5,
             }
         } else {
             Plan {
                 reps: 3,
                 sync_1: 200_000,
                 sync_32: 1_000_000,
+                sync_1_xproc: 20_000,
                 oneway_32b: 5_000_000,
                 oneway_1k: 2_000_000,
                 broadcast_clients: 100,
                 broadcasts: 1_000,
                 idle_conns: 10_000,
                 idle_large: 100_000,
+                crowd_secs: 10,
             }
         }
     }
@@ -155,7 +165,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
             // The client in this process, the server in another.
             ("sync_1_xproc", "req/s", true, |p| {
-                Box::pin(async move { remote::sync(p.sync_1, 1).await })
+                Box::pin(async move { remote::sync(p.sync_1_xproc, 1).await })
             }),
             ("sync_32_xproc", "req/s", true, |p| {
                 Box::pin(async move { remote::sync(p.sync_32, 32).await })
@@ -229,6 +239,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     raw: r.value,
                     goomerang_p50_us: None,
                     goomerang_p99_us: None,
+                });
+            }
+        }
+        // 10k busy connections: goomerang only, server CPU per delivered message.
+        if wanted("crowd_10k") {
+            let mut samples = Vec::new();
+            for _ in 0..plan.reps {
+                match crowd::measure(plan.idle_conns, plan.crowd_secs).await {
+                    Ok(sample) => samples.push(sample),
+                    Err(err) => {
+                        println!("crowd_10k: not run: {err}");
+                        break;
+                    }
+                }
+            }
+            if !samples.is_empty() {
+                let g = median(samples);
+                rows.push(Row {
+                    name: "crowd_10k",
+                    unit: "µs CPU/msg",
+                    higher_is_better: false,
+                    goomerang: g.value,
+                    raw: f64::NAN,
+                    goomerang_p50_us: g.p50_us,
+                    goomerang_p99_us: g.p99_us,
                 });
             }
         }

@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::Command;
 use tokio_tungstenite::WebSocketStream;
 
@@ -20,29 +20,30 @@ type Error = Box<dyn std::error::Error>;
 
 /// Child mode: serve idle connections (goomerang or raw) until stdin closes.
 pub(crate) async fn serve(kind: &str) -> Result<(), Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    println!("{}", listener.local_addr()?.port());
-    match kind {
-        "goomerang" => {
-            let server = goomerang::Server::builder().build().expect("valid routes");
-            tokio::spawn(async move { server.serve(listener).await });
+    crate::remote::child(|listener| {
+        match kind {
+            "goomerang" => {
+                let server = goomerang::Server::builder().build().expect("valid routes");
+                tokio::spawn(async move { server.serve(listener).await });
+            }
+            "raw" => {
+                tokio::spawn(async move {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        tokio::spawn(async move {
+                            if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                                while let Some(Ok(_)) = ws.next().await {}
+                            }
+                        });
+                    }
+                });
+            }
+            other => {
+                return Err(format!("--serve-idle takes goomerang or raw, not {other:?}").into());
+            }
         }
-        "raw" => {
-            tokio::spawn(async move {
-                while let Ok((tcp, _)) = listener.accept().await {
-                    tokio::spawn(async move {
-                        if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
-                            while let Some(Ok(_)) = ws.next().await {}
-                        }
-                    });
-                }
-            });
-        }
-        other => return Err(format!("--serve-idle takes goomerang or raw, not {other:?}").into()),
-    }
-    let mut sink = Vec::new();
-    tokio::io::stdin().read_to_end(&mut sink).await?;
-    Ok(())
+        Ok(())
+    })
+    .await
 }
 
 /// A raw WebSocket client connection from `local`.

@@ -10,23 +10,37 @@ use crate::{Sample, gm, raw};
 
 type Error = Box<dyn std::error::Error>;
 
-/// Child mode: serve the request scenarios' echo (goomerang or raw) until stdin closes.
-pub(crate) async fn serve(kind: &str) -> Result<(), Error> {
+/// Child mode: binds 127.0.0.1:0, prints the port, has `start` serve the
+/// listener, and runs until stdin closes (the parent is done).
+pub(crate) async fn child(
+    start: impl FnOnce(TcpListener) -> Result<(), Error>,
+) -> Result<(), Error> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?.port());
-    match kind {
-        "goomerang" => {
-            let server = gm::echo_server();
-            tokio::spawn(async move { server.serve(listener).await });
-        }
-        "raw" => {
-            tokio::spawn(raw::serve_echo(listener));
-        }
-        other => return Err(format!("--serve-echo takes goomerang or raw, not {other:?}").into()),
-    }
+    start(listener)?;
     let mut sink = Vec::new();
     tokio::io::stdin().read_to_end(&mut sink).await?;
     Ok(())
+}
+
+/// Child mode: serve the request scenarios' echo (goomerang or raw).
+pub(crate) async fn serve(kind: &str) -> Result<(), Error> {
+    child(|listener| {
+        match kind {
+            "goomerang" => {
+                let server = gm::echo_server();
+                tokio::spawn(async move { server.serve(listener).await });
+            }
+            "raw" => {
+                tokio::spawn(raw::serve_echo(listener));
+            }
+            other => {
+                return Err(format!("--serve-echo takes goomerang or raw, not {other:?}").into());
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// `n` requests, `concurrency` in flight, from this process to a `kind`

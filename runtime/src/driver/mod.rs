@@ -47,8 +47,8 @@ where
         side = shared.metrics().side(),
     );
     let info = async {
-        let mut dispatcher = Dispatcher::new(&conn, &shared);
-        read_loop(stream, &conn, &shared, &mut dispatcher).await
+        let dispatcher = Dispatcher::new(&conn, &shared);
+        read_loop(stream, &conn, &shared, &dispatcher).await
     }
     .instrument(span)
     .await;
@@ -87,7 +87,7 @@ async fn read_loop<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
     conn: &Connection,
     shared: &Shared,
-    dispatcher: &mut Dispatcher,
+    dispatcher: &Dispatcher,
 ) -> CloseInfo
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -163,10 +163,12 @@ where
                 // Handled on this poll (a handler runs inline until its first
                 // await); only what must wait is awaited, boxed.
                 let mut bytes = Some(bytes);
-                let dispatcher: &Dispatcher = dispatcher;
                 let handled = std::future::poll_fn(move |cx| {
-                    let bytes = bytes.take().expect("polled once: it is ready at once");
-                    Poll::Ready(handle_binary(conn, shared, dispatcher, bytes, received, cx))
+                    // Ready on its first poll, so never polled again.
+                    Poll::Ready(match bytes.take() {
+                        Some(bytes) => handle_binary(conn, shared, dispatcher, bytes, received, cx),
+                        None => Ok(None),
+                    })
                 })
                 .await;
                 match handled {

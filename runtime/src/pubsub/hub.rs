@@ -177,7 +177,7 @@ impl Hub {
                 Ok(Ok(None)) => {}
                 Ok(Err(err)) => self.report(err),
                 Err(_) => self.report(BackplaneError::new(
-                    "server",
+                    "backplane",
                     format!("the history of {topic} did not come from the broker within {HISTORY_FETCH_LIMIT:?}"),
                 )),
             }

@@ -204,3 +204,87 @@ async fn pending_requests_fail_when_the_connection_ends() {
     })
     .await;
 }
+
+/// `ctx.is_cancelled()` read without ever awaiting `ctx.cancelled()`: false
+/// while the request runs, true once CANCEL came, and false for a request
+/// that finished and was answered.
+#[tokio::test]
+async fn is_cancelled_follows_cancel_and_completion_without_a_watcher() {
+    use std::sync::{Arc, Mutex};
+    bounded(async {
+        // The test asks a running handler's context through this: each Ping
+        // is answered with the latest Work context's is_cancelled().
+        let latest: Arc<Mutex<Option<goomerang::Context>>> = Arc::default();
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let server = start(
+            Server::builder()
+                .request({
+                    let (latest, events) = (latest.clone(), tx.clone());
+                    move |ctx, work: Work| {
+                        let (latest, events) = (latest.clone(), events.clone());
+                        async move {
+                            *latest.lock().expect("lock") = Some(ctx.clone());
+                            let _ = events.send((work.id, "started"));
+                            let mut reporter = DropReporter {
+                                id: work.id,
+                                events,
+                                finished: false,
+                            };
+                            tokio::time::sleep(Duration::from_millis(work.ms)).await;
+                            reporter.finished = true;
+                            Ok::<_, Status>(Done { id: work.id })
+                        }
+                    }
+                })
+                .request({
+                    let latest = latest.clone();
+                    // A Ping asks; the Pong's n is 1 for cancelled, 0 for not.
+                    move |_ctx, _ping: Ping| {
+                        let latest = latest.clone();
+                        async move {
+                            let ctx = latest.lock().expect("lock").clone().expect("a context");
+                            Ok::<_, Status>(Pong {
+                                n: u64::from(ctx.is_cancelled()),
+                                text: String::new(),
+                            })
+                        }
+                    }
+                }),
+        )
+        .await;
+        let client = server.client().await;
+        let ask = async |n| -> bool {
+            let pong: Pong = client
+                .request(Ping {
+                    n,
+                    text: String::new(),
+                })
+                .await
+                .expect("check")
+                .into_inner();
+            pong.n == 1
+        };
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { client.request::<_, Done>(Work { ms: 600_000, id: 1 }).await }
+        });
+        assert_eq!(events.recv().await, Some((1, "started")));
+        assert!(!ask(1).await, "running");
+        call.abort();
+        assert_eq!(events.recv().await, Some((1, "cancelled")));
+        assert!(ask(2).await, "after CANCEL");
+
+        // A request that finished and was answered is not cancelled.
+        let done: Done = client
+            .request(Work { ms: 0, id: 2 })
+            .await
+            .expect("works")
+            .into_inner();
+        assert_eq!(done.id, 2);
+        assert_eq!(events.recv().await, Some((2, "started")));
+        assert!(!ask(3).await, "finished");
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

@@ -20,8 +20,9 @@ pub(crate) struct Calls {
     /// UNAVAILABLE status each) when the connection ends.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Requests the peer sent whose handlers are running, each with the
-    /// sequence number of its registration; CANCEL looks here.
-    inflight: Mutex<HashMap<u64, (u64, CancellationToken)>>,
+    /// sequence number of its registration and, once something waits on
+    /// its cancellation, the token; CANCEL looks here.
+    inflight: Mutex<HashMap<u64, (u64, Option<CancellationToken>)>>,
     next_id: AtomicU64,
     /// Numbers registrations in `inflight`, so a finishing handler removes
     /// its own entry and not a later request that reused the id after a CANCEL.
@@ -72,14 +73,33 @@ impl Calls {
 
     /// Records a running request handler and returns its registration's
     /// number; `None` if a request with this id is already in flight.
-    pub(crate) fn register(&self, id: u64, token: CancellationToken) -> Option<u64> {
+    pub(crate) fn register(&self, id: u64) -> Option<u64> {
         let mut inflight = lock(&self.inflight);
         if inflight.contains_key(&id) {
             return None;
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        inflight.insert(id, (seq, token));
+        inflight.insert(id, (seq, None));
         Some(seq)
+    }
+
+    /// The cancellation token of request `id` (registration `seq`), made
+    /// now if nothing asked before; `None` if it left the table (cancelled,
+    /// the connection ended, or it finished).
+    pub(crate) fn token(&self, id: u64, seq: u64) -> Option<CancellationToken> {
+        match lock(&self.inflight).get_mut(&id) {
+            Some((found, token)) if *found == seq => {
+                Some(token.get_or_insert_with(CancellationToken::new).clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether request `id` (registration `seq`) is still in the table.
+    pub(crate) fn is_registered(&self, id: u64, seq: u64) -> bool {
+        lock(&self.inflight)
+            .get(&id)
+            .is_some_and(|(found, _)| *found == seq)
     }
 
     /// Takes request `id` (registration `seq`) off the in-flight table; false
@@ -97,7 +117,7 @@ impl Calls {
 
     /// Handles CANCEL: cancels the handler for the peer's request `id`, if still running.
     pub(crate) fn cancel(&self, id: u64) {
-        if let Some((_, token)) = lock(&self.inflight).remove(&id) {
+        if let Some((_, Some(token))) = lock(&self.inflight).remove(&id) {
             token.cancel();
         }
     }
@@ -108,7 +128,9 @@ impl Calls {
         running
             .into_iter()
             .map(|(id, (_, token))| {
-                token.cancel();
+                if let Some(token) = token {
+                    token.cancel();
+                }
                 id
             })
             .collect()

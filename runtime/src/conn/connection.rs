@@ -646,8 +646,19 @@ impl Connection {
 
     /// Records a running request handler and returns its registration's
     /// number; `None` if a request with this id is already in flight.
-    pub(crate) fn register_inflight(&self, id: u64, token: CancellationToken) -> Option<u64> {
-        self.inner.calls.register(id, token)
+    pub(crate) fn register_inflight(&self, id: u64) -> Option<u64> {
+        self.inner.calls.register(id)
+    }
+
+    /// The cancellation token of the peer's request `id` (registration
+    /// `seq`), made on first need; `None` once it left the in-flight table.
+    pub(crate) fn inflight_token(&self, id: u64, seq: u64) -> Option<CancellationToken> {
+        self.inner.calls.token(id, seq)
+    }
+
+    /// Whether the peer's request `id` (registration `seq`) is still in flight.
+    pub(crate) fn is_inflight(&self, id: u64, seq: u64) -> bool {
+        self.inner.calls.is_registered(id, seq)
     }
 
     /// Takes request `id` (registration `seq`) off the in-flight table; false

@@ -11,7 +11,6 @@ use futures_util::FutureExt as _;
 use futures_util::future::CatchUnwind;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::instrument::Instrumented;
 
@@ -235,17 +234,16 @@ impl Dispatcher {
         route.stats.received();
         let (cancel, seq) = if is_request {
             // Cancelled by CANCEL, or by `finish` when the connection ends.
-            let token = CancellationToken::new();
             if conn.is_closed() {
                 return Err(NoJob::Handled);
             }
-            let Some(seq) = conn.register_inflight(id, token.clone()) else {
+            let Some(seq) = conn.register_inflight(id) else {
                 return Err(NoJob::Violation(
                     1002,
                     format!("REQUEST id {id} reuses the id of a request still in flight"),
                 ));
             };
-            (Cancel::Own(token), seq)
+            (Cancel::request(id, seq), seq)
         } else {
             // One-way work outlives its connection (nothing is lost when the
             // peer closes right after sending); only a shutdown deadline stops it.
@@ -380,7 +378,7 @@ impl Run {
                 let cancel = self.ctx.cancel();
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => None,
+                    _ = cancel.cancelled(self.ctx.connection()) => None,
                     _ = sleep_until(self.ctx.deadline()) => None,
                     result = &mut self.handler => Some(result),
                 }
@@ -420,6 +418,10 @@ impl Run {
         // A request the peer cancelled (CANCEL took it off the in-flight
         // table) gets no answer, even if its handler finished meanwhile.
         let answer = self.is_request && conn.remove_inflight(id, self.seq);
+        if answer {
+            // Out of the table: nothing cancels it any more.
+            self.ctx.cancel().finished();
+        }
         let type_name = || self.ctx.metadata().type_name().to_owned();
         let outcome = match (result, answer || !self.is_request) {
             (_, false) => None,
@@ -428,7 +430,7 @@ impl Run {
         let outcome = match outcome {
             None => {
                 // Whatever stopped it, make sure everything watching the context learns of it.
-                self.ctx.cancel().cancel();
+                self.ctx.cancel().cancel(conn);
                 tracing::debug!(conn = conn.id(), id, type_name = %type_name(), "handler cancelled");
                 return None;
             }

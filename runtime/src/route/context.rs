@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,32 +46,108 @@ const TOUCHED_DECODE: u8 = 2;
 
 /// What cancels a handler.
 pub(crate) enum Cancel {
-    /// A request's own token: cancelled by CANCEL, its deadline, or the connection's end.
-    Own(CancellationToken),
+    /// A request's: cancelled by CANCEL, its deadline, or the connection's
+    /// end. Its token is made only when something waits on it (most handlers
+    /// end on their first poll, before anyone asks); until then the
+    /// connection's in-flight table says whether CANCEL or the end came.
+    Request {
+        /// The request's id and its registration in the in-flight table.
+        id: u64,
+        seq: u64,
+        token: OnceLock<CancellationToken>,
+        /// [`RUNNING`], [`STOPPED`] (cancelled here) or [`FINISHED`].
+        state: AtomicU8,
+    },
     /// One-way work: only the owner's shutdown deadline stops it. Borrowed, never
     /// cloned per message (cloning a shared token takes its lock).
     Owner(std::sync::Arc<crate::conn::core::Core>),
 }
 
+/// The handler runs; the in-flight table says whether it was cancelled.
+const RUNNING: u8 = 0;
+/// Cancelled here (its deadline passed, or it stopped for another reason).
+const STOPPED: u8 = 1;
+/// Ended and answered: no longer in the table, and never cancelled now.
+const FINISHED: u8 = 2;
+
 impl Cancel {
-    pub(crate) fn is_cancelled(&self) -> bool {
+    /// A request's, registered in the in-flight table as `seq`.
+    pub(crate) fn request(id: u64, seq: u64) -> Cancel {
+        Cancel::Request {
+            id,
+            seq,
+            token: OnceLock::new(),
+            state: AtomicU8::new(RUNNING),
+        }
+    }
+
+    /// The request's token, made on first need: shared with the in-flight
+    /// table while the request is there, cancelled already if it was cancelled.
+    fn token(&self, conn: &Connection) -> Option<&CancellationToken> {
+        let Cancel::Request {
+            id,
+            seq,
+            token,
+            state,
+        } = self
+        else {
+            return None;
+        };
+        Some(token.get_or_init(|| {
+            let shared = conn.inflight_token(*id, *seq);
+            let state = state.load(Ordering::Acquire);
+            let cancelled = state == STOPPED || (shared.is_none() && state != FINISHED);
+            let token = shared.unwrap_or_default();
+            if cancelled {
+                token.cancel();
+            }
+            token
+        }))
+    }
+
+    pub(crate) fn is_cancelled(&self, conn: &Connection) -> bool {
         match self {
-            Cancel::Own(token) => token.is_cancelled(),
+            Cancel::Request {
+                id,
+                seq,
+                token,
+                state,
+            } => match (token.get(), state.load(Ordering::Acquire)) {
+                (Some(token), _) => token.is_cancelled(),
+                (None, STOPPED) => true,
+                (None, FINISHED) => false,
+                (None, _) => !conn.is_inflight(*id, *seq),
+            },
             Cancel::Owner(core) => core.abort().is_cancelled(),
         }
     }
 
-    pub(crate) async fn cancelled(&self) {
+    pub(crate) async fn cancelled(&self, conn: &Connection) {
         match self {
-            Cancel::Own(token) => token.cancelled().await,
+            Cancel::Request { .. } => {
+                if let Some(token) = self.token(conn) {
+                    token.cancelled().await;
+                }
+            }
             Cancel::Owner(core) => core.abort().cancelled().await,
         }
     }
 
     /// Makes sure everything watching learns the work stopped.
-    pub(crate) fn cancel(&self) {
-        if let Cancel::Own(token) = self {
-            token.cancel();
+    pub(crate) fn cancel(&self, conn: &Connection) {
+        if let Cancel::Request { state, .. } = self {
+            state.store(STOPPED, Ordering::Release);
+            if let Some(token) = self.token(conn) {
+                token.cancel();
+            }
+        }
+    }
+
+    /// The request ended and was answered: it is no longer cancelled by
+    /// anything (it left the in-flight table).
+    pub(crate) fn finished(&self) {
+        if let Cancel::Request { state, .. } = self {
+            let _ = state.compare_exchange(RUNNING, FINISHED, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 }
@@ -126,14 +202,14 @@ impl Context {
     /// Whether the work was cancelled: the requester sent CANCEL, the deadline
     /// passed, or the connection ended.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
+        self.inner.cancel.is_cancelled(&self.conn)
     }
 
     /// Resolves when the work is cancelled (see [`is_cancelled`](Self::is_cancelled)).
     /// After that the handler's result is discarded; the runtime drops the
     /// handler future at its next await point.
     pub async fn cancelled(&self) {
-        self.inner.cancel.cancelled().await;
+        self.inner.cancel.cancelled(&self.conn).await;
     }
 
     /// Sets a header on the reply to this request (like tonic's

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+/// What a connection's reader still has to wait for (room in the queue, a
+/// free handler slot): boxed, so that the reader's own state stays small.
+pub(crate) type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 use crate::incident::Incident;
 use crate::sync::lock;
 use std::time::Duration;
@@ -538,43 +542,36 @@ impl Connection {
         }
     }
 
-    /// Answers the peer's request `id`: at once when the queue has room (the
-    /// usual case), else waiting for room in a boxed future, so that the
-    /// reader's state does not carry the wait's.
-    pub(crate) async fn answer(&self, id: u64, outcome: Outcome) {
-        if let Some(bytes) = self.try_reply(id, outcome) {
-            let queued: Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '_>> =
-                Box::pin(self.enqueue(bytes));
-            if let Err(err) = queued.await {
-                tracing::debug!(conn = self.id(), id, %err, "reply not sent");
-            }
-        }
+    /// Answers the peer's request `id` at once when the queue has room (the
+    /// usual case); otherwise returns the wait for room, boxed, for the
+    /// reader to await without carrying its state while idle.
+    pub(crate) fn answer_now(&self, id: u64, outcome: Outcome) -> Option<Wait<'_>> {
+        let bytes = self.try_reply(id, outcome)?;
+        Some(self.wait_for_room(bytes))
     }
 
     /// Tells the peer a one-way frame it sent (of `type_name`, to `method`)
     /// could not be handled: ERROR with id 0, naming the frame. As
-    /// [`answer`](Self::answer): at once when the queue has room, else boxed.
-    pub(crate) async fn report(&self, status: &Status, type_name: &str, method: &str) {
-        let frame = report_frame(status, type_name, method);
-        if let Err((Error::QueueFull, frame)) = self.try_enqueue_or_return(frame) {
-            let queued: Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '_>> =
-                Box::pin(self.enqueue(frame));
-            let _ = queued.await;
-        }
-    }
-
-    /// Queues a report (see [`report`](Self::report)) if the queue has room
-    /// now; otherwise hands it back so the caller can wait elsewhere.
-    pub(crate) fn try_report(
+    /// [`answer_now`](Self::answer_now): at once, or the wait for room.
+    pub(crate) fn report_now(
         &self,
         status: &Status,
         type_name: &str,
         method: &str,
-    ) -> Option<Bytes> {
+    ) -> Option<Wait<'_>> {
         match self.try_enqueue_or_return(report_frame(status, type_name, method)) {
-            Err((Error::QueueFull, bytes)) => Some(bytes),
+            Err((Error::QueueFull, bytes)) => Some(self.wait_for_room(bytes)),
             _ => None,
         }
+    }
+
+    /// Queues `bytes` once the queue has room.
+    fn wait_for_room(&self, bytes: Bytes) -> Wait<'_> {
+        Box::pin(async move {
+            if let Err(err) = self.enqueue(bytes).await {
+                tracing::debug!(conn = self.id(), %err, "answer not sent");
+            }
+        })
     }
 
     /// Queues the answer to the peer's request `id` if the queue has room now;
@@ -613,7 +610,7 @@ impl Connection {
         bytes
     }
 
-    /// [`report`](Self::report) without waiting: a report
+    /// [`report_now`](Self::report_now) without waiting: a report
     /// that finds the queue full is dropped (and logged).
     pub(crate) fn queue_report(&self, status: &Status, type_name: &str, method: &str) {
         if let Err(err) = self.try_enqueue(report_frame(status, type_name, method)) {

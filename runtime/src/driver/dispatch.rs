@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use tracing::instrument::Instrumented;
 
-use crate::conn::connection::Connection;
+use crate::conn::connection::{Connection, Wait};
 use crate::conn::limit::{Limit, Slot};
 use crate::driver::shared::Shared;
 use crate::error::Error;
@@ -26,10 +26,6 @@ use crate::wire::message::Metadata;
 use crate::wire::proto;
 use crate::wire::status::Status;
 use crate::wire::topic::Position;
-
-/// What the reader still has to wait for after handling a frame (a cap is
-/// full, say): boxed, so that the reader's own state stays small.
-pub(crate) type Wait<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
 pub(crate) struct Dispatcher {
@@ -83,14 +79,11 @@ impl Dispatcher {
                 type_name,
                 method,
                 id,
-            }) => {
-                let conn = &self.conn;
-                Ok(Some(if is_request {
-                    Box::pin(async move { conn.answer(id, Err(status)).await })
-                } else {
-                    Box::pin(async move { conn.report(&status, &type_name, &method).await })
-                }))
-            }
+            }) => Ok(if is_request {
+                self.conn.answer_now(id, Err(status))
+            } else {
+                self.conn.report_now(&status, &type_name, &method)
+            }),
         }
     }
 

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument as _;
 
 use crate::conn::close::{CloseInfo, Initiator};
-use crate::conn::connection::Connection;
+use crate::conn::connection::{Connection, Wait};
 use crate::conn::writer::WriteHalf;
 use crate::hooks::Hooks;
 use crate::incident::Incident;
@@ -27,7 +27,7 @@ use crate::wire::frame;
 use crate::wire::proto::FrameKind;
 use crate::wire::reply::Encoded;
 use crate::wire::status::Status;
-use dispatch::{Dispatcher, Wait};
+use dispatch::Dispatcher;
 use shared::Shared;
 
 /// Runs one connection to its end: spawns the writer, reads until the peer
@@ -314,16 +314,11 @@ fn answer_control_now<'a>(
     type_name: &str,
     method: &str,
 ) -> Option<Wait<'a>> {
-    let waiting = match (id, result) {
-        (0, Ok(_)) => return None,
-        (0, Err(status)) => conn.try_report(&status, type_name, method)?,
-        (id, outcome) => {
-            conn.try_reply(id, outcome.map(|r| Some(r.unwrap_or_else(Encoded::ack))))?
-        }
-    };
-    Some(Box::pin(async move {
-        let _ = conn.enqueue(waiting).await;
-    }))
+    match (id, result) {
+        (0, Ok(_)) => None,
+        (0, Err(status)) => conn.report_now(&status, type_name, method),
+        (id, outcome) => conn.answer_now(id, outcome.map(|r| Some(r.unwrap_or_else(Encoded::ack)))),
+    }
 }
 
 /// [`answer_control_now`], waiting for room.

@@ -71,8 +71,7 @@ impl Store {
         rule: History,
         frame: &Bytes,
     ) -> Result<(String, u64), BackplaneError> {
-        let key = key(rule);
-        let subject = self.subjects.history(key.0, key.1, topic);
+        let subject = self.subject(topic, rule);
         let mut stream = self.stream(rule, false).await?;
         for _ in 0..ATTEMPTS {
             let known = lock(&self.tails).get(topic).cloned();
@@ -148,8 +147,7 @@ impl Store {
         after: u64,
         rule: History,
     ) -> Result<Option<Stored>, BackplaneError> {
-        let key = key(rule);
-        let subject = self.subjects.history(key.0, key.1, topic);
+        let subject = self.subject(topic, rule);
         let stream = self.stream(rule, false).await?;
         let Some(tail) = self.tail(&stream, &subject).await? else {
             return Ok(None);
@@ -185,6 +183,12 @@ impl Store {
             messages.push(StoredMessage::new(offset, age, message.payload));
         }
         Ok(Some(Stored::new(tail.epoch, tail.offset, messages)))
+    }
+
+    /// The subject keeping `topic`'s history under `rule`.
+    fn subject(&self, topic: &str, rule: History) -> String {
+        let (len, age_ms) = key(rule);
+        self.subjects.history(len, age_ms, topic)
     }
 
     /// The subject's last message: where its history ends; `None` if it has none.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::pubsub::backplane::Stored;
+use crate::pubsub::backplane::{Stored, StoredMessage};
 use crate::sync::lock;
 use crate::wire::frame;
 use crate::wire::topic::Position;
@@ -53,6 +53,26 @@ struct Log {
     touched: Instant,
     /// When this replica started following the topic.
     since: Instant,
+}
+
+/// Of `messages` (oldest first), the run with consecutive offsets that ends
+/// at `end`, oldest first: what comes after `end`, or before a hole, is left out.
+fn run_ending_at<'a>(
+    messages: impl DoubleEndedIterator<Item = &'a StoredMessage>,
+    end: u64,
+) -> impl Iterator<Item = &'a StoredMessage> {
+    let mut expected = end;
+    let mut run: Vec<_> = messages
+        .rev()
+        .skip_while(|m| m.offset > end)
+        .take_while(|m| {
+            let next = expected > 0 && m.offset == expected;
+            expected = expected.saturating_sub(1);
+            next
+        })
+        .collect();
+    run.reverse();
+    run.into_iter()
 }
 
 impl Log {
@@ -210,45 +230,19 @@ impl Histories {
                 .collect();
             log.epoch = stored.epoch.clone();
             log.last = stored.last;
-            log.entries = fresh
+            log.entries = run_ending_at(fresh, stored.last)
                 .map(|m| stamp(m.offset, m.age, &m.frame, &stored.epoch))
                 .collect();
-            // Keep the consecutive run that ends at `last` only.
-            let mut expected = stored.last;
-            let run = log
-                .entries
-                .iter()
-                .rev()
-                .take_while(|(offset, ..)| {
-                    let ok = *offset == expected;
-                    expected = expected.saturating_sub(1);
-                    ok
-                })
-                .count();
-            let drop = log.entries.len() - run;
-            log.entries.drain(..drop);
         } else {
             // Prepend the consecutive run that ends just before what is kept here.
             let first = log
                 .entries
                 .front()
                 .map_or(log.last + 1, |(offset, ..)| *offset);
-            let mut expected = first.saturating_sub(1);
-            let mut older = Vec::new();
-            for m in fresh
-                .filter(|m| m.offset < first)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                if m.offset != expected || expected == 0 {
-                    break;
-                }
-                older.push(stamp(m.offset, m.age, &m.frame, &stored.epoch));
-                expected -= 1;
-            }
-            for entry in older {
-                log.entries.push_front(entry);
+            let older: Vec<_> = run_ending_at(fresh, first.saturating_sub(1)).collect();
+            for m in older.into_iter().rev() {
+                log.entries
+                    .push_front(stamp(m.offset, m.age, &m.frame, &stored.epoch));
             }
         }
         while log.entries.len() > rule.max_len {
@@ -449,7 +443,6 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_brokers_history_fills_in_before_what_is_kept_or_replaces_another() {
-        use crate::pubsub::backplane::StoredMessage;
         let stored = |epoch: &str, last: u64, offsets: &[u64]| {
             let messages = offsets
                 .iter()

@@ -2,6 +2,9 @@
 //!
 //! Run it with `cargo run --release -p goomerang-bench -- --json bench.json [--quick]`.
 //! Everything runs over 127.0.0.1; every scenario is bounded in count and time.
+//! For profiling, `--side goomerang|raw` runs one side only and
+//! `--single-thread` runs everything on one thread, so the cost per message
+//! shows without the scheduler's cross-thread wake-ups.
 
 mod crowd;
 mod gm;
@@ -9,8 +12,27 @@ mod idle;
 mod raw;
 mod remote;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The one side `--side` runs (both when unset): for profiling one side alone.
+static SIDE: OnceLock<String> = OnceLock::new();
+
+/// Runs `measure` if `--side` asks for this side; a skipped side reads NaN, printed "-".
+async fn side(
+    name: &str,
+    measure: impl Future<Output = Result<Sample, Box<dyn std::error::Error>>>,
+) -> Result<Sample, Box<dyn std::error::Error>> {
+    if SIDE.get().is_some_and(|only| only != name) {
+        return Ok(Sample {
+            value: f64::NAN,
+            ..Sample::default()
+        });
+    }
+    measure.await
+}
 
 /// One scenario's result, both sides.
 #[derive(Debug, Clone)]
@@ -93,6 +115,8 @@ struct Args {
     only: Option<String>,
     serve_idle: Option<String>,
     serve_echo: Option<String>,
+    side: Option<String>,
+    single_thread: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -109,8 +133,18 @@ fn parse_args() -> Result<Args, String> {
             "--serve-echo" => {
                 args.serve_echo = Some(it.next().ok_or("--serve-echo needs goomerang|raw")?)
             }
+            "--single-thread" => args.single_thread = true,
+            "--side" => {
+                let side = it.next().ok_or("--side needs goomerang|raw")?;
+                if side != "goomerang" && side != "raw" {
+                    return Err(format!("--side takes goomerang or raw, not {side:?}"));
+                }
+                args.side = Some(side);
+            }
             "-h" | "--help" => {
-                println!("usage: goomerang-bench [--json PATH] [--quick] [--only SCENARIO]");
+                println!(
+                    "usage: goomerang-bench [--json PATH] [--quick] [--only SCENARIO] [--side goomerang|raw] [--single-thread]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -126,15 +160,24 @@ fn median(mut values: Vec<Sample>) -> Sample {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = if args.single_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+    };
     if let Some(kind) = args.serve_idle {
         return runtime.block_on(idle::serve(&kind));
     }
     if let Some(kind) = args.serve_echo {
         return runtime.block_on(remote::serve(&kind));
+    }
+    if let Some(only) = args.side.clone() {
+        let _ = SIDE.set(only);
     }
     let plan = Plan::new(args.quick);
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
@@ -152,14 +195,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let scenarios: [(&'static str, &'static str, bool, Run); 7] = [
             ("sync_1", "req/s", true, |p| {
                 Box::pin(async move {
-                    Ok((gm::sync(p.sync_1, 1).await?, raw::sync(p.sync_1, 1).await?))
+                    Ok((
+                        side("goomerang", gm::sync(p.sync_1, 1)).await?,
+                        side("raw", raw::sync(p.sync_1, 1)).await?,
+                    ))
                 })
             }),
             ("sync_32", "req/s", true, |p| {
                 Box::pin(async move {
                     Ok((
-                        gm::sync(p.sync_32, 32).await?,
-                        raw::sync(p.sync_32, 32).await?,
+                        side("goomerang", gm::sync(p.sync_32, 32)).await?,
+                        side("raw", raw::sync(p.sync_32, 32)).await?,
                     ))
                 })
             }),
@@ -173,24 +219,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("oneway_32b", "msg/s", true, |p| {
                 Box::pin(async move {
                     Ok((
-                        gm::oneway(p.oneway_32b, 32).await?,
-                        raw::oneway(p.oneway_32b, 32).await?,
+                        side("goomerang", gm::oneway(p.oneway_32b, 32)).await?,
+                        side("raw", raw::oneway(p.oneway_32b, 32)).await?,
                     ))
                 })
             }),
             ("oneway_1k", "msg/s", true, |p| {
                 Box::pin(async move {
                     Ok((
-                        gm::oneway(p.oneway_1k, 1024).await?,
-                        raw::oneway(p.oneway_1k, 1024).await?,
+                        side("goomerang", gm::oneway(p.oneway_1k, 1024)).await?,
+                        side("raw", raw::oneway(p.oneway_1k, 1024)).await?,
                     ))
                 })
             }),
             ("broadcast_100", "s", false, |p| {
                 Box::pin(async move {
                     Ok((
-                        gm::broadcast(p.broadcast_clients, p.broadcasts).await?,
-                        raw::broadcast(p.broadcast_clients, p.broadcasts).await?,
+                        side(
+                            "goomerang",
+                            gm::broadcast(p.broadcast_clients, p.broadcasts),
+                        )
+                        .await?,
+                        side("raw", raw::broadcast(p.broadcast_clients, p.broadcasts)).await?,
                     ))
                 })
             }),
@@ -324,10 +374,10 @@ fn print_table(rows: &[Row], plan: &Plan) {
         // A scenario without a baseline (NaN) shows "-" for it and its ratio.
         let measured = |v: f64, text: String| if v.is_nan() { "-".to_owned() } else { text };
         println!(
-            "{:<15} {:>8} {:>14.2} {:>14} {:>10} {:>10} {:>10}",
+            "{:<15} {:>8} {:>14} {:>14} {:>10} {:>10} {:>10}",
             row.name,
             row.unit,
-            row.goomerang,
+            measured(row.goomerang, format!("{:.2}", row.goomerang)),
             measured(row.raw, format!("{:.2}", row.raw)),
             measured(ratio, format!("{ratio:.2}x")),
             opt(row.goomerang_p50_us),

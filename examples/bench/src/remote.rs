@@ -70,7 +70,7 @@ async fn sync_to(kind: &str, n: usize, concurrency: usize) -> Result<Sample, Err
 /// The cross-process request scenario on both sides.
 pub(crate) async fn sync(n: usize, concurrency: usize) -> Result<(Sample, Sample), Error> {
     Ok((
-        sync_to("goomerang", n, concurrency).await?,
-        sync_to("raw", n, concurrency).await?,
+        crate::side("goomerang", sync_to("goomerang", n, concurrency)).await?,
+        crate::side("raw", sync_to("raw", n, concurrency)).await?,
     ))
 }

@@ -32,7 +32,7 @@ use crate::sync::lock;
 #[cfg(feature = "tls")]
 use crate::tls::TlsError;
 use crate::wire::frame::{self, SUBPROTOCOL};
-use crate::wire::message::{IntoMessage, Payload, Response};
+use crate::wire::message::{IntoMessage, Message, Payload, Response};
 use crate::wire::proto::FrameKind;
 use crate::wire::status::Status;
 use reconnect::{Reconnect, WhileDisconnected};
@@ -411,7 +411,17 @@ impl Client {
         if let Ok(conn) = self.connection() {
             return conn.request_method(method, message).await;
         }
-        // Disconnected: the wait for a reconnection counts against the deadline.
+        // Boxed: the rare path stays out of every request's future.
+        Box::pin(self.request_when_connected(method, message)).await
+    }
+
+    /// [`request_method`](Self::request_method) while disconnected: the wait
+    /// for a reconnection counts against the deadline.
+    async fn request_when_connected<Req: Payload, Resp: Payload>(
+        &self,
+        method: &'static str,
+        message: Message<Req>,
+    ) -> Result<Response<Resp>, Status> {
         let timeout = message.timeout_or(self.inner.shared.config().request_timeout);
         let started = Instant::now();
         let conn = self.connection_by(timeout).await?;

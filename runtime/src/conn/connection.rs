@@ -221,7 +221,7 @@ impl Connection {
             ..Head::new(FrameKind::Request, type_name, &headers)
         };
         let started = Instant::now();
-        let reply = self.call(head, &payload, timeout).await;
+        let reply = self.call(head, &payload, started + timeout, timeout).await;
         self.inner
             .core
             .metrics()
@@ -248,7 +248,9 @@ impl Connection {
             epoch: from.map_or("", |p| p.epoch.as_str()),
             ..Head::new(kind, TypeName::NONE, &headers)
         };
-        let reply = self.call(head, &(), timeout).await?;
+        let reply = self
+            .call(head, &(), Instant::now() + timeout, timeout)
+            .await?;
         if reply.type_name.as_str() != "goomerang.v1.Position" {
             return Ok(None);
         }
@@ -258,17 +260,18 @@ impl Connection {
     }
 
     /// Sends `head` (kind, type, headers, topic as given) with a fresh id and
-    /// `payload`, and waits for the answer with that id.
+    /// `payload`, and waits for the answer with that id until `deadline`
+    /// (`timeout` from when the caller started).
     async fn call<P: prost::Message>(
         &self,
         mut head: Head<'_>,
         payload: &P,
+        deadline: Instant,
         timeout: Duration,
     ) -> Result<Incoming, Status> {
         if self.inner.core.is_shutting_down() {
             return Err(Error::ShuttingDown.into());
         }
-        let deadline = Instant::now() + timeout;
         let (id, rx) = self.inner.calls.start();
         let mut guard = PendingGuard {
             conn: self,
@@ -291,7 +294,8 @@ impl Connection {
         };
         let queued = match self.try_write_now(bytes) {
             Ok(result) => Ok(result),
-            Err(bytes) => tokio::time::timeout_at(deadline, self.enqueue(bytes)).await,
+            // Boxed: a full queue is rare, and its wait stays out of every request's future.
+            Err(bytes) => Box::pin(tokio::time::timeout_at(deadline, self.enqueue(bytes))).await,
         };
         match queued {
             Err(_) => {

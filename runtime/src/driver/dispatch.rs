@@ -70,7 +70,7 @@ impl Dispatcher {
         received: Instant,
         cx: &mut std::task::Context<'_>,
     ) -> Result<Option<Wait<'_>>, (u16, String)> {
-        match self.job(frame, is_request) {
+        match self.job(frame, is_request, received) {
             Ok(job) => Ok(self.start(job, received, cx)),
             Err(NoJob::Handled) => Ok(None),
             Err(NoJob::Violation(code, detail)) => Err((code, detail)),
@@ -161,7 +161,8 @@ impl Dispatcher {
 
     /// Finds the route and builds the handler's context, or says why there
     /// is no handler run (the caller answers a refusal).
-    fn job(&self, frame: Incoming, is_request: bool) -> Result<Job, NoJob> {
+    /// The handler run for `frame`, received at `received` (its deadline counts from then).
+    fn job(&self, frame: Incoming, is_request: bool, received: Instant) -> Result<Job, NoJob> {
         let conn = &self.conn;
         let shared = &self.shared;
         let id = frame.id;
@@ -243,7 +244,7 @@ impl Dispatcher {
             (Cancel::Owner(Arc::clone(shared.core())), 0)
         };
         let deadline = (is_request && frame.timeout_ms > 0)
-            .then(|| Instant::now() + Duration::from_millis(u64::from(frame.timeout_ms)));
+            .then(|| received + Duration::from_millis(u64::from(frame.timeout_ms)));
         let position = (frame.offset != 0).then(|| Position::new(frame.epoch, frame.offset));
         if let (Some(position), Some(positions)) = (&position, shared.positions())
             && !frame.topic.is_empty()

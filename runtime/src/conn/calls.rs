@@ -17,8 +17,10 @@ pub(crate) type Answer = Result<Incoming, Status>;
 #[derive(Debug)]
 pub(crate) struct Calls {
     /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
-    /// UNAVAILABLE status each) when the connection ends.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// UNAVAILABLE status each) when the connection ends. This side picks
+    /// the ids, so a fast unkeyed hash is safe here (not in `inflight`,
+    /// whose ids the peer picks).
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>, foldhash::fast::FixedState>>,
     /// Requests the peer sent whose handlers are running, each with the
     /// sequence number of its registration and, once something waits on
     /// its cancellation, the token; CANCEL looks here.
@@ -32,7 +34,7 @@ pub(crate) struct Calls {
 impl Default for Calls {
     fn default() -> Calls {
         Calls {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             next_seq: AtomicU64::new(1),

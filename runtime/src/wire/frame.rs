@@ -277,10 +277,11 @@ pub(crate) struct Incoming {
 /// The error says what is wrong with the bytes.
 pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
     let (mut frame, type_name, method) = decode_fields(buf).map_err(|err| err.to_string())?;
+    // The last occurrence of each is checked here, once (see `decode_fields`).
     frame.type_name = Utf8Bytes::try_from(type_name)
-        .map_err(|err| format!("the type name is not UTF-8: {err}"))?;
+        .map_err(|_| Undecodable::Utf8("type name").to_string())?;
     frame.method =
-        Utf8Bytes::try_from(method).map_err(|err| format!("the method is not UTF-8: {err}"))?;
+        Utf8Bytes::try_from(method).map_err(|_| Undecodable::Utf8("method").to_string())?;
     Ok(frame)
 }
 
@@ -296,9 +297,13 @@ fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), Undecodable
             1 => int32::merge(wire, &mut frame.kind, &mut buf, ctx)?,
             2 => uint64::merge(wire, &mut frame.id, &mut buf, ctx)?,
             3 => {
+                // Every occurrence must be UTF-8, as with prost's string
+                // fields: an earlier one is checked as a later one replaces
+                // it, the last by `decode`.
+                if !type_name.is_empty() {
+                    utf8(&type_name, "type name")?;
+                }
                 bytes::merge(wire, &mut type_name, &mut buf, ctx)?;
-                // Checked at every occurrence, as prost's string fields are.
-                utf8(&type_name, "type name")?;
             }
             4 => bytes::merge(wire, &mut frame.payload, &mut buf, ctx)?,
             5 => {
@@ -323,8 +328,10 @@ fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), Undecodable
             9 => string::merge(wire, &mut frame.queue_group, &mut buf, ctx)?,
             10 => int64::merge(wire, &mut frame.created_unix_us, &mut buf, ctx)?,
             11 => {
+                if !method.is_empty() {
+                    utf8(&method, "method")?;
+                }
                 bytes::merge(wire, &mut method, &mut buf, ctx)?;
-                utf8(&method, "method")?;
             }
             12 => uint64::merge(wire, &mut frame.offset, &mut buf, ctx)?,
             13 => string::merge(wire, &mut frame.epoch, &mut buf, ctx)?,
@@ -357,7 +364,7 @@ impl std::fmt::Display for Undecodable {
     }
 }
 
-/// Refuses a string field that is not UTF-8, at every occurrence (as prost does).
+/// Refuses a string field that is not UTF-8.
 fn utf8(bytes: &[u8], field: &'static str) -> Result<(), Undecodable> {
     std::str::from_utf8(bytes)
         .map(drop)

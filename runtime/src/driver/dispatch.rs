@@ -62,16 +62,18 @@ impl Dispatcher {
     /// when a cap is full or the answer to a refused frame finds the queue
     /// full, boxed: the reader's state then carries none of it while idle.
     /// An `Err` is a protocol violation (a request id already in flight): the
-    /// close code and what the peer did.
+    /// close code and what the peer did. A handler that ends here leaves the
+    /// clock reading of its end in `ended`, for the reader to reuse.
     pub(crate) fn dispatch(
         &self,
         frame: Incoming,
         is_request: bool,
         received: Instant,
+        ended: &mut Option<Instant>,
         cx: &mut std::task::Context<'_>,
     ) -> Result<Option<Wait<'_>>, (u16, String)> {
         match self.job(frame, is_request, received) {
-            Ok(job) => Ok(self.start(job, received, cx)),
+            Ok(job) => Ok(self.start(job, received, ended, cx)),
             Err(NoJob::Handled) => Ok(None),
             Err(NoJob::Violation(code, detail)) => Err((code, detail)),
             Err(NoJob::Refused {
@@ -91,6 +93,7 @@ impl Dispatcher {
         &self,
         job: Job,
         received: Instant,
+        ended: &mut Option<Instant>,
         cx: &mut std::task::Context<'_>,
     ) -> Option<Wait<'_>> {
         let shared = &self.shared;
@@ -114,7 +117,7 @@ impl Dispatcher {
             if shared.global().try_acquire() {
                 let mut run = job.start(received);
                 match run.handler.poll_unpin(cx) {
-                    Poll::Ready(result) => match run.finish_now(Some(result)) {
+                    Poll::Ready(result) => match run.finish_now(Some(result), ended) {
                         None => {
                             self.per_conn.release();
                             shared.global().release();
@@ -378,7 +381,7 @@ impl Run {
                 }
             }
         };
-        if let Some((id, outcome)) = self.finish(result) {
+        if let Some((id, outcome)) = self.finish(result, Instant::now()) {
             self.ctx.connection().reply(id, outcome).await;
         }
     }
@@ -388,11 +391,15 @@ impl Run {
     /// With the queue full, returns the wait for room for the caller to run as
     /// a task holding the handler's slots (see the backpressure guide for when
     /// the reader itself waits).
+    /// Its clock reading of the end goes to `ended`.
     fn finish_now(
         mut self,
         result: Option<Result<Outcome, Panic>>,
+        ended: &mut Option<Instant>,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let (id, outcome) = self.finish(result)?;
+        let now = Instant::now();
+        *ended = Some(now);
+        let (id, outcome) = self.finish(result, now)?;
         let conn = self.ctx.connection();
         let bytes = conn.try_reply(id, outcome)?;
         let conn = conn.clone();
@@ -405,7 +412,12 @@ impl Run {
 
     /// Records how the handler ended; returns the answer to send for a request.
     /// `None` means it was stopped (CANCEL, deadline, connection end).
-    fn finish(&mut self, result: Option<Result<Outcome, Panic>>) -> Option<(u64, Outcome)> {
+    /// It ended at `now`.
+    fn finish(
+        &mut self,
+        result: Option<Result<Outcome, Panic>>,
+        now: Instant,
+    ) -> Option<(u64, Outcome)> {
         let conn = self.ctx.connection();
         let hooks = &self.shared.hooks();
         let id = self.ctx.metadata().correlation_id();
@@ -460,7 +472,7 @@ impl Run {
                 conn.queue_report(status, &metadata.type_name, &metadata.method);
             }
         }
-        let took = self.started.elapsed();
+        let took = now.saturating_duration_since(self.started);
         self.route.stats.handled(took);
         if hooks.has_handler_hooks() {
             hooks.handler_end(&self.ctx, outcome.as_ref().map(drop), took);

@@ -102,6 +102,9 @@ where
     tokio::pin!(check);
     let mut closing = false;
     let mut busy = 0;
+    // The end of the last frame's handler, if it ended on the reader's poll:
+    // the next frame's reading when the reader did not wait in between.
+    let mut ended: Option<Instant> = None;
     let mut remote_close: Option<(u16, String, bool)> = None;
     loop {
         // Atomic checks on every frame: the control futures below are polled
@@ -118,9 +121,11 @@ where
         if closing && close_deadline.is_elapsed() {
             break;
         }
+        let carried = ended.take();
+        let mut waited = false;
         let next = tokio::select! {
             biased;
-            next = next_frame(&mut stream, conn, shared.hooks(), &mut busy) => next,
+            next = next_frame(&mut stream, conn, shared.hooks(), &mut busy, &mut waited) => next,
             _ = conn.kill_token().cancelled() => break,
             _ = conn.closing_token().cancelled(), if !closing => continue,
             _ = &mut close_deadline, if closing => break,
@@ -143,9 +148,12 @@ where
                 continue;
             }
         };
-        // One clock read per frame: the keepalive's last sign of life and the
-        // handler's start.
-        let received = Instant::now();
+        // One clock reading per frame, the keepalive's last sign of life and
+        // the handler's start: the last handler's end while frames stream in.
+        let received = match carried {
+            Some(at) if !waited => at,
+            _ => Instant::now(),
+        };
         last_seen = received;
         let message = match next {
             None => break,
@@ -163,17 +171,24 @@ where
                 // Handled on this poll (a handler runs inline until its first
                 // await); only what must wait is awaited, boxed.
                 let mut bytes = Some(bytes);
+                let end = &mut ended;
                 let handled = std::future::poll_fn(move |cx| {
                     // Ready on its first poll, so never polled again.
                     Poll::Ready(match bytes.take() {
-                        Some(bytes) => handle_binary(conn, shared, dispatcher, bytes, received, cx),
+                        Some(bytes) => {
+                            let at = (received, &mut *end);
+                            handle_binary(conn, shared, dispatcher, bytes, at, cx)
+                        }
                         None => Ok(None),
                     })
                 })
                 .await;
                 match handled {
                     Ok(None) => {}
-                    Ok(Some(wait)) => wait.await,
+                    Ok(Some(wait)) => {
+                        wait.await;
+                        ended = None;
+                    }
                     Err((code, detail)) => violation(conn, shared.hooks(), code, detail),
                 }
             }
@@ -225,6 +240,7 @@ async fn next_frame<S>(
     conn: &Connection,
     hooks: &Hooks,
     busy: &mut u32,
+    waited: &mut bool,
 ) -> Option<Result<WsMessage, tungstenite::Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -246,6 +262,7 @@ where
                 Poll::Ready(next)
             }
             Poll::Pending => {
+                *waited = true;
                 if *busy > 0 {
                     *busy = 0;
                     if let Err(err) = writer.reader_idle(cx) {
@@ -355,7 +372,7 @@ fn handle_binary<'a>(
     shared: &'a Shared,
     dispatcher: &'a Dispatcher,
     bytes: Bytes,
-    received: Instant,
+    (received, ended): (Instant, &mut Option<Instant>),
     cx: &mut Context<'_>,
 ) -> Result<Option<Wait<'a>>, (u16, String)> {
     shared.metrics().frame_received(bytes.len());
@@ -376,13 +393,13 @@ fn handle_binary<'a>(
                     ),
                 ));
             }
-            dispatcher.dispatch(frame, false, received, cx)
+            dispatcher.dispatch(frame, false, received, ended, cx)
         }
         FrameKind::Request => {
             if frame.id == 0 {
                 return Err((1002, "REQUEST frame with id 0".into()));
             }
-            dispatcher.dispatch(frame, true, received, cx)
+            dispatcher.dispatch(frame, true, received, ended, cx)
         }
         FrameKind::Reply | FrameKind::Error => {
             if let Err(err) = conn.complete(frame) {

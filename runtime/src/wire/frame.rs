@@ -276,7 +276,10 @@ pub(crate) struct Incoming {
 /// the last value of a repeated scalar wins), field numbers as in frame.proto.
 /// The error says what is wrong with the bytes.
 pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
-    let (mut frame, type_name, method) = decode_fields(buf).map_err(|err| err.to_string())?;
+    let mut frame = Incoming::default();
+    let (mut type_name, mut method) = (Bytes::new(), Bytes::new());
+    // Filled in place: a frame is some 300 bytes, and each move copies it.
+    decode_fields(buf, &mut frame, &mut type_name, &mut method).map_err(|err| err.to_string())?;
     // The last occurrence of each is checked here, once (see `decode_fields`).
     frame.type_name = Utf8Bytes::try_from(type_name)
         .map_err(|_| Undecodable::Utf8("type name").to_string())?;
@@ -285,11 +288,13 @@ pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
     Ok(frame)
 }
 
-fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), Undecodable> {
+fn decode_fields(
+    mut buf: Bytes,
+    frame: &mut Incoming,
+    type_name: &mut Bytes,
+    method: &mut Bytes,
+) -> Result<(), Undecodable> {
     use prost::encoding::{bytes, hash_map, int32, int64, message, string, uint32, uint64};
-    let mut frame = Incoming::default();
-    let mut type_name = Bytes::new();
-    let mut method = Bytes::new();
     while buf.has_remaining() {
         let (tag, wire) = decode_key(&mut buf)?;
         let ctx = DecodeContext::default();
@@ -301,9 +306,9 @@ fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), Undecodable
                 // fields: an earlier one is checked as a later one replaces
                 // it, the last by `decode`.
                 if !type_name.is_empty() {
-                    utf8(&type_name, "type name")?;
+                    utf8(type_name, "type name")?;
                 }
-                bytes::merge(wire, &mut type_name, &mut buf, ctx)?;
+                bytes::merge(wire, type_name, &mut buf, ctx)?;
             }
             4 => bytes::merge(wire, &mut frame.payload, &mut buf, ctx)?,
             5 => {
@@ -329,16 +334,16 @@ fn decode_fields(mut buf: Bytes) -> Result<(Incoming, Bytes, Bytes), Undecodable
             10 => int64::merge(wire, &mut frame.created_unix_us, &mut buf, ctx)?,
             11 => {
                 if !method.is_empty() {
-                    utf8(&method, "method")?;
+                    utf8(method, "method")?;
                 }
-                bytes::merge(wire, &mut method, &mut buf, ctx)?;
+                bytes::merge(wire, method, &mut buf, ctx)?;
             }
             12 => uint64::merge(wire, &mut frame.offset, &mut buf, ctx)?,
             13 => string::merge(wire, &mut frame.epoch, &mut buf, ctx)?,
             _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
         }
     }
-    Ok((frame, type_name, method))
+    Ok(())
 }
 
 /// Why the bytes are not a frame.

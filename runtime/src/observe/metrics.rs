@@ -36,8 +36,11 @@ impl Histogram {
 
     pub(crate) fn observe(&self, took: Duration) {
         let secs = took.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        // The bounds are strictly increasing (checked when built): the first
+        // one at or above `secs`, by bisection.
+        let i = self.bounds.partition_point(|&b| b < secs);
+        if let Some(bucket) = self.buckets.get(i) {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(
@@ -434,9 +437,12 @@ mod tests {
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_millis(5));
         h.observe(Duration::from_secs(10));
+        // A value on a bound counts in that bound's bucket (Prometheus `le`).
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_millis(10));
         let snap = h.snapshot();
-        assert_eq!(snap.count, 4);
-        assert_eq!(snap.buckets, vec![(0.001, 1), (0.01, 2), (f64::MAX, 1)]);
-        assert!((snap.sum - 10.00803).abs() < 1e-9, "{}", snap.sum);
+        assert_eq!(snap.count, 6);
+        assert_eq!(snap.buckets, vec![(0.001, 2), (0.01, 3), (f64::MAX, 1)]);
+        assert!((snap.sum - 10.01903).abs() < 1e-9, "{}", snap.sum);
     }
 }

@@ -281,8 +281,8 @@ pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
     // Filled in place: a frame is some 300 bytes, and each move copies it.
     decode_fields(buf, &mut frame, &mut type_name, &mut method).map_err(|err| err.to_string())?;
     // The last occurrence of each is checked here, once (see `decode_fields`).
-    frame.type_name = Utf8Bytes::try_from(type_name)
-        .map_err(|_| Undecodable::Utf8("type name").to_string())?;
+    frame.type_name =
+        Utf8Bytes::try_from(type_name).map_err(|_| Undecodable::Utf8("type name").to_string())?;
     frame.method =
         Utf8Bytes::try_from(method).map_err(|_| Undecodable::Utf8("method").to_string())?;
     Ok(frame)

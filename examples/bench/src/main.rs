@@ -2,8 +2,9 @@
 //!
 //! Run it with `cargo run --release -p goomerang-bench -- --json bench.json [--quick]`.
 //! Everything runs over 127.0.0.1; every scenario is bounded in count and time.
-//! For profiling, `--side goomerang|raw` runs one side only and
-//! `--single-thread` runs everything on one thread, so the cost per message
+//! For profiling, `--side goomerang|raw` runs one side only of the scenarios
+//! that have both (the idle and crowd rows ignore it) and `--single-thread`
+//! runs everything in this process on one thread, so the cost per message
 //! shows without the scheduler's cross-thread wake-ups.
 
 mod crowd;

@@ -162,9 +162,9 @@ impl Dispatcher {
         });
     }
 
-    /// Finds the route and builds the handler's context, or says why there
-    /// is no handler run (the caller answers a refusal).
-    /// The handler run for `frame`, received at `received` (its deadline counts from then).
+    /// Finds the route for `frame` and builds the handler's context (a
+    /// request's deadline counts from `received`), or says why there is no
+    /// handler run (the caller answers a refusal).
     fn job(&self, frame: Incoming, is_request: bool, received: Instant) -> Result<Job, NoJob> {
         let conn = &self.conn;
         let shared = &self.shared;
@@ -390,8 +390,7 @@ impl Run {
     /// poll: the reply is queued without waiting, to keep the fast path fast.
     /// With the queue full, returns the wait for room for the caller to run as
     /// a task holding the handler's slots (see the backpressure guide for when
-    /// the reader itself waits).
-    /// Its clock reading of the end goes to `ended`.
+    /// the reader itself waits). The clock reading of its end goes to `ended`.
     fn finish_now(
         mut self,
         result: Option<Result<Outcome, Panic>>,
@@ -411,8 +410,8 @@ impl Run {
     }
 
     /// Records how the handler ended; returns the answer to send for a request.
-    /// `None` means it was stopped (CANCEL, deadline, connection end).
-    /// It ended at `now`.
+    /// `None` means it was stopped (CANCEL, deadline, connection end). It
+    /// ended at `now`.
     fn finish(
         &mut self,
         result: Option<Result<Outcome, Panic>>,

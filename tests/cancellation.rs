@@ -23,6 +23,20 @@ impl Drop for DropReporter {
     }
 }
 
+/// What a `Work` handler does: reports "started", sleeps `ms`, and reports
+/// "cancelled" if dropped before it finished.
+async fn run_work(work: Work, events: Events) -> Result<Done, Status> {
+    let _ = events.send((work.id, "started"));
+    let mut reporter = DropReporter {
+        id: work.id,
+        events,
+        finished: false,
+    };
+    tokio::time::sleep(Duration::from_millis(work.ms)).await;
+    reporter.finished = true;
+    Ok(Done { id: work.id })
+}
+
 /// A server whose `Work` handler sleeps `ms`, reporting to `events` when it
 /// starts and when it is cancelled. Cancellation drops the handler future (as
 /// tonic does); code that must react explicitly watches `ctx.cancelled()` from
@@ -31,23 +45,16 @@ async fn work_server(events: Events) -> TestServer {
     start(Server::builder().request(move |ctx, work: Work| {
         let events = events.clone();
         async move {
-            let _ = events.send((work.id, "started"));
             let watcher = {
-                let (ctx, events) = (ctx.clone(), events.clone());
+                let (ctx, events, id) = (ctx.clone(), events.clone(), work.id);
                 tokio::spawn(async move {
                     ctx.cancelled().await;
-                    let _ = events.send((work.id, "ctx.cancelled"));
+                    let _ = events.send((id, "ctx.cancelled"));
                 })
             };
-            let mut reporter = DropReporter {
-                id: work.id,
-                events,
-                finished: false,
-            };
-            tokio::time::sleep(Duration::from_millis(work.ms)).await;
-            reporter.finished = true;
+            let done = run_work(work, events).await;
             watcher.abort();
-            Ok::<_, Status>(Done { id: work.id })
+            done
         }
     }))
     .await
@@ -224,15 +231,7 @@ async fn is_cancelled_follows_cancel_and_completion_without_a_watcher() {
                         let (latest, events) = (latest.clone(), events.clone());
                         async move {
                             *latest.lock().expect("lock") = Some(ctx.clone());
-                            let _ = events.send((work.id, "started"));
-                            let mut reporter = DropReporter {
-                                id: work.id,
-                                events,
-                                finished: false,
-                            };
-                            tokio::time::sleep(Duration::from_millis(work.ms)).await;
-                            reporter.finished = true;
-                            Ok::<_, Status>(Done { id: work.id })
+                            run_work(work, events).await
                         }
                     }
                 })

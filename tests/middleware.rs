@@ -225,6 +225,69 @@ async fn a_panicking_middleware_is_contained_too() {
     .await;
 }
 
+/// A middleware that panics while it is called, before it returns a future.
+struct PanicsWhenCalled;
+
+impl goomerang::Middleware for PanicsWhenCalled {
+    fn call(
+        &self,
+        ctx: goomerang::Context,
+        payload: bytes::Bytes,
+        next: middleware::Next,
+    ) -> middleware::BoxFuture<middleware::Outcome> {
+        if ctx.header("fine").is_some() {
+            return next.run(ctx, payload);
+        }
+        panic!("middleware bug before its future")
+    }
+}
+
+#[tokio::test]
+async fn a_middleware_panicking_before_its_future_is_contained_too() {
+    bounded(async {
+        let (tx, mut errors) = mpsc::unbounded_channel();
+        let server = start(
+            Server::builder()
+                .on_error(move |err, _| {
+                    if let Incident::HandlerPanicked { message, .. } = err {
+                        let _ = tx.send(message.clone());
+                    }
+                })
+                .middleware(PanicsWhenCalled)
+                .request(|_ctx, _p: Ping| async { Ok::<_, Status>(Pong::default()) })
+                .message(|_ctx, _n: Note| async {}),
+        )
+        .await;
+        let client = server.client().await;
+        let err = client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect_err("panicked");
+        assert_eq!(err.code(), Code::Internal);
+        assert!(
+            err.message().contains("middleware bug before its future"),
+            "{err}"
+        );
+        assert_eq!(
+            errors.recv().await.as_deref(),
+            Some("middleware bug before its future")
+        );
+        client.send(Note::default()).await.expect("send");
+        assert_eq!(
+            errors.recv().await.as_deref(),
+            Some("middleware bug before its future")
+        );
+        // The same connection still serves.
+        client
+            .request::<_, Pong>(Message::new(Ping::default()).header("fine", "1"))
+            .await
+            .expect("served");
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn one_way_handler_errors_reach_the_error_hook() {
     bounded(async {

@@ -711,6 +711,11 @@ impl Connection {
         &self.inner.writer
     }
 
+    /// Cancelled when the owner's shutdown deadline passes (one-way work stops then).
+    pub(crate) fn owner_abort(&self) -> &CancellationToken {
+        self.inner.core.abort()
+    }
+
     /// Cancelled when the connection is dropped at once.
     pub(crate) fn kill_token(&self) -> &CancellationToken {
         self.inner.close.kill_token()

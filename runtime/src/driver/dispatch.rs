@@ -244,7 +244,7 @@ impl Dispatcher {
         } else {
             // One-way work outlives its connection (nothing is lost when the
             // peer closes right after sending); only a shutdown deadline stops it.
-            (Cancel::Owner(Arc::clone(shared.core())), 0)
+            (Cancel::Owner, 0)
         };
         let deadline = (is_request && frame.timeout_ms > 0)
             .then(|| received + Duration::from_millis(u64::from(frame.timeout_ms)));
@@ -339,9 +339,15 @@ impl Job {
             conn = conn.id(),
             traceparent = observed.header("traceparent"),
         );
-        let handler = AssertUnwindSafe((route.handler)(ctx, payload))
-            .catch_unwind()
-            .instrument(span);
+        // Calling the handler runs middleware and the handler's code up to
+        // its future: a panic there is caught too, and raised again from the
+        // future's first poll, so every panic ends the run the same way.
+        let call = {
+            let _entered = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| (route.handler)(ctx, payload)))
+        };
+        let future = call.unwrap_or_else(|panic| Box::pin(raise(panic)));
+        let handler = AssertUnwindSafe(future).catch_unwind().instrument(span);
         Run {
             shared,
             route,
@@ -515,6 +521,11 @@ impl Drop for Run {
         let metrics = &self.shared.metrics();
         metrics.handler_ended();
     }
+}
+
+/// A handler's future that raises `panic` (caught while calling the handler) when polled.
+async fn raise(panic: Panic) -> Outcome {
+    std::panic::resume_unwind(panic)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -58,9 +58,9 @@ pub(crate) enum Cancel {
         /// [`RUNNING`], [`STOPPED`] (cancelled here) or [`FINISHED`].
         state: AtomicU8,
     },
-    /// One-way work: only the owner's shutdown deadline stops it. Borrowed, never
-    /// cloned per message (cloning a shared token takes its lock).
-    Owner(std::sync::Arc<crate::conn::core::Core>),
+    /// One-way work: only the owner's shutdown deadline stops it (its token
+    /// is the connection's owner's, borrowed: cloning a shared token takes its lock).
+    Owner,
 }
 
 /// The handler runs; the in-flight table says whether it was cancelled.
@@ -118,7 +118,7 @@ impl Cancel {
                 (None, FINISHED) => false,
                 (None, _) => !conn.is_inflight(*id, *seq),
             },
-            Cancel::Owner(core) => core.abort().is_cancelled(),
+            Cancel::Owner => conn.owner_abort().is_cancelled(),
         }
     }
 
@@ -129,7 +129,7 @@ impl Cancel {
                     token.cancelled().await;
                 }
             }
-            Cancel::Owner(core) => core.abort().cancelled().await,
+            Cancel::Owner => conn.owner_abort().cancelled().await,
         }
     }
 

@@ -82,13 +82,15 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: IntoOneWay,
 {
-    let f = Arc::new(f);
-    Arc::new(move |ctx, payload| {
-        let f = Arc::clone(&f);
-        Box::pin(async move {
-            let msg = decode::<M>(&ctx, payload)?;
-            f(ctx, msg).await.into_result().map(|()| None)
-        })
+    // The payload is decoded and `f` called right here, so the future holds
+    // what `f` returned, not a clone of `f`: the runtime makes this call
+    // under its panic guard, just before it first polls the future.
+    Arc::new(move |ctx, payload| match decode::<M>(&ctx, payload) {
+        Ok(msg) => {
+            let run = f(ctx, msg);
+            Box::pin(async move { run.await.into_result().map(|()| None) })
+        }
+        Err(status) => Box::pin(std::future::ready(Err(status))),
     })
 }
 
@@ -99,13 +101,12 @@ where
     F: Fn(Context, M) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, Status>> + Send + 'static,
 {
-    let f = Arc::new(f);
-    Arc::new(move |ctx, payload| {
-        let f = Arc::clone(&f);
-        Box::pin(async move {
-            let msg = decode::<M>(&ctx, payload)?;
-            let reply = f(ctx, msg).await?;
-            Ok(Some(Encoded::new(&reply)))
-        })
+    // As in `one_way`: decoded and called here.
+    Arc::new(move |ctx, payload| match decode::<M>(&ctx, payload) {
+        Ok(msg) => {
+            let run = f(ctx, msg);
+            Box::pin(async move { Ok(Some(Encoded::new(&run.await?))) })
+        }
+        Err(status) => Box::pin(std::future::ready(Err(status))),
     })
 }

@@ -77,7 +77,11 @@ impl<'a> Head<'a> {
         } else {
             0
         }) + str_len(3, self.type_name.len())
-            + hash_map::encoded_len(string::encoded_len, string::encoded_len, 5, self.headers)
+            + (if self.headers.is_empty() {
+                0
+            } else {
+                hash_map::encoded_len(string::encoded_len, string::encoded_len, 5, self.headers)
+            })
             + (if self.timeout_ms != 0 {
                 uint32::encoded_len(6, &self.timeout_ms)
             } else {
@@ -378,9 +382,14 @@ fn utf8(bytes: &[u8], field: &'static str) -> Result<(), Undecodable> {
 
 /// Now, in microseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    // Seconds and microseconds apart: `as_micros` divides a u128.
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        i64::try_from(d.as_secs())
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000))
+            .and_then(|us| us.checked_add(i64::from(d.subsec_micros())))
+            .unwrap_or(i64::MAX)
+    })
 }
 
 /// The creation time a frame states, if any.

@@ -711,6 +711,11 @@ impl Connection {
         &self.inner.writer
     }
 
+    /// The owner's counters, which this connection's traffic counts in.
+    pub(crate) fn metrics(&self) -> &crate::observe::metrics::Counters {
+        self.inner.core.metrics()
+    }
+
     /// Cancelled when the owner's shutdown deadline passes (one-way work stops then).
     pub(crate) fn owner_abort(&self) -> &CancellationToken {
         self.inner.core.abort()

@@ -35,7 +35,7 @@ pub(crate) struct Dispatcher {
     per_conn: Arc<Limit>,
     /// Ordered mode: the queue of the connection's single worker. Dropping it
     /// (when the reader ends) lets the worker finish what is queued and stop.
-    ordered: Option<mpsc::Sender<Job>>,
+    ordered: Option<mpsc::Sender<(Job, Route)>>,
 }
 
 impl Dispatcher {
@@ -45,7 +45,7 @@ impl Dispatcher {
             let (tx, rx) = mpsc::channel(config.max_concurrent_per_connection);
             shared
                 .handlers()
-                .spawn(ordered_worker(rx, Arc::clone(shared.global())));
+                .spawn(ordered_worker(rx, Arc::clone(shared)));
             tx
         });
         Dispatcher {
@@ -73,7 +73,7 @@ impl Dispatcher {
         cx: &mut std::task::Context<'_>,
     ) -> Result<Option<Wait<'_>>, (u16, String)> {
         match self.job(frame, is_request, received) {
-            Ok(job) => Ok(self.start(job, received, ended, cx)),
+            Ok((job, route)) => Ok(self.start(job, route, received, ended, cx)),
             Err(NoJob::Handled) => Ok(None),
             Err(NoJob::Violation(code, detail)) => Err((code, detail)),
             Err(NoJob::Refused {
@@ -92,13 +92,15 @@ impl Dispatcher {
     fn start(
         &self,
         job: Job,
+        route: &Route,
         received: Instant,
         ended: &mut Option<Instant>,
         cx: &mut std::task::Context<'_>,
     ) -> Option<Wait<'_>> {
         let shared = &self.shared;
         if let Some(queue) = &self.ordered {
-            let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send(job) else {
+            let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send((job, route.clone()))
+            else {
                 return None;
             };
             self.conn.writer().reader_waits();
@@ -115,9 +117,12 @@ impl Dispatcher {
         // first await; only work that suspends becomes a task of its own.
         if self.per_conn.try_acquire() {
             if shared.global().try_acquire() {
-                let mut run = job.start(received);
+                // Shared and the route are borrowed here; only work that
+                // suspends takes them along, as clones.
+                let mut run = job.start(shared, route, received);
                 match run.handler.poll_unpin(cx) {
-                    Poll::Ready(result) => match run.finish_now(Some(result), ended) {
+                    Poll::Ready(result) => match run.finish_now(shared, route, Some(result), ended)
+                    {
                         None => {
                             self.per_conn.release();
                             shared.global().release();
@@ -126,7 +131,12 @@ impl Dispatcher {
                         // handler's slots, so a stalled peer still meets the caps.
                         Some(wait) => self.spawn_holding_slots(wait),
                     },
-                    Poll::Pending => self.spawn_holding_slots(run.complete()),
+                    Poll::Pending => {
+                        let (shared, route) = (Arc::clone(shared), route.clone());
+                        self.spawn_holding_slots(
+                            async move { run.complete(&shared, &route).await },
+                        );
+                    }
                 }
                 return None;
             }
@@ -136,6 +146,7 @@ impl Dispatcher {
         self.conn.writer().reader_waits();
         let kill = self.conn.kill_token();
         let per_conn = &self.per_conn;
+        let route = route.clone();
         Some(Box::pin(async move {
             let slots = async {
                 let local = Slot::acquire(per_conn).await;
@@ -145,9 +156,11 @@ impl Dispatcher {
                 _ = kill.cancelled() => return,
                 slots = slots => slots,
             };
+            let owned = Arc::clone(shared);
             shared.handlers().spawn(async move {
                 let _slots = slots;
-                job.start(Instant::now()).complete().await;
+                let run = job.start(&owned, &route, Instant::now());
+                run.complete(&owned, &route).await;
             });
         }))
     }
@@ -165,7 +178,12 @@ impl Dispatcher {
     /// Finds the route for `frame` and builds the handler's context (a
     /// request's deadline counts from `received`), or says why there is no
     /// handler run (the caller answers a refusal).
-    fn job(&self, frame: Incoming, is_request: bool, received: Instant) -> Result<Job, NoJob> {
+    fn job(
+        &self,
+        frame: Incoming,
+        is_request: bool,
+        received: Instant,
+    ) -> Result<(Job, &Route), NoJob> {
         let conn = &self.conn;
         let shared = &self.shared;
         let id = frame.id;
@@ -227,7 +245,6 @@ impl Dispatcher {
             ));
             return Err(refuse(status, frame));
         }
-        let route = route.clone();
         route.stats.received();
         let (cancel, seq) = if is_request {
             // Cancelled by CANCEL, or by `finish` when the connection ends.
@@ -264,14 +281,13 @@ impl Dispatcher {
             method: frame.method,
             position,
         };
-        Ok(Job {
-            shared: Arc::clone(shared),
-            route,
+        let job = Job {
             ctx: Context::new(conn.clone(), metadata, frame.headers, cancel, deadline),
             payload: frame.payload,
             is_request,
             seq,
-        })
+        };
+        Ok((job, route))
     }
 }
 
@@ -290,17 +306,16 @@ enum NoJob {
     },
 }
 
-async fn ordered_worker(mut queue: mpsc::Receiver<Job>, global: Arc<Limit>) {
-    while let Some(job) = queue.recv().await {
-        let _slot = Slot::acquire(&global).await;
-        job.start(Instant::now()).complete().await;
+async fn ordered_worker(mut queue: mpsc::Receiver<(Job, Route)>, shared: Arc<Shared>) {
+    while let Some((job, route)) = queue.recv().await {
+        let _slot = Slot::acquire(shared.global()).await;
+        let run = job.start(&shared, &route, Instant::now());
+        run.complete(&shared, &route).await;
     }
 }
 
-/// A handler run not started yet: the route, its context and the still-encoded payload.
+/// A handler run not started yet: its context and the still-encoded payload.
 pub(crate) struct Job {
-    shared: Arc<Shared>,
-    route: Route,
     ctx: Context,
     payload: Bytes,
     is_request: bool,
@@ -314,11 +329,9 @@ type Panic = Box<dyn Any + Send>;
 type Handler = Instrumented<CatchUnwind<AssertUnwindSafe<BoxFuture<Outcome>>>>;
 
 impl Job {
-    /// Calls the handler (its body runs on the first poll) and counts it running.
-    fn start(self, started: Instant) -> Run {
+    /// Calls `route`'s handler (its body runs on the first poll) and counts it running.
+    fn start(self, shared: &Shared, route: &Route, started: Instant) -> Run {
         let Job {
-            shared,
-            route,
             ctx,
             payload,
             is_request,
@@ -349,8 +362,6 @@ impl Job {
         let future = call.unwrap_or_else(|panic| Box::pin(raise(panic)));
         let handler = AssertUnwindSafe(future).catch_unwind().instrument(span);
         Run {
-            shared,
-            route,
             ctx: observed,
             handler,
             started,
@@ -360,10 +371,10 @@ impl Job {
     }
 }
 
-/// A started handler run. Dropping it (cancellation, shutdown) drops the handler.
+/// A started handler run. Dropping it (cancellation, shutdown) drops the
+/// handler. The owner's shared state and the route are passed in, not held:
+/// borrowed on the reader's poll, owned by the task of work that suspends.
 struct Run {
-    shared: Arc<Shared>,
-    route: Route,
     ctx: Context,
     handler: Handler,
     started: Instant,
@@ -373,7 +384,7 @@ struct Run {
 
 impl Run {
     /// Polls the handler to its end, unless its work is cancelled or its deadline passes first.
-    async fn complete(mut self) {
+    async fn complete(mut self, shared: &Shared, route: &Route) {
         // A handler that finishes on its first poll never registers for cancellation.
         let result = match futures_util::poll!(&mut self.handler) {
             Poll::Ready(result) => Some(result),
@@ -387,7 +398,7 @@ impl Run {
                 }
             }
         };
-        if let Some((id, outcome)) = self.finish(result, Instant::now()) {
+        if let Some((id, outcome)) = self.finish(shared, route, result, Instant::now()) {
             self.ctx.connection().reply(id, outcome).await;
         }
     }
@@ -399,12 +410,14 @@ impl Run {
     /// the reader itself waits). The clock reading of its end goes to `ended`.
     fn finish_now(
         mut self,
+        shared: &Shared,
+        route: &Route,
         result: Option<Result<Outcome, Panic>>,
         ended: &mut Option<Instant>,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let now = Instant::now();
         *ended = Some(now);
-        let (id, outcome) = self.finish(result, now)?;
+        let (id, outcome) = self.finish(shared, route, result, now)?;
         let conn = self.ctx.connection();
         let bytes = conn.try_reply(id, outcome)?;
         let conn = conn.clone();
@@ -420,11 +433,13 @@ impl Run {
     /// ended at `now`.
     fn finish(
         &mut self,
+        shared: &Shared,
+        route: &Route,
         result: Option<Result<Outcome, Panic>>,
         now: Instant,
     ) -> Option<(u64, Outcome)> {
         let conn = self.ctx.connection();
-        let hooks = &self.shared.hooks();
+        let hooks = shared.hooks();
         let id = self.ctx.metadata().correlation_id();
         // A request the peer cancelled (CANCEL took it off the in-flight
         // table) gets no answer, even if its handler finished meanwhile.
@@ -478,13 +493,13 @@ impl Run {
             }
         }
         let took = now.saturating_duration_since(self.started);
-        self.route.stats.handled(took);
+        route.stats.handled(took);
         if hooks.has_handler_hooks() {
             hooks.handler_end(&self.ctx, outcome.as_ref().map(drop), took);
         }
         if self.is_request {
             let outcome = match outcome {
-                Ok(None) if self.route.kind == Kind::OneWay => Err(Status::unimplemented(format!(
+                Ok(None) if route.kind == Kind::OneWay => Err(Status::unimplemented(format!(
                     "the handler for {} is one-way and sends no reply",
                     type_name()
                 ))),
@@ -518,8 +533,7 @@ impl Run {
 impl Drop for Run {
     /// Counts the run out of `goomerang_handlers_in_flight`, however it ended.
     fn drop(&mut self) {
-        let metrics = &self.shared.metrics();
-        metrics.handler_ended();
+        self.ctx.connection().metrics().handler_ended();
     }
 }
 

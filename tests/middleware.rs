@@ -288,6 +288,78 @@ async fn a_middleware_panicking_before_its_future_is_contained_too() {
     .await;
 }
 
+/// Stored by middleware as an extension; says which message it was made for
+/// when its last clone is dropped.
+#[derive(Clone)]
+struct Stored(Arc<DropSignal>);
+
+struct DropSignal(u64, mpsc::UnboundedSender<u64>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
+#[tokio::test]
+async fn every_message_gets_a_fresh_context_and_its_extensions_go_when_it_ends() {
+    bounded(async {
+        let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+        let server = start(
+            Server::builder()
+                .middleware(middleware::from_fn(move |ctx, payload, next| {
+                    let dropped_tx = dropped_tx.clone();
+                    async move {
+                        if let Some(n) = ctx.header("n").and_then(|n| n.parse().ok()) {
+                            ctx.insert_extension(Stored(Arc::new(DropSignal(n, dropped_tx))));
+                            ctx.set_reply_header("x-from", n.to_string());
+                        }
+                        next.run(ctx, payload).await
+                    }
+                }))
+                .message(|_ctx, _n: Note| async {})
+                .request(|ctx: goomerang::Context, p: Ping| async move {
+                    let seen = ctx.extension::<Stored>().map(|s| s.0.0);
+                    Ok::<_, Status>(Pong {
+                        n: p.n,
+                        text: format!("{seen:?}"),
+                    })
+                }),
+        )
+        .await;
+        let client = server.client().await;
+        // Back to back, so that the server's reader handles them in a stream.
+        for n in 1..=50u64 {
+            client
+                .send(Message::new(Note::default()).header("n", n.to_string()))
+                .await
+                .expect("send");
+        }
+        // Each marked message's extension is dropped once its handling ended,
+        // without waiting for another message.
+        let mut gone = Vec::new();
+        while gone.len() < 50 {
+            gone.push(dropped.recv().await.expect("signal"));
+        }
+        gone.sort_unstable();
+        assert_eq!(gone, (1..=50).collect::<Vec<_>>());
+        // And the next message sees nothing of theirs.
+        let response = client
+            .request::<_, Pong>(Ping::default())
+            .await
+            .expect("reply");
+        assert_eq!(response.get_ref().text, "None", "an extension leaked");
+        assert_eq!(
+            response.headers().get("x-from"),
+            None,
+            "a reply header leaked"
+        );
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn one_way_handler_errors_reach_the_error_hook() {
     bounded(async {

@@ -19,13 +19,32 @@ use crate::conn::limit::{Limit, Slot};
 use crate::driver::shared::Shared;
 use crate::error::Error;
 use crate::incident::Incident;
-use crate::route::context::{Cancel, Context};
+use crate::route::context::{Cancel, Context, Spare};
 use crate::route::handler::{BoxFuture, Kind, Outcome, Route};
 use crate::wire::frame::{self, Incoming};
 use crate::wire::message::Metadata;
 use crate::wire::proto;
 use crate::wire::status::Status;
 use crate::wire::topic::Position;
+
+/// What the reader carries from one frame's dispatch to the next.
+#[derive(Default)]
+pub(crate) struct Carry {
+    /// The clock reading of the end of the last frame's handler, if it ended
+    /// on the reader's poll: the next frame's receipt when the reader did not
+    /// wait in between.
+    pub(crate) ended: Option<Instant>,
+    /// The allocation of the last handler's context, for the next one; kept
+    /// only while frames stream in, so a quiet connection holds none.
+    spare: Option<Spare>,
+}
+
+impl Carry {
+    /// The reader is about to wait for the socket: the spare context goes.
+    pub(crate) fn idle(&mut self) {
+        self.spare = None;
+    }
+}
 
 /// Turns MESSAGE and REQUEST frames into handler runs, under the concurrency caps.
 pub(crate) struct Dispatcher {
@@ -63,17 +82,18 @@ impl Dispatcher {
     /// full, boxed: the reader's state then carries none of it while idle.
     /// An `Err` is a protocol violation (a request id already in flight): the
     /// close code and what the peer did. A handler that ends here leaves the
-    /// clock reading of its end in `ended`, for the reader to reuse.
+    /// clock reading of its end in `carry`, for the reader to reuse, and its
+    /// context's allocation, for the next handler's.
     pub(crate) fn dispatch(
         &self,
         frame: Incoming,
         is_request: bool,
         received: Instant,
-        ended: &mut Option<Instant>,
+        carry: &mut Carry,
         cx: &mut std::task::Context<'_>,
     ) -> Result<Option<Wait<'_>>, (u16, String)> {
-        match self.job(frame, is_request, received) {
-            Ok((job, route)) => Ok(self.start(job, route, received, ended, cx)),
+        match self.job(frame, is_request, received, &mut carry.spare) {
+            Ok((job, route)) => Ok(self.start(job, route, received, carry, cx)),
             Err(NoJob::Handled) => Ok(None),
             Err(NoJob::Violation(code, detail)) => Err((code, detail)),
             Err(NoJob::Refused {
@@ -94,7 +114,7 @@ impl Dispatcher {
         job: Job,
         route: &Route,
         received: Instant,
-        ended: &mut Option<Instant>,
+        carry: &mut Carry,
         cx: &mut std::task::Context<'_>,
     ) -> Option<Wait<'_>> {
         let shared = &self.shared;
@@ -121,16 +141,22 @@ impl Dispatcher {
                 // suspends takes them along, as clones.
                 let mut run = job.start(shared, route, received);
                 match run.handler.poll_unpin(cx) {
-                    Poll::Ready(result) => match run.finish_now(shared, route, Some(result), ended)
-                    {
-                        None => {
-                            self.per_conn.release();
-                            shared.global().release();
+                    Poll::Ready(result) => {
+                        let ended = &mut carry.ended;
+                        match run.finish_now(shared, route, Some(result), ended) {
+                            None => {
+                                self.per_conn.release();
+                                shared.global().release();
+                            }
+                            // The reply waits for room in a task that keeps the
+                            // handler's slots, so a stalled peer still meets the caps.
+                            Some(wait) => self.spawn_holding_slots(wait),
                         }
-                        // The reply waits for room in a task that keeps the
-                        // handler's slots, so a stalled peer still meets the caps.
-                        Some(wait) => self.spawn_holding_slots(wait),
-                    },
+                        // The run is over: what its context held goes now.
+                        if let Some(spare) = &mut carry.spare {
+                            spare.clear();
+                        }
+                    }
                     Poll::Pending => {
                         let (shared, route) = (Arc::clone(shared), route.clone());
                         self.spawn_holding_slots(
@@ -183,6 +209,7 @@ impl Dispatcher {
         frame: Incoming,
         is_request: bool,
         received: Instant,
+        spare: &mut Option<Spare>,
     ) -> Result<(Job, &Route), NoJob> {
         let conn = &self.conn;
         let shared = &self.shared;
@@ -282,7 +309,14 @@ impl Dispatcher {
             position,
         };
         let job = Job {
-            ctx: Context::new(conn.clone(), metadata, frame.headers, cancel, deadline),
+            ctx: Context::new_in(
+                spare,
+                conn.clone(),
+                metadata,
+                frame.headers,
+                cancel,
+                deadline,
+            ),
             payload: frame.payload,
             is_request,
             seq,

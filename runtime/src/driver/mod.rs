@@ -27,7 +27,7 @@ use crate::wire::frame;
 use crate::wire::proto::FrameKind;
 use crate::wire::reply::Encoded;
 use crate::wire::status::Status;
-use dispatch::Dispatcher;
+use dispatch::{Carry, Dispatcher};
 use shared::Shared;
 
 /// Runs one connection to its end: spawns the writer, reads until the peer
@@ -102,9 +102,8 @@ where
     tokio::pin!(check);
     let mut closing = false;
     let mut busy = 0;
-    // The end of the last frame's handler, if it ended on the reader's poll:
-    // the next frame's reading when the reader did not wait in between.
-    let mut ended: Option<Instant> = None;
+    // What one frame's dispatch leaves for the next.
+    let mut carry = Carry::default();
     let mut remote_close: Option<(u16, String, bool)> = None;
     loop {
         // Atomic checks on every frame: the control futures below are polled
@@ -121,11 +120,11 @@ where
         if closing && close_deadline.is_elapsed() {
             break;
         }
-        let carried = ended.take();
+        let last_end = carry.ended.take();
         let mut waited = false;
         let next = tokio::select! {
             biased;
-            next = next_frame(&mut stream, conn, shared.hooks(), &mut busy, &mut waited) => next,
+            next = next_frame(&mut stream, conn, shared.hooks(), &mut busy, &mut waited, &mut carry) => next,
             _ = conn.kill_token().cancelled() => break,
             _ = conn.closing_token().cancelled(), if !closing => continue,
             _ = &mut close_deadline, if closing => break,
@@ -150,7 +149,7 @@ where
         };
         // One clock reading per frame, the keepalive's last sign of life and
         // the handler's start: the last handler's end while frames stream in.
-        let received = match carried {
+        let received = match last_end {
             Some(at) if !waited => at,
             _ => Instant::now(),
         };
@@ -171,12 +170,12 @@ where
                 // Handled on this poll (a handler runs inline until its first
                 // await); only what must wait is awaited, boxed.
                 let mut bytes = Some(bytes);
-                let end = &mut ended;
+                let lent = &mut carry;
                 let handled = std::future::poll_fn(move |cx| {
                     // Ready on its first poll, so never polled again.
                     Poll::Ready(match bytes.take() {
                         Some(bytes) => {
-                            let at = (received, &mut *end);
+                            let at = (received, &mut *lent);
                             handle_binary(conn, shared, dispatcher, bytes, at, cx)
                         }
                         None => Ok(None),
@@ -187,7 +186,7 @@ where
                     Ok(None) => {}
                     Ok(Some(wait)) => {
                         wait.await;
-                        ended = None;
+                        carry.ended = None;
                     }
                     Err((code, detail)) => violation(conn, shared.hooks(), code, detail),
                 }
@@ -234,13 +233,15 @@ const FLUSH_EVERY: u32 = 64;
 
 /// The next message from the socket. Before waiting for one (and every
 /// [`FLUSH_EVERY`] frames) the reader writes out what the frames it handled
-/// queued, so replies made on its poll go out without waking the writer.
+/// queued, so replies made on its poll go out without waking the writer;
+/// before waiting, it also lets go of what it kept for streaming frames.
 async fn next_frame<S>(
     stream: &mut SplitStream<WebSocketStream<S>>,
     conn: &Connection,
     hooks: &Hooks,
     busy: &mut u32,
     waited: &mut bool,
+    carry: &mut Carry,
 ) -> Option<Result<WsMessage, tungstenite::Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -263,6 +264,7 @@ where
             }
             Poll::Pending => {
                 *waited = true;
+                carry.idle();
                 if *busy > 0 {
                     *busy = 0;
                     if let Err(err) = writer.reader_idle(cx) {
@@ -372,7 +374,7 @@ fn handle_binary<'a>(
     shared: &'a Shared,
     dispatcher: &'a Dispatcher,
     bytes: Bytes,
-    (received, ended): (Instant, &mut Option<Instant>),
+    (received, carry): (Instant, &mut Carry),
     cx: &mut Context<'_>,
 ) -> Result<Option<Wait<'a>>, (u16, String)> {
     shared.metrics().frame_received(bytes.len());
@@ -393,13 +395,13 @@ fn handle_binary<'a>(
                     ),
                 ));
             }
-            dispatcher.dispatch(frame, false, received, ended, cx)
+            dispatcher.dispatch(frame, false, received, carry, cx)
         }
         FrameKind::Request => {
             if frame.id == 0 {
                 return Err((1002, "REQUEST frame with id 0".into()));
             }
-            dispatcher.dispatch(frame, true, received, ended, cx)
+            dispatcher.dispatch(frame, true, received, carry, cx)
         }
         FrameKind::Reply | FrameKind::Error => {
             if let Err(err) = conn.complete(frame) {

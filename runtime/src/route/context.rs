@@ -152,10 +152,14 @@ impl Cancel {
     }
 }
 
-/// A handle on the allocation of a finished handler's context, which the
-/// next context of the same connection reuses once nothing else holds it:
-/// one allocation fewer per message. Cleared as soon as its run ends (see
-/// [`Spare::clear`]), so it never keeps a message's data alive.
+/// A handle on the allocation of the last handler context of a connection,
+/// which the next context reuses once nothing else holds it: one allocation
+/// fewer per message. It never keeps a message's data alive past the
+/// message's handling and the frames that stream in with it: a run that
+/// ends on the reader's poll is cleared at once ([`Spare::clear`]); the data
+/// of a run that suspended goes when the run ends or, if the reader still
+/// holds the handle then, with the next frame's context or before the
+/// reader waits, whichever comes first.
 pub(crate) struct Spare(Arc<Inner>);
 
 impl Spare {

@@ -40,7 +40,8 @@ pub(crate) struct Carry {
 }
 
 impl Carry {
-    /// The reader is about to wait for the socket: the spare context goes.
+    /// The reader is about to wait for the socket, or the last context went
+    /// to a run that did not end on the reader's poll: the spare goes.
     pub(crate) fn idle(&mut self) {
         self.spare = None;
     }
@@ -119,6 +120,8 @@ impl Dispatcher {
     ) -> Option<Wait<'_>> {
         let shared = &self.shared;
         if let Some(queue) = &self.ordered {
+            // The spare holds only contexts of runs that ended here.
+            carry.idle();
             let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send((job, route.clone()))
             else {
                 return None;
@@ -158,6 +161,7 @@ impl Dispatcher {
                         }
                     }
                     Poll::Pending => {
+                        carry.idle();
                         let (shared, route) = (Arc::clone(shared), route.clone());
                         self.spawn_holding_slots(
                             async move { run.complete(&shared, &route).await },
@@ -168,6 +172,7 @@ impl Dispatcher {
             }
             self.per_conn.release();
         }
+        carry.idle();
         // What handlers queued goes out while the reader waits for room.
         self.conn.writer().reader_waits();
         let kill = self.conn.kill_token();

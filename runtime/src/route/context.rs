@@ -155,11 +155,9 @@ impl Cancel {
 /// A handle on the allocation of the last handler context of a connection,
 /// which the next context reuses once nothing else holds it: one allocation
 /// fewer per message. It never keeps a message's data alive past the
-/// message's handling and the frames that stream in with it: a run that
-/// ends on the reader's poll is cleared at once ([`Spare::clear`]); the data
-/// of a run that suspended goes when the run ends or, if the reader still
-/// holds the handle then, with the next frame's context or before the
-/// reader waits, whichever comes first.
+/// message's handling: the reader keeps the handle only for a run that ended
+/// on its poll, and clears it then ([`Spare::clear`]); it lets go of it for
+/// a run that suspends or waits, and before it waits itself.
 pub(crate) struct Spare(Arc<Inner>);
 
 impl Spare {

@@ -40,9 +40,10 @@ pub(crate) struct Carry {
 }
 
 impl Carry {
-    /// The reader is about to wait for the socket, or the last context went
-    /// to a run that did not end on the reader's poll: the spare goes.
-    pub(crate) fn idle(&mut self) {
+    /// Lets go of the spare context: the reader is about to wait for the
+    /// socket, or the last context went to a run that did not end on the
+    /// reader's poll (the spare only ever holds contexts of runs that did).
+    pub(crate) fn drop_spare(&mut self) {
         self.spare = None;
     }
 }
@@ -120,8 +121,7 @@ impl Dispatcher {
     ) -> Option<Wait<'_>> {
         let shared = &self.shared;
         if let Some(queue) = &self.ordered {
-            // The spare holds only contexts of runs that ended here.
-            carry.idle();
+            carry.drop_spare();
             let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send((job, route.clone()))
             else {
                 return None;
@@ -161,7 +161,7 @@ impl Dispatcher {
                         }
                     }
                     Poll::Pending => {
-                        carry.idle();
+                        carry.drop_spare();
                         let (shared, route) = (Arc::clone(shared), route.clone());
                         self.spawn_holding_slots(
                             async move { run.complete(&shared, &route).await },
@@ -172,7 +172,7 @@ impl Dispatcher {
             }
             self.per_conn.release();
         }
-        carry.idle();
+        carry.drop_spare();
         // What handlers queued goes out while the reader waits for room.
         self.conn.writer().reader_waits();
         let kill = self.conn.kill_token();

@@ -264,7 +264,7 @@ where
             }
             Poll::Pending => {
                 *waited = true;
-                carry.idle();
+                carry.drop_spare();
                 if *busy > 0 {
                     *busy = 0;
                     if let Err(err) = writer.reader_idle(cx) {

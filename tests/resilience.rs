@@ -25,6 +25,16 @@ async fn counter(server: &TestServer) -> (Client, mpsc::UnboundedReceiver<()>) {
     (client, rx)
 }
 
+/// Each connection's outbound budget in the slow-consumer runs.
+const BUDGET: u64 = 64 << 10;
+
+/// Broadcasts per wave: a wave's frames (about 1,030 bytes each) take less
+/// than half of [`BUDGET`]. A connection gives a flush's budget bytes back
+/// just after the flush, so when a healthy client has read a whole wave, up
+/// to that wave may still be counted against it: the next wave must fit
+/// beside it.
+const WAVE: usize = 25;
+
 /// What a slow-consumer run saw: messages per healthy client, slow-consumer
 /// reports, the silent peer's close, and the most bytes the server held queued
 /// at the end of a wave (once the healthy clients had read everything).
@@ -46,7 +56,7 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
         Server::builder()
             .config(
                 Config::default()
-                    .outbound_queue_bytes(64 << 10)
+                    .outbound_queue_bytes(BUDGET as usize)
                     .slow_consumer(policy)
                     .keepalive(None),
             )
@@ -86,10 +96,12 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
     let mut received = vec![0u64; healthy.len()];
     let mut reports = Vec::new();
     let mut peak_queued_after_wave = 0;
-    // Waves of 50 one-KiB broadcasts; each wave the healthy clients read in
+    // Waves of one-KiB broadcasts; each wave the healthy clients read in
     // full before the next. Every broadcast call returns without waiting.
-    for _wave in 0..600 {
-        for _ in 0..50 {
+    // The silent peer's socket buffers fill first (a few MiB on loopback),
+    // then its budget: 4,000 waves are about 100 MiB, far beyond both.
+    for _wave in 0..4000 {
+        for _ in 0..WAVE {
             server
                 .server
                 .broadcast(Note {
@@ -98,7 +110,7 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
                 .expect("broadcast");
         }
         for (i, (_, inbox)) in healthy.iter_mut().enumerate() {
-            for _ in 0..50 {
+            for _ in 0..WAVE {
                 inbox.recv().await.expect("healthy client receives");
                 received[i] += 1;
             }
@@ -113,6 +125,10 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
             break;
         }
     }
+    assert!(
+        !reports.is_empty(),
+        "the silent peer's queue never overflowed"
+    );
     let close = if policy == SlowConsumer::Disconnect {
         let (id, code, initiator) = closes.recv().await.expect("slow consumer disconnected");
         assert_eq!(id, silent_id);
@@ -136,14 +152,17 @@ async fn slow_consumer_run(policy: SlowConsumer) -> SlowRun {
 
 /// The silent peer held nobody back: every healthy client got every broadcast,
 /// and after each wave nothing was left queued beyond the silent peer's own
-/// 64 KiB budget (plus the last flush's bytes, given back just after it).
+/// budget, plus at most the last wave for each healthy client (its budget
+/// bytes are given back just after the flush that sent it).
 fn assert_never_slowed(run: &SlowRun) {
     let received = &run.received;
     assert!(
-        received.iter().all(|&n| n == received[0] && n >= 50),
+        received
+            .iter()
+            .all(|&n| n == received[0] && n >= WAVE as u64),
         "{received:?}"
     );
-    let bound = (64 << 10) + 4 * 1100;
+    let bound = BUDGET + 4 * (WAVE as u64) * 1100;
     assert!(
         run.peak_queued_after_wave <= bound,
         "{} bytes queued after a wave (bound {bound})",

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -166,7 +166,12 @@ impl Spare {
     /// if nothing else holds the context any more.
     pub(crate) fn clear(&mut self) {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
-            *inner = Inner::new(Metadata::default(), Headers::new(), Cancel::Owner, None);
+            inner.metadata = Metadata::default();
+            if inner.headers.capacity() != 0 {
+                inner.headers = Headers::new();
+            }
+            inner.cancel = Cancel::Owner;
+            inner.clear_local();
         }
     }
 }
@@ -187,6 +192,18 @@ impl Inner {
             local: Mutex::new(Local::default()),
         }
     }
+
+    /// Drops what handlers and middleware wrote for the last message
+    /// (extensions, reply headers, a decode error), if they wrote anything:
+    /// the common case writes nothing, and costs two checks.
+    fn clear_local(&mut self) {
+        let local = self.local.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if *self.touched.get_mut() != 0 || !local.extensions.is_empty() {
+            *local = Local::default();
+            *self.touched.get_mut() = 0;
+        }
+        self.local.clear_poison();
+    }
 }
 
 impl Context {
@@ -200,17 +217,23 @@ impl Context {
         cancel: Cancel,
         deadline: Option<Instant>,
     ) -> Context {
-        let fresh = Inner::new(metadata, headers, cancel, deadline);
         if let Some(Spare(held)) = spare
             && let Some(inner) = Arc::get_mut(held)
         {
-            *inner = fresh;
+            // Field by field, not a whole new `Inner` moved in: most of it
+            // is as the last message's run left it, cleared.
+            inner.metadata = metadata;
+            inner.headers = headers;
+            inner.cancel = cancel;
+            inner.deadline = deadline;
+            // Cleared when its run ended, unless a clone outlived the run.
+            inner.clear_local();
             return Context {
                 conn,
                 inner: Arc::clone(held),
             };
         }
-        let inner = Arc::new(fresh);
+        let inner = Arc::new(Inner::new(metadata, headers, cancel, deadline));
         *spare = Some(Spare(Arc::clone(&inner)));
         Context { conn, inner }
     }
@@ -336,5 +359,81 @@ impl fmt::Debug for Context {
             .field("headers", &self.inner.headers)
             .field("deadline", &self.inner.deadline)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::conn::core::Core;
+    use crate::observe::metrics::Counters;
+
+    fn connection() -> Connection {
+        let metrics = Arc::new(Counters::new("server", &[1.0]));
+        Connection::new(
+            1,
+            None,
+            Core::new(Config::default(), metrics, None),
+            Default::default(),
+        )
+    }
+
+    fn fresh(spare: &mut Option<Spare>, conn: &Connection) -> Context {
+        Context::new_in(
+            spare,
+            conn.clone(),
+            Metadata::default(),
+            Headers::new(),
+            Cancel::Owner,
+            None,
+        )
+    }
+
+    fn written_on(ctx: &Context) {
+        ctx.insert_extension(7u32);
+        ctx.set_reply_header("k", "v");
+        let err = prost::encoding::decode_varint(&mut &[0xff_u8][..]).expect_err("truncated");
+        ctx.decode_failed(err);
+    }
+
+    fn assert_blank(ctx: &Context) {
+        assert_eq!(ctx.extension::<u32>(), None);
+        assert_eq!(ctx.take_reply_headers().unwrap_or_default(), Headers::new());
+        assert!(ctx.take_decode_error().is_none());
+    }
+
+    #[test]
+    fn a_reused_context_keeps_nothing_of_the_last_message() {
+        let conn = connection();
+        let mut spare = None;
+        let first = fresh(&mut spare, &conn);
+        let allocation = Arc::as_ptr(&first.inner);
+        written_on(&first);
+        drop(first);
+        // Cleared when its run ends, then reused.
+        spare.as_mut().expect("kept").clear();
+        let second = fresh(&mut spare, &conn);
+        assert_eq!(Arc::as_ptr(&second.inner), allocation, "reused");
+        assert_blank(&second);
+        // A clone outlived the run, so the clearing found it held; once the
+        // clone is gone, the next message reuses the memory, and still sees
+        // nothing of the last one.
+        written_on(&second);
+        let outlived = second.clone();
+        drop(second);
+        spare.as_mut().expect("kept").clear();
+        assert_eq!(
+            outlived.extension::<u32>(),
+            Some(7),
+            "the clone's data stays while it lives"
+        );
+        drop(outlived);
+        let third = fresh(&mut spare, &conn);
+        assert_eq!(Arc::as_ptr(&third.inner), allocation, "reused");
+        assert_blank(&third);
+        // A context something still holds is never written over.
+        let fourth = fresh(&mut spare, &conn);
+        assert_ne!(Arc::as_ptr(&fourth.inner), allocation);
     }
 }

@@ -30,6 +30,23 @@ impl Limit {
         }
     }
 
+    /// Whether a slot is free now, without taking it. Only for a limit that
+    /// one caller alone takes slots from (a connection's reader; the tasks
+    /// holding slots only give them back), so a free slot seen here stays
+    /// free: the caller may run work that ends before it takes another slot
+    /// in it without taking it, and [`take_seen`](Self::take_seen) it only
+    /// if the work outlasts that. That saves two atomic read-modify-writes
+    /// for every message handled to its end on the reader's poll.
+    pub(crate) fn has_room(&self) -> bool {
+        self.used.load(Ordering::Relaxed) < self.cap
+    }
+
+    /// Takes the slot [`has_room`](Self::has_room) saw free (its sole taker
+    /// only). The caller must [`release`](Self::release) it.
+    pub(crate) fn take_seen(&self) {
+        self.used.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Takes a slot if one is free. The caller must [`release`](Self::release) it.
     pub(crate) fn try_acquire(&self) -> bool {
         let mut used = self.used.load(Ordering::Relaxed);
@@ -122,6 +139,19 @@ mod tests {
         limit.release();
         assert!(limit.try_acquire());
         assert_eq!(limit.used(), 2);
+    }
+
+    #[test]
+    fn a_seen_slot_is_taken_only_when_kept() {
+        let limit = Limit::new(1);
+        assert!(limit.has_room());
+        // Work that ended in the seen slot took nothing.
+        assert_eq!(limit.used(), 0);
+        limit.take_seen();
+        assert!(!limit.has_room());
+        assert!(!limit.try_acquire());
+        limit.release();
+        assert!(limit.has_room());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,8 +137,10 @@ impl Dispatcher {
             }));
         }
         // Fast path: with room under both caps, run the handler here until its
-        // first await; only work that suspends becomes a task of its own.
-        if self.per_conn.try_acquire() {
+        // first await; only work that suspends becomes a task of its own. The
+        // reader alone takes this connection's slots, so it takes one only
+        // for work that outlasts its poll.
+        if self.per_conn.has_room() {
             if shared.global().try_acquire() {
                 // Shared and the route are borrowed here; only work that
                 // suspends takes them along, as clones.
@@ -147,13 +149,13 @@ impl Dispatcher {
                     Poll::Ready(result) => {
                         let ended = &mut carry.ended;
                         match run.finish_now(shared, route, Some(result), ended) {
-                            None => {
-                                self.per_conn.release();
-                                shared.global().release();
-                            }
+                            None => shared.global().release(),
                             // The reply waits for room in a task that keeps the
                             // handler's slots, so a stalled peer still meets the caps.
-                            Some(wait) => self.spawn_holding_slots(wait),
+                            Some(wait) => {
+                                self.per_conn.take_seen();
+                                self.spawn_holding_slots(wait);
+                            }
                         }
                         // The run is over: what its context held goes now.
                         if let Some(spare) = &mut carry.spare {
@@ -162,6 +164,7 @@ impl Dispatcher {
                     }
                     Poll::Pending => {
                         carry.drop_spare();
+                        self.per_conn.take_seen();
                         let (shared, route) = (Arc::clone(shared), route.clone());
                         self.spawn_holding_slots(
                             async move { run.complete(&shared, &route).await },
@@ -170,7 +173,6 @@ impl Dispatcher {
                 }
                 return None;
             }
-            self.per_conn.release();
         }
         carry.drop_spare();
         // What handlers queued goes out while the reader waits for room.

@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -43,10 +45,11 @@ const MAX_CLOSE_REASON: usize = 123;
 pub(crate) struct CloseState {
     /// Cancelled once, when the connection has ended; request handlers and waiters watch it.
     closed: CancellationToken,
-    /// Cancelled when this side started a close handshake.
-    closing: CancellationToken,
     /// Cancelled to drop the connection at once (writer failure, shutdown deadline).
     kill: CancellationToken,
+    /// The reader, waiting for its socket, is woken here when a close begins
+    /// or the connection is killed (see [`poll_stop`](Self::poll_stop)).
+    reader: AtomicWaker,
     closed_flag: AtomicBool,
     closing_flag: AtomicBool,
     killed_flag: AtomicBool,
@@ -71,7 +74,7 @@ impl CloseState {
             send(code, reason);
         }
         self.closing_flag.store(true, Ordering::Release);
-        self.closing.cancel();
+        self.reader.wake();
     }
 
     /// Records `code` and `reason` as this side's close, unless one is recorded.
@@ -86,6 +89,7 @@ impl CloseState {
     pub(crate) fn kill(&self) {
         self.killed_flag.store(true, Ordering::Release);
         self.kill.cancel();
+        self.reader.wake();
     }
 
     /// Marks the connection ended, with how.
@@ -123,8 +127,18 @@ impl CloseState {
         &self.kill
     }
 
-    pub(crate) fn closing_token(&self) -> &CancellationToken {
-        &self.closing
+    /// Ready once the connection is killed, or a close has begun (unless
+    /// the reader has seen it: `closing_seen`); otherwise the reader's waker
+    /// is registered for either. One atomic exchange, no lock: the reader
+    /// polls this each time it waits for its socket.
+    pub(crate) fn poll_stop(&self, closing_seen: bool, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the flags are read; they are set before the wake.
+        self.reader.register(cx.waker());
+        if self.is_killed() || (!closing_seen && self.is_closing()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// The error a send or call on the closed (or closing) connection gets.

@@ -726,9 +726,14 @@ impl Connection {
         self.inner.close.kill_token()
     }
 
-    /// Cancelled when this side starts a close handshake.
-    pub(crate) fn closing_token(&self) -> &CancellationToken {
-        self.inner.close.closing_token()
+    /// For the reader: ready once the connection is killed or (unless
+    /// `closing_seen`) this side began closing; else wakes the reader then.
+    pub(crate) fn poll_stop(
+        &self,
+        closing_seen: bool,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.inner.close.poll_stop(closing_seen, cx)
     }
 }
 

@@ -107,7 +107,8 @@ where
     let mut remote_close: Option<(u16, String, bool)> = None;
     loop {
         // Atomic checks on every frame: the control futures below are polled
-        // (and register wakers, which takes locks) only while the socket is idle.
+        // (and register wakers; the timers' take locks) only while the socket
+        // is idle.
         if conn.is_killed() {
             break;
         }
@@ -125,8 +126,8 @@ where
         let next = tokio::select! {
             biased;
             next = next_frame(&mut stream, conn, shared.hooks(), &mut busy, &mut waited, &mut carry) => next,
-            _ = conn.kill_token().cancelled() => break,
-            _ = conn.closing_token().cancelled(), if !closing => continue,
+            // Killed, or closing from this side: the checks above act on it.
+            _ = std::future::poll_fn(|cx| conn.poll_stop(closing, cx)) => continue,
             _ = &mut close_deadline, if closing => break,
             _ = &mut check, if keepalive.is_some() => {
                 let Some(k) = keepalive else { continue };

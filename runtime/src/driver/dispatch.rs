@@ -140,39 +140,35 @@ impl Dispatcher {
         // first await; only work that suspends becomes a task of its own. The
         // reader alone takes this connection's slots, so it takes one only
         // for work that outlasts its poll.
-        if self.per_conn.has_room() {
-            if shared.global().try_acquire() {
-                // Shared and the route are borrowed here; only work that
-                // suspends takes them along, as clones.
-                let mut run = job.start(shared, route, received);
-                match run.handler.poll_unpin(cx) {
-                    Poll::Ready(result) => {
-                        let ended = &mut carry.ended;
-                        match run.finish_now(shared, route, Some(result), ended) {
-                            None => shared.global().release(),
-                            // The reply waits for room in a task that keeps the
-                            // handler's slots, so a stalled peer still meets the caps.
-                            Some(wait) => {
-                                self.per_conn.take_seen();
-                                self.spawn_holding_slots(wait);
-                            }
-                        }
-                        // The run is over: what its context held goes now.
-                        if let Some(spare) = &mut carry.spare {
-                            spare.clear();
+        if self.per_conn.has_room() && shared.global().try_acquire() {
+            // Shared and the route are borrowed here; only work that
+            // suspends takes them along, as clones.
+            let mut run = job.start(shared, route, received);
+            match run.handler.poll_unpin(cx) {
+                Poll::Ready(result) => {
+                    let ended = &mut carry.ended;
+                    match run.finish_now(shared, route, Some(result), ended) {
+                        None => shared.global().release(),
+                        // The reply waits for room in a task that keeps the
+                        // handler's slots, so a stalled peer still meets the caps.
+                        Some(wait) => {
+                            self.per_conn.take_seen();
+                            self.spawn_holding_slots(wait);
                         }
                     }
-                    Poll::Pending => {
-                        carry.drop_spare();
-                        self.per_conn.take_seen();
-                        let (shared, route) = (Arc::clone(shared), route.clone());
-                        self.spawn_holding_slots(
-                            async move { run.complete(&shared, &route).await },
-                        );
+                    // The run is over: what its context held goes now.
+                    if let Some(spare) = &mut carry.spare {
+                        spare.clear();
                     }
                 }
-                return None;
+                Poll::Pending => {
+                    carry.drop_spare();
+                    self.per_conn.take_seen();
+                    let (shared, route) = (Arc::clone(shared), route.clone());
+                    self.spawn_holding_slots(async move { run.complete(&shared, &route).await });
+                }
             }
+            return None;
         }
         carry.drop_spare();
         // What handlers queued goes out while the reader waits for room.

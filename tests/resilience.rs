@@ -261,6 +261,45 @@ async fn keepalive_drops_a_peer_that_stopped_answering_and_keeps_live_ones() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_close_the_peer_never_answers_ends_the_connection_after_the_close_timeout() {
+    bounded(async {
+        // No keepalive: nothing but the close itself wakes the server's reader.
+        let close_timeout = Duration::from_secs(5);
+        let (conn_tx, mut conns) = mpsc::unbounded_channel();
+        let (close_tx, mut closes) = mpsc::unbounded_channel();
+        let server = start(
+            Server::builder()
+                .config(
+                    Config::default()
+                        .keepalive(None)
+                        .close_timeout(close_timeout),
+                )
+                .on_connect(move |conn| {
+                    let _ = conn_tx.send(conn.clone());
+                })
+                .on_disconnect(move |_conn, info| {
+                    let _ = close_tx.send(info.clone());
+                }),
+        )
+        .await;
+        // A peer that never reads, so never answers the close frame.
+        let silent = raw_peer(&server).await;
+        let conn = conns.recv().await.expect("connected");
+        let started = tokio::time::Instant::now();
+        conn.close_with(4000, "bye").await.expect("a valid close code");
+        let info = closes.recv().await.expect("closed");
+        assert_eq!(
+            (info.code, info.reason.as_str(), info.initiator),
+            (4000, "bye", Initiator::Local)
+        );
+        assert_eq!(started.elapsed(), close_timeout);
+        drop(silent);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_client_detects_a_server_that_stopped_answering() {
     bounded(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -286,7 +286,9 @@ async fn a_close_the_peer_never_answers_ends_the_connection_after_the_close_time
         let silent = raw_peer(&server).await;
         let conn = conns.recv().await.expect("connected");
         let started = tokio::time::Instant::now();
-        conn.close_with(4000, "bye").await.expect("a valid close code");
+        conn.close_with(4000, "bye")
+            .await
+            .expect("a valid close code");
         let info = closes.recv().await.expect("closed");
         assert_eq!(
             (info.code, info.reason.as_str(), info.initiator),

@@ -40,7 +40,8 @@ const MAX_CLOSE_REASON: usize = 123;
 
 /// The closing and closed state of one connection. Each token has an atomic
 /// mirror for hot-path checks (a token's `is_cancelled` takes a lock; a flag
-/// is one atomic load).
+/// is one atomic load); closing has only its flag, which the reader (its one
+/// watcher) is woken to read.
 #[derive(Debug, Default)]
 pub(crate) struct CloseState {
     /// Cancelled once, when the connection has ended; request handlers and waiters watch it.

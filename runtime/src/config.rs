@@ -148,12 +148,12 @@ impl Config {
         self
     }
 
-    /// Size of the read buffer each connection keeps for life (larger
+    /// Size of a connection's read buffer while little data comes in (larger
     /// messages still arrive whole; the buffer grows for them). While data
-    /// streams in, reads go through a 16 KiB chunk that exists only then, so
-    /// this stays small. Default 512 bytes: measured with goomerang-bench, an
-    /// idle connection then costs the server under 5 KiB, with request and
-    /// one-way throughput unchanged against 2 KiB.
+    /// streams in, reads take 16 KiB chunks; once the connection is quiet
+    /// the buffer is given back. Default 512 bytes: measured with
+    /// goomerang-bench, an idle connection then costs the server under 5 KiB,
+    /// with request and one-way throughput unchanged against 2 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.max(512);
         self
@@ -200,14 +200,18 @@ impl Config {
         self.ordered
     }
 
+    /// What the WebSocket reader accepts, and its resting buffer.
+    pub(crate) fn ws_limits(&self) -> crate::ws::Limits {
+        crate::ws::Limits {
+            max_message: self.max_message_size,
+            read_buffer: self.read_buffer_size,
+        }
+    }
+
+    /// The handshake's settings (the client's; frames are goomerang's own, see `ws`).
     pub(crate) fn websocket(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
         tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
-            .read_buffer_size(self.read_buffer_size)
-            // Frames fed by the writer collect in tungstenite's buffer and go
-            // out in one write at the batch's flush (or every 16 KiB); 0 here
-            // made one syscall per frame. The buffer is allocated on first write.
-            .write_buffer_size(16 << 10)
     }
 }

@@ -50,6 +50,7 @@ mod sync;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod wire;
+mod ws;
 
 pub use client::reconnect::{Reconnect, WhileDisconnected};
 pub use client::{Client, ClientBuilder};

@@ -11,8 +11,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{WebSocketStream, tungstenite};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -20,7 +20,6 @@ use crate::conn::connection::Connection;
 use crate::conn::peer::Peer;
 use crate::driver;
 use crate::driver::shared::Shared;
-use crate::driver::socket::Socket;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
 use crate::incident::Incident;
@@ -35,6 +34,9 @@ use crate::wire::frame::{self, SUBPROTOCOL};
 use crate::wire::message::{IntoMessage, Message, Payload, Response};
 use crate::wire::proto::FrameKind;
 use crate::wire::status::Status;
+use crate::ws::handshake::HeadFirst;
+use crate::ws::io::Io;
+use crate::ws::{Role, Upgraded};
 use reconnect::{Reconnect, WhileDisconnected};
 
 /// The client's transport: plain TCP (`ws://`), or TLS over it (`wss://`)
@@ -43,7 +45,7 @@ type ClientIo = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>;
 use crate::pubsub::history::Positions;
 use crate::wire::topic::{self, Position, Recovery, Subscription};
 
-type Ws = WebSocketStream<Socket<ClientIo>>;
+type Ws = Upgraded;
 
 /// Builds a [`Client`]: handlers (for server → client messages and requests),
 /// middleware, hooks, limits and the reconnect policy.
@@ -887,11 +889,21 @@ async fn dial(
         };
         let (ws, _response) = tokio_tungstenite::client_async_with_config(
             request,
-            Socket::new(io),
+            HeadFirst::new(io),
             Some(config.websocket()),
         )
         .await
         .map_err(|err| connect_error(url, err))?;
+        let (io, leftover) = ws.into_inner().into_parts();
+        let io = match io {
+            ClientIo::Plain(tcp) => Io::Tcp(tcp),
+            other => Io::Other(Box::new(other)),
+        };
+        let ws = Upgraded {
+            io,
+            leftover,
+            role: Role::Client,
+        };
         Ok((ws, peer))
     };
     match tokio::time::timeout(config.handshake_timeout, opening).await {

@@ -529,6 +529,20 @@ impl Connection {
         }
     }
 
+    /// Answers the peer's ping.
+    pub(crate) fn pong(&self, payload: Bytes) {
+        self.outbox().push_control(Outbound::Pong(payload));
+    }
+
+    /// Answers the peer's close frame with the same `code` and `reason`
+    /// (RFC 6455 §5.5.1), without starting a close of this side's own.
+    pub(crate) fn answer_close(&self, code: u16, reason: &str) {
+        self.outbox().push_control(Outbound::Close {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
     /// Queues a keepalive ping.
     pub(crate) fn ping(&self) {
         self.outbox().push_control(Outbound::Ping);

@@ -20,10 +20,13 @@ use crate::sync::model::{AtomicBool, Mutex, Ordering, lock};
 pub(crate) enum Outbound {
     /// An encoded frame and the budget bytes it holds.
     Frame { bytes: Bytes, permits: u32 },
-    /// Send a close frame, then stop writing.
+    /// Send a close frame, then stop writing. Code 1005 ("no status", which
+    /// is never sent) stands for an empty close frame.
     Close { code: u16, reason: String },
     /// Send a keepalive ping.
     Ping,
+    /// Answer the peer's ping with its payload.
+    Pong(Bytes),
 }
 
 /// Why a frame was not queued; the frame comes back with it.

@@ -167,10 +167,11 @@ impl Writer {
                         WsMessage::Binary(bytes)
                     }
                     Outbound::Ping => WsMessage::Ping(Bytes::new()),
+                    Outbound::Pong(payload) => WsMessage::Pong(payload),
                     Outbound::Close { code, reason } => {
                         half.done = true;
                         half.batch.clear();
-                        WsMessage::Close(Some(CloseFrame {
+                        WsMessage::Close((code != 1005).then(|| CloseFrame {
                             code: code.into(),
                             reason: reason.into(),
                         }))

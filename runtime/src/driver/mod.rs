@@ -2,7 +2,6 @@
 
 pub(crate) mod dispatch;
 pub(crate) mod shared;
-pub(crate) mod socket;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,10 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use futures_util::stream::SplitStream;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tracing::Instrument as _;
 
@@ -27,16 +23,15 @@ use crate::wire::frame;
 use crate::wire::proto::FrameKind;
 use crate::wire::reply::Encoded;
 use crate::wire::status::Status;
+use crate::ws::io::ReadSide;
+use crate::ws::{Upgraded, WsRead};
 use dispatch::{Carry, Dispatcher};
 use shared::Shared;
 
 /// Runs one connection to its end: spawns the writer, reads until the peer
 /// or this side closes, then fails what is waiting and reports the close.
-pub(crate) async fn run<S>(ws: WebSocketStream<S>, conn: Connection, shared: Arc<Shared>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sink, stream) = ws.split();
+pub(crate) async fn run(ws: Upgraded, conn: Connection, shared: Arc<Shared>) {
+    let (stream, sink) = ws.split(conn.config().ws_limits());
     conn.writer().attach(WriteHalf::new(Box::pin(sink)));
     let mut writer = tokio::spawn(write_loop(conn.clone(), Arc::clone(&shared)));
     shared.hooks().connect(&conn);
@@ -83,15 +78,12 @@ fn write_failed(conn: &Connection, hooks: &Hooks, err: tungstenite::Error) {
     conn.kill();
 }
 
-async fn read_loop<S>(
-    mut stream: SplitStream<WebSocketStream<S>>,
+async fn read_loop(
+    mut stream: WsRead<ReadSide>,
     conn: &Connection,
     shared: &Shared,
     dispatcher: &Dispatcher,
-) -> CloseInfo
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> CloseInfo {
     let close_timeout = conn.config().close_timeout;
     let far = Duration::from_secs(86_400 * 365);
     let close_deadline = tokio::time::sleep(far);
@@ -204,9 +196,18 @@ where
                     (u16::from(f.code), f.reason.to_string())
                 });
                 let we_started = conn.local_close().is_some();
+                if !we_started {
+                    conn.answer_close(code, &reason);
+                }
                 remote_close = Some((code, reason, we_started));
             }
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
+            WsMessage::Ping(payload) => {
+                // No pong once this side sent its close frame.
+                if !conn.is_closing() {
+                    conn.pong(payload);
+                }
+            }
+            WsMessage::Pong(_) | WsMessage::Frame(_) => {}
         }
     }
     match (remote_close, conn.local_close()) {
@@ -236,17 +237,14 @@ const FLUSH_EVERY: u32 = 64;
 /// [`FLUSH_EVERY`] frames) the reader writes out what the frames it handled
 /// queued, so replies made on its poll go out without waking the writer;
 /// before waiting, it also lets go of what it kept for streaming frames.
-async fn next_frame<S>(
-    stream: &mut SplitStream<WebSocketStream<S>>,
+async fn next_frame(
+    stream: &mut WsRead<ReadSide>,
     conn: &Connection,
     hooks: &Hooks,
     busy: &mut u32,
     waited: &mut bool,
     carry: &mut Carry,
-) -> Option<Result<WsMessage, tungstenite::Error>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Option<Result<WsMessage, tungstenite::Error>> {
     let writer = conn.writer();
     std::future::poll_fn(|cx| {
         if *busy >= FLUSH_EVERY {

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio_tungstenite::WebSocketStream;
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,7 +25,6 @@ use crate::conn::limit::{Limit, Slot};
 use crate::conn::session::{MemorySessions, SessionData, SessionStore, Sessions};
 use crate::driver;
 use crate::driver::shared::Shared;
-use crate::driver::socket::Socket;
 use crate::error::{BuildError, Error};
 use crate::hooks::{Hooks, hook_methods};
 use crate::incident::Incident;
@@ -45,6 +43,8 @@ use crate::wire::message::{IntoMessage, Payload, TypeName};
 use crate::wire::proto::FrameKind;
 use crate::wire::status::Status;
 use crate::wire::topic::{self, Subscription};
+use crate::ws::io::Io;
+use crate::ws::{Role, Upgraded};
 use handshake::{Accept, Handshake, OnOpen, Origins, Reject};
 
 /// How long killed tasks get to unwind at the end of a shutdown.
@@ -993,13 +993,22 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let config = conn.config().websocket();
-                let ws = WebSocketStream::from_raw_socket(
-                    Socket::new(TokioIo::new(upgraded)),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
+                // Plain TCP comes out as itself (with what hyper read past
+                // the request), so its halves need no lock.
+                let (io, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    // Copied: the bytes are a slice of hyper's whole read
+                    // buffer, which an idle connection should not keep.
+                    Ok(parts) => (
+                        Io::Tcp(parts.io.into_inner()),
+                        BytesMut::from(&parts.read_buf[..]),
+                    ),
+                    Err(upgraded) => (Io::Other(Box::new(TokioIo::new(upgraded))), BytesMut::new()),
+                };
+                let ws = Upgraded {
+                    io,
+                    leftover,
+                    role: Role::Server,
+                };
                 driver::run(ws, conn.clone(), shared).await;
             }
             Err(err) => tracing::debug!(conn = id, error = %err, "upgrade did not complete"),

@@ -43,6 +43,28 @@ write("frame", "subscribe", field(1, 7) + field(2, 2) + field(8, b"chat.*") + fi
 write("frame", "headers", field(1, 1) + field(3, b"t.N") + field(5, field(1, b"traceparent") + field(2, b"00-ab-cd-01"))
       + field(10, 1700000000000000))
 
+# WebSocket streams: a first byte (bit 0: the client side; bits 1-2: the size limit, 16, 125,
+# 1000 or 1 MiB), then frames, masked as a client sends them (unmasked: a server's).
+def ws(opcode, payload, fin=True, mask=b"\x12\x34\x56\x78"):
+    out = bytearray([(0x80 if fin else 0) | opcode])
+    bit = 0x80 if mask else 0
+    if len(payload) < 126:
+        out.append(bit | len(payload))
+    else:
+        out.append(bit | 126)
+        out += len(payload).to_bytes(2, "big")
+    if mask:
+        out += mask
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes(out) + payload
+
+
+write("websocket", "server", b"\x06" + ws(2, b"frame") + ws(1, b"text", fin=False) + ws(9, b"ping")
+      + ws(0, b" more") + ws(2, bytes(300)) + ws(8, (1000).to_bytes(2, "big") + b"bye"))
+write("websocket", "client", b"\x07" + ws(2, b"reply", mask=None) + ws(10, b"", mask=None)
+      + ws(8, b"", mask=None))
+write("websocket", "limit", b"\x00" + ws(2, bytes(10), fin=False) + ws(0, bytes(10)))
+
 # Handshakes: method, URI, then header lines.
 write("handshake", "browser", b"GET\n/ws?token=abc&x=%20y\nupgrade: websocket\nconnection: Upgrade\n"
       b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\nsec-websocket-version: 13\n"

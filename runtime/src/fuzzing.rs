@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets (feature `fuzzing`, not an API): frame decoding checked against prost, the handshake's parsing, topics.
+//! Entry points for the fuzz targets (feature `fuzzing`, not an API): frame decoding checked against prost, WebSocket framing checked against tungstenite, the handshake's parsing, topics.
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -36,6 +36,13 @@ pub fn frame_against_prost(data: &[u8]) {
             theirs.map(|_| ())
         ),
     }
+}
+
+/// Reads `data` as a connection's received bytes with goomerang's WebSocket
+/// reader and with tungstenite's; panics if they disagree. The first byte
+/// picks the side (server or client) and the message size limit.
+pub fn websocket_against_tungstenite(data: &[u8]) {
+    crate::ws::read::against_tungstenite(data);
 }
 
 /// Runs what the server does with an upgrade request's parts: the method,

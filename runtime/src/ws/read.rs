@@ -46,8 +46,8 @@ pub(crate) struct WsRead<R> {
     empty_polls: u8,
     /// The header of the frame whose payload is awaited.
     header: Option<Header>,
-    /// A fragmented message so far: whether it is text, and its bytes.
-    partial: Option<(bool, BytesMut)>,
+    /// A fragmented message so far.
+    partial: Option<Partial>,
     /// The peer's close frame arrived (no data frame may follow).
     close_received: bool,
     /// Nothing more comes: the handshake ended, or an error did.
@@ -109,14 +109,14 @@ impl<R: AsyncRead + Unpin> WsRead<R> {
                 }
                 (Role::Client, _) => {}
             }
+            if self.close_received {
+                return Err(Error::Protocol(ProtocolError::ReceivedAfterClosing));
+            }
             if header.rsv != 0 {
                 return Err(Error::Protocol(ProtocolError::NonZeroReservedBits));
             }
             if self.role == Role::Client && header.mask.is_some() {
                 return Err(Error::Protocol(ProtocolError::MaskedFrameFromServer));
-            }
-            if self.close_received {
-                return Err(Error::Protocol(ProtocolError::ReceivedAfterClosing));
             }
             if header.is_control() {
                 return self.control(header, payload).map(Some);
@@ -164,21 +164,12 @@ impl<R: AsyncRead + Unpin> WsRead<R> {
 
     /// A data frame: the whole message it ends, if it ends one.
     fn data(&mut self, header: Header, payload: BytesMut) -> Result<Option<Message>, Error> {
-        let max = self.limits.max_message;
-        let complete = match (header.opcode, self.partial.as_mut()) {
+        match (header.opcode, self.partial.as_mut()) {
             (header::CONTINUATION, None) => {
                 return Err(Error::Protocol(ProtocolError::UnexpectedContinueFrame));
             }
-            (header::CONTINUATION, Some((_, so_far))) => {
-                let size = so_far.len() + payload.len();
-                if size > max {
-                    return Err(too_long(size as u64, max));
-                }
-                so_far.extend_from_slice(&payload);
-                if !header.fin {
-                    return Ok(None);
-                }
-                self.partial.take().expect("a message in parts")
+            (header::CONTINUATION, Some(partial)) => {
+                partial.extend(&payload, self.limits.max_message)?;
             }
             (opcode, Some(_)) => {
                 let data = if opcode == header::TEXT {
@@ -188,13 +179,28 @@ impl<R: AsyncRead + Unpin> WsRead<R> {
                 };
                 return Err(Error::Protocol(ProtocolError::ExpectedFragment(data)));
             }
-            (opcode, None) if !header.fin => {
-                self.partial = Some((opcode == header::TEXT, payload));
-                return Ok(None);
+            (opcode, None) if header.fin => {
+                let bytes = payload.freeze();
+                return Ok(Some(if opcode == header::TEXT {
+                    Message::Text(Utf8Bytes::try_from(bytes)?)
+                } else {
+                    Message::Binary(bytes)
+                }));
             }
-            (opcode, None) => (opcode == header::TEXT, payload),
-        };
-        let (text, bytes) = complete;
+            (opcode, None) => {
+                let mut partial = Partial {
+                    text: opcode == header::TEXT,
+                    bytes: payload,
+                    checked: 0,
+                };
+                partial.check()?;
+                self.partial = Some(partial);
+            }
+        }
+        if !header.fin {
+            return Ok(None);
+        }
+        let Partial { text, bytes, .. } = self.partial.take().expect("a message in parts");
         let bytes = bytes.freeze();
         Ok(Some(if text {
             Message::Text(Utf8Bytes::try_from(bytes)?)
@@ -284,6 +290,119 @@ impl<R: AsyncRead + Unpin> Stream for WsRead<R> {
             }
         }
     }
+}
+
+/// A message that came in fragments, so far.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    bytes: BytesMut,
+    /// Text: how many leading bytes are known to be UTF-8.
+    checked: usize,
+}
+
+impl Partial {
+    /// Appends a fragment, within `max` bytes in all.
+    fn extend(&mut self, fragment: &[u8], max: usize) -> Result<(), Error> {
+        let size = self.bytes.len() + fragment.len();
+        if size > max {
+            return Err(too_long(size as u64, max));
+        }
+        self.bytes.extend_from_slice(fragment);
+        self.check()
+    }
+
+    /// Text is refused as soon as it cannot be UTF-8, as tungstenite did
+    /// (a character cut between fragments is not yet wrong).
+    fn check(&mut self) -> Result<(), Error> {
+        if !self.text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.bytes[self.checked..]) {
+            Ok(_) => self.checked = self.bytes.len(),
+            Err(err) if err.error_len().is_none() => self.checked += err.valid_up_to(),
+            Err(err) => return Err(Error::from(err)),
+        }
+        Ok(())
+    }
+}
+
+/// Reads `data` (its first byte picks the role and the size limit, the
+/// rest is the stream) with [`WsRead`] and with tungstenite's reader;
+/// panics if they read different messages or stop at different errors.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn against_tungstenite(data: &[u8]) {
+    use tokio_tungstenite::tungstenite::protocol::{Role as TRole, WebSocket, WebSocketConfig};
+
+    /// The stream tungstenite reads (and writes its pongs and close replies to).
+    struct Bytes<'a>(&'a [u8]);
+    impl io::Read for Bytes<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            io::Read::read(&mut self.0, buf)
+        }
+    }
+    impl io::Write for Bytes<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    /// An error as the driver acts on it (UTF-8 errors differ in wording only).
+    fn kind(err: &Error) -> String {
+        match err {
+            Error::Utf8(_) => "not UTF-8".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    let Some((&pick, stream)) = data.split_first() else {
+        return;
+    };
+    let role = if pick & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let max_message = [16, 125, 1000, 1 << 20][usize::from(pick >> 1 & 3)];
+    let limits = Limits {
+        max_message,
+        read_buffer: 512,
+    };
+
+    let mut ours = Vec::new();
+    let mut read = WsRead::new(stream, BytesMut::new(), role, limits);
+    let waker = futures_util::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match Pin::new(&mut read).poll_next(&mut cx) {
+            Poll::Ready(Some(next)) => ours.push(next.map_err(|err| kind(&err))),
+            Poll::Ready(None) => break,
+            Poll::Pending => unreachable!("a slice never waits"),
+        }
+    }
+
+    let mut theirs = Vec::new();
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let their_role = match role {
+        Role::Server => TRole::Server,
+        Role::Client => TRole::Client,
+    };
+    let mut ws = WebSocket::from_raw_socket(Bytes(stream), their_role, Some(config));
+    loop {
+        match ws.read() {
+            Ok(message) => theirs.push(Ok(message)),
+            Err(Error::ConnectionClosed | Error::AlreadyClosed) => break,
+            Err(err) => {
+                theirs.push(Err(kind(&err)));
+                break;
+            }
+        }
+    }
+    assert_eq!(ours, theirs, "{role:?}, max {max_message}");
 }
 
 fn too_long(size: u64, max_size: usize) -> Error {
@@ -450,6 +569,84 @@ mod tests {
                 "WebSocket protocol error: Received a masked frame from server".to_owned()
             )]
         );
+    }
+
+    /// A small deterministic generator (xorshift), for the inputs below.
+    struct Gen(u64);
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn byte(&mut self) -> u8 {
+            self.next() as u8
+        }
+        fn one_in(&mut self, n: u64) -> bool {
+            self.next().is_multiple_of(n)
+        }
+    }
+
+    #[test]
+    fn the_reader_agrees_with_tungstenite_on_generated_streams() {
+        let mut rng = Gen(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..20_000 {
+            let mut data = vec![rng.byte()];
+            for _ in 0..rng.next() % 5 {
+                // Mostly well-formed frames with random flags, opcodes,
+                // masks and payloads (text that is and is not UTF-8); now
+                // and then garbage, or a cut.
+                let roll = rng.next() % 16;
+                if roll == 0 {
+                    data.extend((0..rng.next() % 8).map(|_| rng.byte()));
+                    continue;
+                }
+                let opcode = match rng.next() % 12 {
+                    0..=2 => header::BINARY,
+                    3..=4 => header::TEXT,
+                    5..=6 => header::CONTINUATION,
+                    7 => header::PING,
+                    8 => header::PONG,
+                    9 => header::CLOSE,
+                    _ => rng.byte() & 0xF,
+                };
+                let len = match rng.next() % 8 {
+                    0 => 0,
+                    1 => 2,
+                    2 => 126 + (rng.next() % 1000) as usize,
+                    _ => (rng.next() % 20) as usize,
+                };
+                let mut payload: Vec<u8> = match rng.next() % 3 {
+                    0 => "héllo wörld ".bytes().cycle().take(len).collect(),
+                    _ => (0..len).map(|_| rng.byte()).collect(),
+                };
+                if opcode == header::CLOSE && len >= 2 && rng.one_in(2) {
+                    let code: u16 =
+                        [1000, 1001, 1005, 1006, 999, 3000, 4000, 5000][(rng.next() % 8) as usize];
+                    payload[..2].copy_from_slice(&code.to_be_bytes());
+                }
+                let mask =
+                    (!rng.one_in(8)).then(|| [rng.byte(), rng.byte(), rng.byte(), rng.byte()]);
+                let start = data.len();
+                header::put(&mut data, opcode, payload.len(), mask);
+                if rng.one_in(4) {
+                    data[start] &= 0x7F; // not final
+                }
+                if rng.one_in(16) {
+                    data[start] |= (rng.byte() & 0x7) << 4; // RSV bits
+                }
+                let body = data.len();
+                data.extend_from_slice(&payload);
+                if let Some(mask) = mask {
+                    header::apply_mask(&mut data[body..], mask);
+                }
+                if roll == 1 {
+                    data.truncate(start + (rng.next() as usize % (data.len() - start)));
+                }
+            }
+            against_tungstenite(&data);
+        }
     }
 
     #[tokio::test]

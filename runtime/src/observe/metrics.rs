@@ -17,6 +17,10 @@ pub(crate) const DEFAULT_BUCKETS: [f64; 12] = [
 #[derive(Debug)]
 pub(crate) struct Histogram {
     bounds: Arc<[f64]>,
+    /// The bounds in whole nanoseconds (rounded down: a duration is at or
+    /// below a bound exactly when its nanoseconds are at or below this), so
+    /// that placing an observation compares integers.
+    limits: Box<[u64]>,
     /// Observations per bucket (not cumulative); those above the last bound
     /// are only in `count`.
     buckets: Box<[AtomicU64]>,
@@ -28,6 +32,8 @@ impl Histogram {
     pub(crate) fn new(bounds: &Arc<[f64]>) -> Histogram {
         Histogram {
             bounds: Arc::clone(bounds),
+            // `as` saturates: a bound past u64::MAX nanoseconds (585 years) holds everything.
+            limits: bounds.iter().map(|&b| (b * 1e9).floor() as u64).collect(),
             buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
             sum_nanos: AtomicU64::new(0),
@@ -35,18 +41,15 @@ impl Histogram {
     }
 
     pub(crate) fn observe(&self, took: Duration) {
-        let secs = took.as_secs_f64();
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         // The bounds are strictly increasing (checked when built): the first
-        // one at or above `secs`, by bisection.
-        let i = self.bounds.partition_point(|&b| b < secs);
+        // one at or above `took`, by bisection.
+        let i = self.limits.partition_point(|&limit| limit < nanos);
         if let Some(bucket) = self.buckets.get(i) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// The values now.
@@ -440,9 +443,20 @@ mod tests {
         // A value on a bound counts in that bound's bucket (Prometheus `le`).
         h.observe(Duration::from_millis(1));
         h.observe(Duration::from_millis(10));
+        // One nanosecond above a bound is in the next bucket.
+        h.observe(Duration::from_nanos(1_000_001));
         let snap = h.snapshot();
-        assert_eq!(snap.count, 6);
-        assert_eq!(snap.buckets, vec![(0.001, 2), (0.01, 3), (f64::MAX, 1)]);
-        assert!((snap.sum - 10.01903).abs() < 1e-9, "{}", snap.sum);
+        assert_eq!(snap.count, 7);
+        assert_eq!(snap.buckets, vec![(0.001, 2), (0.01, 4), (f64::MAX, 1)]);
+        assert!((snap.sum - 10.020_030_001).abs() < 1e-9, "{}", snap.sum);
+        // Every default bound, on it and just above it.
+        let h = Histogram::new(&Arc::from(&DEFAULT_BUCKETS[..]));
+        for bound in DEFAULT_BUCKETS {
+            let on = Duration::from_secs_f64(bound);
+            h.observe(on);
+            h.observe(on + Duration::from_nanos(1));
+        }
+        let counts: Vec<u64> = h.snapshot().buckets.iter().map(|&(_, n)| n).collect();
+        assert_eq!(counts, [[1].as_slice(), &[2; 11], &[1]].concat());
     }
 }

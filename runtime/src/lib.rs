@@ -88,7 +88,8 @@ pub use prometheus_client;
 pub use prost;
 
 /// Longer explanations: how routing, backpressure, shutdown, pub/sub, the
-/// security rules and the error model work. The wire protocol itself is `PROTOCOL.md`.
+/// security rules, the error model and the data path's performance work. The
+/// wire protocol itself is `PROTOCOL.md`.
 pub mod guide {
     #[doc = include_str!("../docs/routing.md")]
     pub mod routing {}
@@ -104,6 +105,8 @@ pub mod guide {
     pub mod security {}
     #[doc = include_str!("../docs/errors.md")]
     pub mod errors {}
+    #[doc = include_str!("../docs/performance.md")]
+    pub mod performance {}
 }
 
 /// What generated code uses; not a stable API for hand-written code.

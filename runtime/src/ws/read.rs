@@ -223,7 +223,10 @@ impl<R: AsyncRead + Unpin> WsRead<R> {
         };
         let spare = self.buf.capacity() - self.buf.len();
         if spare < needed.min(room) || spare == 0 {
-            self.buf.reserve(needed.max(room));
+            // A large frame's buffer grows as its bytes arrive, at most a
+            // chunk ahead: a header alone never makes the connection
+            // allocate the whole length it declares.
+            self.buf.reserve(needed.min(CHUNK).max(room));
         }
         let spare = self.buf.capacity() - self.buf.len();
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
@@ -647,6 +650,35 @@ mod tests {
             }
             against_tungstenite(&data);
         }
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_is_allocated_as_its_bytes_arrive() {
+        let (mut far, near) = tokio::io::duplex(64 << 10);
+        let mut read = WsRead::new(near, BytesMut::new(), Role::Server, LIMITS);
+        let message = masked(true, header::BINARY, &vec![9; 1 << 19]);
+        // The header and a few bytes: a 512 KiB frame is announced.
+        far.write_all(&message[..100]).await.expect("write");
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // Read until the 86 bytes after the 14-byte header are in.
+        for _ in 0..100 {
+            assert!(Pin::new(&mut read).poll_next(&mut cx).is_pending());
+            if read.buf.len() == 86 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(read.buf.len(), 86);
+        assert!(read.buf.capacity() <= 2 * CHUNK, "{}", read.buf.capacity());
+        // The rest arrives: the message is whole.
+        let writing = tokio::spawn(async move {
+            far.write_all(&message[100..]).await.expect("write");
+            far
+        });
+        let got = read.next().await.expect("a message").expect("valid");
+        assert_eq!(got, Message::binary(vec![9; 1 << 19]));
+        drop(writing.await.expect("writer"));
     }
 
     #[tokio::test]

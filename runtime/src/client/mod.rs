@@ -35,7 +35,6 @@ use crate::wire::message::{IntoMessage, Message, Payload, Response};
 use crate::wire::proto::FrameKind;
 use crate::wire::status::Status;
 use crate::ws::handshake::HeadFirst;
-use crate::ws::io::Io;
 use crate::ws::{Role, Upgraded};
 use reconnect::{Reconnect, WhileDisconnected};
 
@@ -895,12 +894,8 @@ async fn dial(
         .await
         .map_err(|err| connect_error(url, err))?;
         let (io, leftover) = ws.into_inner().into_parts();
-        let io = match io {
-            ClientIo::Plain(tcp) => Io::Tcp(tcp),
-            other => Io::Other(Box::new(other)),
-        };
         let ws = Upgraded {
-            io,
+            io: Box::new(io),
             leftover,
             role: Role::Client,
         };

@@ -993,16 +993,16 @@ async fn upgrade(AxumState(server): AxumState<Arc<ServerInner>>, mut req: Reques
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                // Plain TCP comes out as itself (with what hyper read past
-                // the request), so its halves need no lock.
-                let (io, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                // Plain TCP comes out as itself, with what hyper read past
+                // the request, out of hyper's own wrapping.
+                let (io, leftover): (Io, _) = match upgraded.downcast::<TokioIo<TcpStream>>() {
                     // Copied: the bytes are a slice of hyper's whole read
                     // buffer, which an idle connection should not keep.
                     Ok(parts) => (
-                        Io::Tcp(parts.io.into_inner()),
+                        Box::new(parts.io.into_inner()),
                         BytesMut::from(&parts.read_buf[..]),
                     ),
-                    Err(upgraded) => (Io::Other(Box::new(TokioIo::new(upgraded))), BytesMut::new()),
+                    Err(upgraded) => (Box::new(TokioIo::new(upgraded)), BytesMut::new()),
                 };
                 let ws = Upgraded {
                     io,

@@ -16,80 +16,23 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Any byte stream a connection can run over.
 pub(crate) trait Duplex: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Duplex for T {}
 
-/// A connection's byte stream.
-pub(crate) enum Io {
-    /// Plain TCP, used directly.
-    Tcp(TcpStream),
-    /// Anything else (TLS).
-    Other(Box<dyn Duplex>),
-}
+/// A connection's byte stream: plain TCP, or TLS over it.
+pub(crate) type Io = Box<dyn Duplex>;
 
-impl std::fmt::Debug for Io {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Io::Tcp(_) => "Io::Tcp",
-            Io::Other(_) => "Io::Other",
-        })
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Io::Other(io) => Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(tcp) => Pin::new(tcp).poll_write(cx, data),
-            Io::Other(io) => Pin::new(io).poll_write(cx, data),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
-            Io::Other(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Io::Other(io) => Pin::new(io).poll_shutdown(cx),
-        }
-    }
-}
-
-impl Io {
-    /// The read and write halves.
-    pub(crate) fn split(self) -> (ReadSide, WriteSide) {
-        let shared = Arc::new(Turns {
-            io: Mutex::new(self),
-            reader: AtomicWaker::new(),
-            writer: AtomicWaker::new(),
-        });
-        (ReadSide(Arc::clone(&shared)), WriteSide(shared))
-    }
+/// The read and write halves of `io`.
+pub(crate) fn split(io: Io) -> (ReadSide, WriteSide) {
+    let shared = Arc::new(Turns {
+        io: Mutex::new(io),
+        reader: AtomicWaker::new(),
+        writer: AtomicWaker::new(),
+    });
+    (ReadSide(Arc::clone(&shared)), WriteSide(shared))
 }
 
 /// The stream and who waits for its turn.
@@ -195,7 +138,7 @@ mod tests {
     #[tokio::test]
     async fn a_half_that_finds_the_stream_taken_is_woken_when_the_other_lets_go() {
         let (near, mut far) = tokio::io::duplex(64);
-        let (mut read, mut write) = Io::Other(Box::new(near)).split();
+        let (mut read, mut write) = split(Box::new(near));
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = futures_util::task::waker(Arc::clone(&flag));
         let mut cx = Context::from_waker(&waker);

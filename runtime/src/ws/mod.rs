@@ -39,7 +39,6 @@ pub(crate) struct Limits {
 
 /// An upgraded connection: the byte stream, what was read past the
 /// handshake, and which end this is.
-#[derive(Debug)]
 pub(crate) struct Upgraded {
     pub(crate) io: Io,
     pub(crate) leftover: BytesMut,
@@ -49,7 +48,7 @@ pub(crate) struct Upgraded {
 impl Upgraded {
     /// Its read and write halves.
     pub(crate) fn split(self, limits: Limits) -> (WsRead<ReadSide>, WsWrite<WriteSide>) {
-        let (read, write) = self.io.split();
+        let (read, write) = io::split(self.io);
         (
             WsRead::new(read, self.leftover, self.role, limits),
             WsWrite::new(write, self.role),

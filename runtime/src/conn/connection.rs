@@ -529,9 +529,9 @@ impl Connection {
         }
     }
 
-    /// Answers the peer's ping.
+    /// Answers the peer's ping (a pong still queued answers this one instead).
     pub(crate) fn pong(&self, payload: Bytes) {
-        self.outbox().push_control(Outbound::Pong(payload));
+        self.outbox().push_pong(payload);
     }
 
     /// Answers the peer's close frame with the same `code` and `reason`

@@ -66,6 +66,9 @@ struct State {
     room_waiters: usize,
     /// The connection ended: nothing more is queued.
     closed: bool,
+    /// Where in `items` the pong waits, if one does: a newer ping's replaces
+    /// it, so a peer that pings without reading cannot grow the queue.
+    pong_at: Option<usize>,
 }
 
 /// What the writer task does after draining.
@@ -88,6 +91,7 @@ impl Outbox {
                 writer_idle: true,
                 room_waiters: 0,
                 closed: false,
+                pong_at: None,
             }),
             budget,
             writer: Notify::new(),
@@ -178,6 +182,25 @@ impl Outbox {
         true
     }
 
+    /// Queues the answer to the peer's ping, outside the budget; one not yet
+    /// written is replaced (RFC 6455 §5.5.3 lets a pong answer only the most
+    /// recent ping). False if the connection ended.
+    pub(crate) fn push_pong(&self, payload: Bytes) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return false;
+        }
+        match state.pong_at {
+            Some(at) => state.items[at] = Outbound::Pong(payload),
+            None => {
+                state.pong_at = Some(state.items.len());
+                state.items.push_back(Outbound::Pong(payload));
+            }
+        }
+        self.wake_writer(&mut state, false);
+        true
+    }
+
     /// Marks the connection ended: pushes fail from now on, waiting senders
     /// give up, and the writer stops once what is queued is written.
     pub(crate) fn close(&self) {
@@ -195,6 +218,7 @@ impl Outbox {
         let mut state = lock(&self.state);
         state.closed = true;
         state.items.clear();
+        state.pong_at = None;
         let held = std::mem::take(&mut state.bytes);
         drop(state);
         if held != 0 {
@@ -293,7 +317,9 @@ impl Outbox {
 
     /// Moves everything queued into `batch` (which the writer has emptied).
     pub(crate) fn take_into(&self, batch: &mut std::collections::VecDeque<Outbound>) {
-        std::mem::swap(&mut lock(&self.state).items, batch);
+        let mut state = lock(&self.state);
+        std::mem::swap(&mut state.items, batch);
+        state.pong_at = None;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -345,7 +371,8 @@ mod tests {
 
     /// What the writer would take, and the budget bytes it would give back.
     fn drain(outbox: &Outbox) -> (usize, usize) {
-        let items = std::mem::take(&mut lock(&outbox.state).items);
+        let mut items = std::collections::VecDeque::new();
+        outbox.take_into(&mut items);
         let held = items
             .iter()
             .map(|item| match item {
@@ -369,6 +396,26 @@ mod tests {
         assert_eq!(drain(&outbox), (3, 60));
         assert!(outbox.try_push(frame(60), outbox.permits_for(60)).is_ok());
         assert_eq!(outbox.metrics.queued_bytes(), 60);
+    }
+
+    #[test]
+    fn pongs_not_yet_written_are_replaced_not_queued() {
+        let outbox = outbox(100);
+        assert!(outbox.try_push(frame(10), outbox.permits_for(10)).is_ok());
+        for n in 0..1000u32 {
+            assert!(outbox.push_pong(Bytes::from(n.to_be_bytes().to_vec())));
+        }
+        assert!(outbox.try_push(frame(10), outbox.permits_for(10)).is_ok());
+        let mut items = std::collections::VecDeque::new();
+        outbox.take_into(&mut items);
+        assert_eq!(items.len(), 3, "one frame, one pong, one frame");
+        assert!(matches!(&items[1], Outbound::Pong(p) if p[..] == 999u32.to_be_bytes()));
+        // Once taken, the next ping gets a pong of its own.
+        assert!(outbox.push_pong(Bytes::from_static(b"next")));
+        items.clear();
+        outbox.take_into(&mut items);
+        assert!(matches!(&items[0], Outbound::Pong(p) if &p[..] == b"next"));
+        outbox.release(20);
     }
 
     #[test]

@@ -180,12 +180,7 @@ impl<R: AsyncRead + Unpin> WsRead<R> {
                 return Err(Error::Protocol(ProtocolError::ExpectedFragment(data)));
             }
             (opcode, None) if header.fin => {
-                let bytes = payload.freeze();
-                return Ok(Some(if opcode == header::TEXT {
-                    Message::Text(Utf8Bytes::try_from(bytes)?)
-                } else {
-                    Message::Binary(bytes)
-                }));
+                return whole(opcode == header::TEXT, payload).map(Some);
             }
             (opcode, None) => {
                 let mut partial = Partial {
@@ -201,12 +196,7 @@ impl<R: AsyncRead + Unpin> WsRead<R> {
             return Ok(None);
         }
         let Partial { text, bytes, .. } = self.partial.take().expect("a message in parts");
-        let bytes = bytes.freeze();
-        Ok(Some(if text {
-            Message::Text(Utf8Bytes::try_from(bytes)?)
-        } else {
-            Message::Binary(bytes)
-        }))
+        whole(text, bytes).map(Some)
     }
 
     /// Reads more bytes into the buffer: how many (0 at the end of the stream).
@@ -293,6 +283,16 @@ impl<R: AsyncRead + Unpin> Stream for WsRead<R> {
             }
         }
     }
+}
+
+/// A whole data message: text (which must be UTF-8) or binary.
+fn whole(text: bool, bytes: BytesMut) -> Result<Message, Error> {
+    let bytes = bytes.freeze();
+    Ok(if text {
+        Message::Text(Utf8Bytes::try_from(bytes)?)
+    } else {
+        Message::Binary(bytes)
+    })
 }
 
 /// A message that came in fragments, so far.

@@ -831,7 +831,7 @@ fn decode_reply<Resp: Payload>(reply: Incoming) -> Result<Response<Resp>, Status
             type_name: reply.type_name,
             size,
             id: reply.id,
-            created: frame::created(reply.created_unix_us),
+            created_unix_us: reply.created_unix_us,
             topic: None,
             method: Default::default(),
             position: None,

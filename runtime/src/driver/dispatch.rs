@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::incident::Incident;
 use crate::route::context::{Cancel, Context, Spare};
 use crate::route::handler::{BoxFuture, Kind, Outcome, Route};
-use crate::wire::frame::{self, Incoming};
+use crate::wire::frame::Incoming;
 use crate::wire::message::Metadata;
 use crate::wire::proto;
 use crate::wire::status::Status;
@@ -35,16 +35,25 @@ pub(crate) struct Carry {
     /// wait in between.
     pub(crate) ended: Option<Instant>,
     /// The allocation of the last handler's context, for the next one; kept
-    /// only while frames stream in, so a quiet connection holds none.
+    /// only while frames stream in (then parked on the thread for its next
+    /// context, by any connection), so a quiet connection holds none.
     spare: Option<Spare>,
 }
 
 impl Carry {
-    /// Lets go of the spare context: the reader is about to wait for the
-    /// socket, or the last context went to a run that did not end on the
-    /// reader's poll (the spare only ever holds contexts of runs that did).
+    /// Lets go of the spare context: the last context went to a run that did
+    /// not end on the reader's poll (the spare only ever holds contexts of
+    /// runs that did).
     pub(crate) fn drop_spare(&mut self) {
         self.spare = None;
+    }
+
+    /// The reader is about to wait for the socket: the spare context goes
+    /// to this thread's next one (see [`Spare::park`]).
+    pub(crate) fn park_spare(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            spare.park();
+        }
     }
 }
 
@@ -306,7 +315,7 @@ impl Dispatcher {
             size: frame.payload.len(),
             type_name: frame.type_name,
             id,
-            created: frame::created(frame.created_unix_us),
+            created_unix_us: frame.created_unix_us,
             topic: (!frame.topic.is_empty()).then_some(frame.topic),
             method: frame.method,
             position,

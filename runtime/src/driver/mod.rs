@@ -263,7 +263,7 @@ async fn next_frame(
             }
             Poll::Pending => {
                 *waited = true;
-                carry.drop_spare();
+                carry.park_spare();
                 if *busy > 0 {
                     *busy = 0;
                     if let Err(err) = writer.reader_idle(cx) {

@@ -1,5 +1,6 @@
 //! `Context`: what a handler knows about the message it is handling and the connection it came on.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -160,7 +161,24 @@ impl Cancel {
 /// a run that suspends or waits, and before it waits itself.
 pub(crate) struct Spare(Arc<Inner>);
 
+thread_local! {
+    /// The spare a reader let go of as it went to wait for input, for the
+    /// next context made on this thread, by any connection: a connection
+    /// that handles one request at a time allocates no context per request,
+    /// and a quiet connection still holds none.
+    static PARKED: Cell<Option<Spare>> = const { Cell::new(None) };
+}
+
 impl Spare {
+    /// Leaves this spare, cleared, for the next context made on this thread
+    /// (in place of any left before), if nothing else holds it.
+    pub(crate) fn park(mut self) {
+        if Arc::get_mut(&mut self.0).is_some() {
+            self.clear();
+            PARKED.set(Some(self));
+        }
+    }
+
     /// Drops what the finished message left (its metadata, which borrows the
     /// received frame's bytes, its headers, extensions and reply headers),
     /// if nothing else holds the context any more.
@@ -207,8 +225,9 @@ impl Inner {
 }
 
 impl Context {
-    /// A context in `spare`'s allocation if nothing else holds it, else in a
-    /// new one, which `spare` then keeps a handle on for the next message.
+    /// A context in `spare`'s allocation (or, with none, the one parked on
+    /// this thread) if nothing else holds it, else in a new one, which
+    /// `spare` then keeps a handle on for the next message.
     pub(crate) fn new_in(
         spare: &mut Option<Spare>,
         conn: Connection,
@@ -217,6 +236,9 @@ impl Context {
         cancel: Cancel,
         deadline: Option<Instant>,
     ) -> Context {
+        if spare.is_none() {
+            *spare = PARKED.take();
+        }
         if let Some(Spare(held)) = spare
             && let Some(inner) = Arc::get_mut(held)
         {
@@ -435,5 +457,31 @@ mod tests {
         // A context something still holds is never written over.
         let fourth = fresh(&mut spare, &conn);
         assert_ne!(Arc::as_ptr(&fourth.inner), allocation);
+    }
+
+    #[test]
+    fn a_parked_spare_goes_to_the_next_context_made_on_the_thread() {
+        drop(PARKED.take());
+        let (conn, other) = (connection(), connection());
+        let mut spare = None;
+        let first = fresh(&mut spare, &conn);
+        let allocation = Arc::as_ptr(&first.inner);
+        written_on(&first);
+        drop(first);
+        // The reader waits: its spare is parked, cleared, on the thread.
+        spare.take().expect("kept").park();
+        // Another connection's reader, with no spare of its own, takes it.
+        let mut theirs = None;
+        let second = fresh(&mut theirs, &other);
+        assert_eq!(Arc::as_ptr(&second.inner), allocation, "reused");
+        assert_blank(&second);
+        assert!(PARKED.take().is_none(), "taken, not shared");
+        // A spare whose context something still holds is not parked.
+        let held = theirs.take().expect("kept");
+        held.park();
+        assert!(PARKED.take().is_none());
+        let third = fresh(&mut None, &conn);
+        assert_ne!(Arc::as_ptr(&third.inner), allocation);
+        drop(second);
     }
 }

@@ -166,7 +166,9 @@ pub struct Metadata {
     pub(crate) type_name: tokio_tungstenite::tungstenite::Utf8Bytes,
     pub(crate) size: usize,
     pub(crate) id: u64,
-    pub(crate) created: Option<SystemTime>,
+    /// As sent: microseconds since the Unix epoch (0 or less: not said),
+    /// read as a time only when asked.
+    pub(crate) created_unix_us: i64,
     pub(crate) topic: Option<String>,
     /// Borrowed from the received frame's bytes; empty when routed by type.
     pub(crate) method: tokio_tungstenite::tungstenite::Utf8Bytes,
@@ -197,7 +199,7 @@ impl Metadata {
 
     /// When the sender created the message, by the sender's clock, if it said.
     pub fn created(&self) -> Option<SystemTime> {
-        self.created
+        crate::wire::frame::created(self.created_unix_us)
     }
 
     /// The topic, for a message delivered through a subscription.

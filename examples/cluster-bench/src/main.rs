@@ -1,6 +1,6 @@
 //! goomerang-cluster-bench: publish throughput and latency across three replicas linked by NATS or Redis, beside one server alone.
 //!
-//! `cargo run --release -p goomerang-bench --bin goomerang-cluster-bench [-- --subscribers 100 --messages 2000]`
+//! `cargo run --release -p goomerang-cluster-bench [-- --subscribers 100 --messages 2000]`
 //!
 //! Each engine gets a fresh broker (nats-server, redis-server: from the
 //! PATH, /usr/sbin, /usr/bin or `$NATS_SERVER` / `$REDIS_SERVER`) on a

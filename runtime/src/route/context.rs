@@ -158,7 +158,8 @@ impl Cancel {
 /// fewer per message. It never keeps a message's data alive past the
 /// message's handling: the reader keeps the handle only for a run that ended
 /// on its poll, and clears it then ([`Spare::clear`]); it lets go of it for
-/// a run that suspends or waits, and before it waits itself.
+/// a run that suspends or waits, and parks it on its thread before it waits
+/// itself ([`Spare::park`]).
 pub(crate) struct Spare(Arc<Inner>);
 
 thread_local! {

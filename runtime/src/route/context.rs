@@ -174,24 +174,25 @@ impl Spare {
     /// Leaves this spare, cleared, for the next context made on this thread
     /// (in place of any left before), if nothing else holds it.
     pub(crate) fn park(mut self) {
-        if Arc::get_mut(&mut self.0).is_some() {
-            self.clear();
+        if self.clear() {
             PARKED.set(Some(self));
         }
     }
 
     /// Drops what the finished message left (its metadata, which borrows the
     /// received frame's bytes, its headers, extensions and reply headers),
-    /// if nothing else holds the context any more.
-    pub(crate) fn clear(&mut self) {
-        if let Some(inner) = Arc::get_mut(&mut self.0) {
-            inner.metadata = Metadata::default();
-            if inner.headers.capacity() != 0 {
-                inner.headers = Headers::new();
-            }
-            inner.cancel = Cancel::Owner;
-            inner.clear_local();
+    /// if nothing else holds the context any more; false if something does.
+    pub(crate) fn clear(&mut self) -> bool {
+        let Some(inner) = Arc::get_mut(&mut self.0) else {
+            return false;
+        };
+        inner.metadata = Metadata::default();
+        if inner.headers.capacity() != 0 {
+            inner.headers = Headers::new();
         }
+        inner.cancel = Cancel::Owner;
+        inner.clear_local();
+        true
     }
 }
 

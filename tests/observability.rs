@@ -396,3 +396,54 @@ fn unusable_buckets_are_refused_at_build() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_burst_of_requests_from_one_task_goes_out_in_one_write_after_the_first() {
+    const CLIENT: &str = r#"{side="client"}"#;
+    bounded(async {
+        let server = start(echo(Server::builder())).await;
+        let client = server.client().await;
+        let counts = || {
+            let text = client.metrics().render();
+            (
+                sample(&text, &format!("goomerang_socket_writes_total{CLIENT}")),
+                sample(&text, &format!("goomerang_sent_frames_total{CLIENT}")),
+            )
+        };
+        // One request at a time: each is written by its caller, alone.
+        let before = counts();
+        for n in 0..3 {
+            let pong: Pong = client
+                .request(Ping {
+                    n,
+                    text: "one".into(),
+                })
+                .await
+                .expect("reply")
+                .into_inner();
+            assert_eq!(pong.n, n);
+        }
+        let after = counts();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (3.0, 3.0));
+
+        // 32 started by one task at once: the first goes out alone, as its
+        // caller cannot know more follow; the other 31 wait for the task's
+        // poll to end and go out together.
+        let burst = (0..32).map(|n| {
+            client.request::<_, Pong>(Ping {
+                n,
+                text: "burst".into(),
+            })
+        });
+        let replies = futures_util::future::join_all(burst).await;
+        let ns: Vec<u64> = replies
+            .into_iter()
+            .map(|reply| reply.expect("reply").into_inner().n)
+            .collect();
+        assert_eq!(ns, (0..32).collect::<Vec<_>>());
+        let done = counts();
+        assert_eq!((done.0 - after.0, done.1 - after.1), (2.0, 32.0));
+        server.stop().await;
+    })
+    .await;
+}

@@ -49,12 +49,15 @@ impl Default for Calls {
 }
 
 impl Calls {
-    /// A fresh id for a request of this side, and where its answer will arrive.
-    pub(crate) fn start(&self) -> (u64, oneshot::Receiver<Answer>) {
+    /// A fresh id for a request of this side, where its answer will arrive,
+    /// and whether request `follows` (the same caller's last) still waits.
+    pub(crate) fn start(&self, follows: Option<u64>) -> (u64, oneshot::Receiver<Answer>, bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
-        (id, rx)
+        let mut pending = lock(&self.pending);
+        let waiting = follows.is_some_and(|last| pending.contains_key(&last));
+        pending.insert(id, tx);
+        (id, rx, waiting)
     }
 
     /// Stops waiting for request `id`; false if it was no longer waiting.

@@ -33,6 +33,18 @@ use crate::wire::reply::Outcome;
 use crate::wire::status::Status;
 use crate::wire::topic::{Position, Subscription};
 
+/// A request's connection id, the task that started it (none outside a
+/// task, as in `block_on`) and its id.
+type Started = (u64, Option<tokio::task::Id>, u64);
+
+thread_local! {
+    /// The last request started on this thread: a request of the same task
+    /// and connection still waiting makes the next one part of a burst (see
+    /// `writer.rs`). A task that moved to another thread meanwhile is not
+    /// recognised, and writes its request itself, as a lone one does.
+    static LAST_REQUEST: std::cell::Cell<Option<Started>> = const { std::cell::Cell::new(None) };
+}
+
 /// A live connection to one peer. Cheap to clone; every clone is the same connection.
 ///
 /// On the server each client is one `Connection` (see `Context::connection`,
@@ -272,7 +284,13 @@ impl Connection {
         if self.inner.core.is_shutting_down() {
             return Err(Error::ShuttingDown.into());
         }
-        let (id, rx) = self.inner.calls.start();
+        // Part of a burst when this task's last request here still waits.
+        let task = tokio::task::try_id();
+        let follows = LAST_REQUEST.get().and_then(|(conn, last_task, last)| {
+            (conn == self.id() && last_task == task).then_some(last)
+        });
+        let (id, rx, burst) = self.inner.calls.start(follows);
+        LAST_REQUEST.set(Some((self.id(), task, id)));
         let mut guard = PendingGuard {
             conn: self,
             id,
@@ -292,7 +310,7 @@ impl Connection {
             FrameKind::Request => format!("request {id} ({})", head.type_name),
             kind => format!("{} {id} ({:?})", kind.as_str_name(), head.topic),
         };
-        let queued = match self.try_write_now(bytes) {
+        let queued = match self.try_write_now(bytes, burst) {
             Ok(result) => Ok(result),
             // Boxed: a full queue is rare, and its wait stays out of every request's future.
             Err(bytes) => Box::pin(tokio::time::timeout_at(deadline, self.enqueue(bytes))).await,
@@ -494,12 +512,20 @@ impl Connection {
 
     /// Queues a frame whose sender waits for the answer anyway (a request),
     /// writing it from the calling task when the writer is idle instead of
-    /// waking the writer. Hands the frame back when the queue is full.
-    fn try_write_now(&self, bytes: Bytes) -> Result<Result<(), Error>, Bytes> {
+    /// waking the writer; one of a `burst` is only queued, for the writer
+    /// task to write with the rest. Hands the frame back when the queue is full.
+    fn try_write_now(&self, bytes: Bytes, burst: bool) -> Result<Result<(), Error>, Bytes> {
         if let Err(err) = self.check_sendable(&bytes) {
             return Ok(Err(err));
         }
         let permits = self.outbox().permits_for(bytes.len());
+        if burst {
+            return match self.outbox().try_push(bytes, permits) {
+                Ok(()) => Ok(Ok(())),
+                Err(Refused::Closed(_)) => Ok(Err(self.closed_error())),
+                Err(Refused::Full(bytes)) => Err(bytes),
+            };
+        }
         let waker = futures_util::task::noop_waker();
         // A no-op waker: a write that cannot finish at once is handed to the
         // writer task, which registers its own.

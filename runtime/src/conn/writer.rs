@@ -12,7 +12,11 @@
 //!   reader will write them. When it must wait for something else (the
 //!   handler caps, the ordered queue) it hands over to the writer task;
 //! - a **requester**, which writes its own request when nobody is draining,
-//!   since it waits for the answer anyway.
+//!   since it waits for the answer anyway; unless the same task still waits
+//!   for an earlier request on this connection: then it is one of a burst
+//!   (`join_all`, a window of requests in flight), and it only queues. The
+//!   writer task it wakes runs once the task's poll ends, and writes the
+//!   whole burst at once.
 //!
 //! So a round trip on a quiet connection wakes no writer task. Only the
 //! writer task ever waits on the socket: a reader or requester that finds it

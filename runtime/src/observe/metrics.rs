@@ -127,6 +127,7 @@ pub(crate) struct Counters {
     received_bytes: AtomicU64,
     sent_frames: AtomicU64,
     sent_bytes: AtomicU64,
+    socket_writes: AtomicU64,
     queued_bytes: AtomicI64,
     in_flight: AtomicI64,
     connections: AtomicI64,
@@ -176,6 +177,7 @@ impl Counters {
             received_bytes: AtomicU64::new(0),
             sent_frames: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
+            socket_writes: AtomicU64::new(0),
             queued_bytes: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
             connections: AtomicI64::new(0),
@@ -226,10 +228,11 @@ impl Counters {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// `frames` frames of `bytes` in all were flushed to the socket.
+    /// `frames` frames of `bytes` in all were flushed to the socket, in one write.
     pub(crate) fn flushed(&self, frames: u64, bytes: u64) {
         self.sent_frames.fetch_add(frames, Ordering::Relaxed);
         self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.socket_writes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Budget bytes queued (positive) or given back (negative) in outbound queues.
@@ -368,6 +371,11 @@ impl Counters {
                     "goomerang_sent_bytes",
                     "Bytes of frames written to the socket.",
                     load(&self.sent_bytes),
+                ),
+                (
+                    "goomerang_socket_writes",
+                    "Batches of frames written to the socket, one flush each (sent frames per write: how well writes batch).",
+                    load(&self.socket_writes),
                 ),
                 (
                     "goomerang_subscribe",

@@ -38,10 +38,6 @@ pub(crate) struct Carry {
     /// only while frames stream in (then parked on the thread for its next
     /// context, by any connection), so a quiet connection holds none.
     spare: Option<Spare>,
-    /// The frame being handled: each is decoded into it and handed on by
-    /// reference, its parts taken out. Emptied before the reader waits, so
-    /// what is left of it does not hold the read buffer.
-    pub(crate) frame: Incoming,
 }
 
 impl Carry {
@@ -57,12 +53,6 @@ impl Carry {
     pub(crate) fn park_spare(&mut self) {
         if let Some(spare) = self.spare.take() {
             spare.park();
-        }
-        // Its byte fields are slices of the read buffer; a dispatched frame
-        // has them taken already.
-        let frame = &mut self.frame;
-        if !(frame.payload.is_empty() && frame.type_name.is_empty() && frame.method.is_empty()) {
-            *frame = Incoming::default();
         }
     }
 }
@@ -96,7 +86,7 @@ impl Dispatcher {
         }
     }
 
-    /// Starts the handler for the frame in `carry`, received at `received`, on the
+    /// Starts the handler for `frame`, received at `received`, on the
     /// reader's poll (`cx`): it runs here until its first await, and what
     /// suspends becomes a task of its own. Returns what is left to wait for
     /// when a cap is full or the answer to a refused frame finds the queue
@@ -107,12 +97,13 @@ impl Dispatcher {
     /// context's allocation, for the next handler's.
     pub(crate) fn dispatch(
         &self,
+        frame: Incoming,
         is_request: bool,
         received: Instant,
         carry: &mut Carry,
         cx: &mut std::task::Context<'_>,
     ) -> Result<Option<Wait<'_>>, (u16, String)> {
-        match self.job(&mut carry.frame, is_request, received, &mut carry.spare) {
+        match self.job(frame, is_request, received, &mut carry.spare) {
             Ok((job, route)) => Ok(self.start(job, route, received, carry, cx)),
             Err(NoJob::Handled) => Ok(None),
             Err(NoJob::Violation(code, detail)) => Err((code, detail)),
@@ -227,7 +218,7 @@ impl Dispatcher {
     /// handler run (the caller answers a refusal).
     fn job(
         &self,
-        frame: &mut Incoming,
+        frame: Incoming,
         is_request: bool,
         received: Instant,
         spare: &mut Option<Spare>,
@@ -235,7 +226,7 @@ impl Dispatcher {
         let conn = &self.conn;
         let shared = &self.shared;
         let id = frame.id;
-        let refuse = |status: Status, frame: &Incoming| NoJob::Refused {
+        let refuse = |status: Status, frame: Incoming| NoJob::Refused {
             status,
             type_name: frame.type_name.to_string(),
             method: frame.method.to_string(),
@@ -248,8 +239,7 @@ impl Dispatcher {
         {
             // The server gives (or takes back) this client's session key:
             // the runtime's own business, never an application handler's.
-            let payload = std::mem::take(&mut frame.payload);
-            if let Ok(session) = <proto::Session as prost::Message>::decode(payload) {
+            if let Ok(session) = <proto::Session as prost::Message>::decode(frame.payload) {
                 held.set((!session.key.is_empty()).then_some(session.key));
             }
             return Err(NoJob::Handled);
@@ -314,8 +304,7 @@ impl Dispatcher {
         };
         let deadline = (is_request && frame.timeout_ms > 0)
             .then(|| received + Duration::from_millis(u64::from(frame.timeout_ms)));
-        let position = (frame.offset != 0)
-            .then(|| Position::new(std::mem::take(&mut frame.epoch), frame.offset));
+        let position = (frame.offset != 0).then(|| Position::new(frame.epoch, frame.offset));
         if let (Some(position), Some(positions)) = (&position, shared.positions())
             && !frame.topic.is_empty()
         {
@@ -324,11 +313,11 @@ impl Dispatcher {
         }
         let metadata = Metadata {
             size: frame.payload.len(),
-            type_name: std::mem::take(&mut frame.type_name),
+            type_name: frame.type_name,
             id,
             created_unix_us: frame.created_unix_us,
-            topic: (!frame.topic.is_empty()).then(|| std::mem::take(&mut frame.topic)),
-            method: std::mem::take(&mut frame.method),
+            topic: (!frame.topic.is_empty()).then_some(frame.topic),
+            method: frame.method,
             position,
         };
         let job = Job {
@@ -336,11 +325,11 @@ impl Dispatcher {
                 spare,
                 conn.clone(),
                 metadata,
-                std::mem::take(&mut frame.headers),
+                frame.headers,
                 cancel,
                 deadline,
             ),
-            payload: std::mem::take(&mut frame.payload),
+            payload: frame.payload,
             is_request,
             seq,
         };

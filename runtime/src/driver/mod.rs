@@ -377,39 +377,39 @@ fn handle_binary<'a>(
     cx: &mut Context<'_>,
 ) -> Result<Option<Wait<'a>>, (u16, String)> {
     shared.metrics().frame_received(bytes.len());
-    // Decoded into the reader's own frame, handed on by reference.
-    frame::decode_into(bytes, &mut carry.frame)
-        .map_err(|err| (1007, format!("undecodable frame: {err}")))?;
-    let (kind, id) = (carry.frame.kind, carry.frame.id);
-    let kind = FrameKind::try_from(kind)
+    let frame = frame::decode(bytes).map_err(|err| (1007, format!("undecodable frame: {err}")))?;
+    let kind = FrameKind::try_from(frame.kind)
         .ok()
         .filter(|k| *k != FrameKind::Unspecified)
-        .ok_or_else(|| (1002, format!("unknown frame kind {kind}")))?;
+        .ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
     let hooks = shared.hooks();
     match kind {
         FrameKind::Message => {
-            if id != 0 {
+            if frame.id != 0 {
                 return Err((
                     1002,
-                    format!("MESSAGE frame with id {id}; one-way messages carry id 0"),
+                    format!(
+                        "MESSAGE frame with id {}; one-way messages carry id 0",
+                        frame.id
+                    ),
                 ));
             }
-            dispatcher.dispatch(false, received, carry, cx)
+            dispatcher.dispatch(frame, false, received, carry, cx)
         }
         FrameKind::Request => {
-            if id == 0 {
+            if frame.id == 0 {
                 return Err((1002, "REQUEST frame with id 0".into()));
             }
-            dispatcher.dispatch(true, received, carry, cx)
+            dispatcher.dispatch(frame, true, received, carry, cx)
         }
         FrameKind::Reply | FrameKind::Error => {
-            if let Err(err) = conn.complete(std::mem::take(&mut carry.frame)) {
+            if let Err(err) = conn.complete(frame) {
                 hooks.error(&err, Some(conn));
             }
             Ok(None)
         }
         FrameKind::Cancel => {
-            conn.cancel_inflight(id);
+            conn.cancel_inflight(frame.id);
             Ok(None)
         }
         FrameKind::Broadcast
@@ -428,7 +428,7 @@ fn handle_binary<'a>(
                     ));
                 }
             };
-            let frame = std::mem::take(&mut carry.frame);
+            let id = frame.id;
             let (type_name, method) = (frame.type_name.clone(), frame.method.clone());
             let result = match control::handle(
                 conn,

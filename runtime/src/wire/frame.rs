@@ -279,26 +279,17 @@ pub(crate) struct Incoming {
 /// Decodes a `goomerang.v1.Frame` as prost would (unknown fields skipped,
 /// the last value of a repeated scalar wins), field numbers as in frame.proto.
 /// The error says what is wrong with the bytes.
-#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
     let mut frame = Incoming::default();
-    decode_into(buf, &mut frame)?;
-    Ok(frame)
-}
-
-/// [`decode`] into `frame`, whatever it held before: the reader decodes
-/// every frame into the same one, which it hands on by reference (a frame is
-/// some 300 bytes, and each move copies it).
-pub(crate) fn decode_into(buf: Bytes, frame: &mut Incoming) -> Result<(), String> {
-    *frame = Incoming::default();
     let (mut type_name, mut method) = (Bytes::new(), Bytes::new());
-    decode_fields(buf, frame, &mut type_name, &mut method).map_err(|err| err.to_string())?;
+    // Filled in place: a frame is some 300 bytes, and each move copies it.
+    decode_fields(buf, &mut frame, &mut type_name, &mut method).map_err(|err| err.to_string())?;
     // The last occurrence of each is checked here, once (see `decode_fields`).
     frame.type_name =
         Utf8Bytes::try_from(type_name).map_err(|_| Undecodable::Utf8("type name").to_string())?;
     frame.method =
         Utf8Bytes::try_from(method).map_err(|_| Undecodable::Utf8("method").to_string())?;
-    Ok(())
+    Ok(frame)
 }
 
 fn decode_fields(

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use goomerang::{Client, Server, Status};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -123,6 +125,61 @@ pub(crate) async fn sync_against(url: &str, n: usize, concurrency: usize) -> Res
     let (p50_us, p99_us) = percentiles(latencies);
     Ok(Sample {
         value: (per_caller * concurrency) as f64 / elapsed.as_secs_f64(),
+        p50_us,
+        p99_us,
+    })
+}
+
+/// `n` requests of 32 bytes from one task that keeps `window` of them in
+/// flight on one connection (a `FuturesUnordered` refilled as answers come),
+/// as the raw baseline's client does.
+pub(crate) async fn sync_task(n: usize, window: usize) -> Result<Sample, Error> {
+    let server = echo_server();
+    let url = serve(&server).await?;
+    let client = client(&url).await?;
+    let payload = Bytes::from(vec![7u8; 32]);
+    for _ in 0..1_000 {
+        client
+            .request::<_, Reply>(Req {
+                data: payload.clone(),
+            })
+            .await?;
+    }
+    // A task on the runtime, like the raw client and unlike `block_on`'s thread.
+    let caller = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let one = |client: Client, payload: Bytes| async move {
+                let t = Instant::now();
+                client
+                    .request::<_, Reply>(Req { data: payload })
+                    .await
+                    .map(|_| t.elapsed())
+            };
+            let started = Instant::now();
+            let mut in_flight = FuturesUnordered::new();
+            let mut latencies = Vec::with_capacity(n);
+            let mut sent = 0;
+            while sent < window.min(n) {
+                in_flight.push(one(client.clone(), payload.clone()));
+                sent += 1;
+            }
+            while let Some(took) = in_flight.next().await {
+                latencies.push(took?);
+                if sent < n {
+                    in_flight.push(one(client.clone(), payload.clone()));
+                    sent += 1;
+                }
+            }
+            Ok::<_, Status>((started.elapsed(), latencies))
+        }
+    });
+    let (elapsed, latencies) = caller.await??;
+    client.close().await?;
+    server.shutdown(Duration::from_secs(5)).await?;
+    let (p50_us, p99_us) = percentiles(latencies);
+    Ok(Sample {
+        value: n as f64 / elapsed.as_secs_f64(),
         p50_us,
         p99_us,
     })

@@ -193,7 +193,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     >,
             >,
         >;
-        let scenarios: [(&'static str, &'static str, bool, Run); 7] = [
+        let scenarios: [(&'static str, &'static str, bool, Run); 8] = [
             ("sync_1", "req/s", true, |p| {
                 Box::pin(async move {
                     Ok((
@@ -206,6 +206,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Box::pin(async move {
                     Ok((
                         side("goomerang", gm::sync(p.sync_32, 32)).await?,
+                        side("raw", raw::sync(p.sync_32, 32)).await?,
+                    ))
+                })
+            }),
+            // The same 32 in flight, from one task: the raw client's shape.
+            ("sync_32_task", "req/s", true, |p| {
+                Box::pin(async move {
+                    Ok((
+                        side("goomerang", gm::sync_task(p.sync_32, 32)).await?,
                         side("raw", raw::sync(p.sync_32, 32)).await?,
                     ))
                 })

@@ -85,9 +85,8 @@ pub(crate) async fn sync(n: usize, concurrency: usize) -> Result<Sample, Error> 
     Ok(sample)
 }
 
-/// The client side of [`sync`], against the echo server at `url`.
-pub(crate) async fn sync_against(url: &str, n: usize, concurrency: usize) -> Result<Sample, Error> {
-    let client = client(url).await?;
+/// 1,000 requests one at a time; returns the scenarios' 32-byte payload.
+async fn warm_up(client: &Client) -> Result<Bytes, Status> {
     let payload = Bytes::from(vec![7u8; 32]);
     for _ in 0..1_000 {
         client
@@ -96,6 +95,13 @@ pub(crate) async fn sync_against(url: &str, n: usize, concurrency: usize) -> Res
             })
             .await?;
     }
+    Ok(payload)
+}
+
+/// The client side of [`sync`], against the echo server at `url`.
+pub(crate) async fn sync_against(url: &str, n: usize, concurrency: usize) -> Result<Sample, Error> {
+    let client = client(url).await?;
+    let payload = warm_up(&client).await?;
     let per_caller = n / concurrency;
     let started = Instant::now();
     let callers: Vec<_> = (0..concurrency)
@@ -137,14 +143,7 @@ pub(crate) async fn sync_task(n: usize, window: usize) -> Result<Sample, Error> 
     let server = echo_server();
     let url = serve(&server).await?;
     let client = client(&url).await?;
-    let payload = Bytes::from(vec![7u8; 32]);
-    for _ in 0..1_000 {
-        client
-            .request::<_, Reply>(Req {
-                data: payload.clone(),
-            })
-            .await?;
-    }
+    let payload = warm_up(&client).await?;
     // A task on the runtime, like the raw client and unlike `block_on`'s thread.
     let caller = tokio::spawn({
         let client = client.clone();

@@ -313,13 +313,11 @@ impl Client {
     /// # Errors
     /// [`Error::NotRunning`] when not connected (or reconnecting).
     pub fn connection(&self) -> Result<Connection, Error> {
-        self.inner
-            .current
-            .borrow()
-            .as_ref()
-            .filter(|conn| !conn.is_closed())
-            .cloned()
-            .ok_or(Error::NotRunning)
+        // A match, not `ok_or`: that builds and drops an `Error` on every call.
+        match self.inner.current.borrow().as_ref() {
+            Some(conn) if !conn.is_closed() => Ok(conn.clone()),
+            _ => Err(Error::NotRunning),
+        }
     }
 
     /// The connection to use for a call that may wait `timeout`: the current

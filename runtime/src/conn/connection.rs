@@ -33,15 +33,18 @@ use crate::wire::reply::Outcome;
 use crate::wire::status::Status;
 use crate::wire::topic::{Position, Subscription};
 
-/// A request's connection id, the task that started it (none outside a
-/// task, as in `block_on`) and its id.
-type Started = (u64, Option<tokio::task::Id>, u64);
+/// A request's connection (its address: ids are per server and per client,
+/// so two can share one), the task that started it (none outside a task, as
+/// in `block_on`) and its id.
+type Started = (usize, Option<tokio::task::Id>, u64);
 
 thread_local! {
     /// The last request started on this thread: a request of the same task
     /// and connection still waiting makes the next one part of a burst (see
     /// `writer.rs`). A task that moved to another thread meanwhile is not
-    /// recognised, and writes its request itself, as a lone one does.
+    /// recognised, and writes its request itself, as a lone one does; a
+    /// wrong match (a new connection at a freed one's address) only has a
+    /// request written by the writer task instead of its caller.
     static LAST_REQUEST: std::cell::Cell<Option<Started>> = const { std::cell::Cell::new(None) };
 }
 
@@ -285,12 +288,12 @@ impl Connection {
             return Err(Error::ShuttingDown.into());
         }
         // Part of a burst when this task's last request here still waits.
-        let task = tokio::task::try_id();
-        let follows = LAST_REQUEST.get().and_then(|(conn, last_task, last)| {
-            (conn == self.id() && last_task == task).then_some(last)
+        let (conn, task) = (Arc::as_ptr(&self.inner) as usize, tokio::task::try_id());
+        let follows = LAST_REQUEST.get().and_then(|(last_conn, last_task, last)| {
+            (last_conn == conn && last_task == task).then_some(last)
         });
         let (id, rx, burst) = self.inner.calls.start(follows);
-        LAST_REQUEST.set(Some((self.id(), task, id)));
+        LAST_REQUEST.set(Some((conn, task, id)));
         let mut guard = PendingGuard {
             conn: self,
             id,

@@ -299,3 +299,45 @@ async fn replies_wait_for_room_in_a_tiny_outbound_queue() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_from_many_tasks_each_get_every_answer() {
+    bounded(async {
+        // Eight tasks each start 64 requests at once on one connection (the
+        // burst path: all but each task's first only queue), some of them
+        // through a client queue small enough to fill (the wait for room).
+        let server = start(echo(Server::builder())).await;
+        for budget in [4 << 20, 256] {
+            let client = server
+                .connect(Client::builder().config(Config::default().outbound_queue_bytes(budget)))
+                .await;
+            let tasks: Vec<_> = (0..8u64)
+                .map(|task| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let burst = (0..64u64).map(|i| {
+                            client.request::<_, Pong>(Ping {
+                                n: task * 1_000 + i,
+                                text: "burst".into(),
+                            })
+                        });
+                        futures_util::future::join_all(burst)
+                            .await
+                            .into_iter()
+                            .map(|reply| {
+                                reply.expect("every request gets its reply").into_inner().n
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for (task, handle) in (0..8u64).zip(tasks) {
+                let ns = handle.await.expect("task");
+                assert_eq!(ns, (0..64).map(|i| task * 1_000 + i).collect::<Vec<_>>());
+            }
+            client.close().await.expect("close");
+        }
+        server.stop().await;
+    })
+    .await;
+}

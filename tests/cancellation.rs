@@ -287,3 +287,49 @@ async fn is_cancelled_follows_cancel_and_completion_without_a_watcher() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_deadline_started_later_still_ends_first() {
+    bounded(async {
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let server = work_server(tx).await;
+        let client = server.client().await;
+        let started = tokio::time::Instant::now();
+        // The first request's deadline is a minute away; the second's, started
+        // once the first is under way, is 100 ms: the connection's one timer
+        // for its deadlines must wake for it, not sleep on to the minute.
+        let long = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client
+                    .request::<_, Done>(
+                        Message::new(Work { ms: 1_000, id: 1 }).timeout(Duration::from_secs(60)),
+                    )
+                    .await
+            }
+        });
+        assert_eq!(events.recv().await, Some((1, "started")));
+        let err = client
+            .request::<_, Done>(
+                Message::new(Work { ms: 60_000, id: 2 }).timeout(Duration::from_millis(100)),
+            )
+            .await
+            .expect_err("times out");
+        let waited = started.elapsed();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            err.message(),
+            "no reply to request 2 (test.v1.Work) within 100ms"
+        );
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_millis(200),
+            "{waited:?}"
+        );
+        expect_cancelled(&mut events, 2).await;
+        // The first still gets its answer, at its own pace.
+        assert_eq!(long.await.expect("task").expect("done").into_inner().id, 1);
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}

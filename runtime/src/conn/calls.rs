@@ -1,11 +1,12 @@
 //! `Calls`: the requests in flight on one connection, both ways: this side's, waiting for an answer, and the peer's, whose handlers run.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::sync::lock;
@@ -15,12 +16,19 @@ use crate::wire::status::Status;
 /// What a waiting request receives: the REPLY frame, or the status of its ERROR.
 pub(crate) type Answer = Result<Incoming, Status>;
 
+/// How a request's wait ends: its answer, or `None` when its deadline passed first.
+pub(crate) type Waited = Option<Answer>;
+
 #[derive(Debug)]
 pub(crate) struct Calls {
-    /// Requests this side sent, waiting for REPLY/ERROR. Emptied (with an
-    /// UNAVAILABLE status each) when the connection ends. This side picks
-    /// the ids, so a fast unkeyed hash is safe here.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>, foldhash::fast::FixedState>>,
+    /// Requests this side sent, waiting for REPLY/ERROR or their deadline.
+    /// Emptied (with an UNAVAILABLE status each) when the connection ends.
+    pending: Mutex<Pending>,
+    /// Wakes the connection's deadline sweeper (see `Connection::sweep`)
+    /// when a request's deadline is earlier than the one it sleeps until.
+    rearm: Notify,
+    /// The sweeper runs: started by the connection's first request.
+    sweeping: AtomicBool,
     /// Requests the peer sent whose handlers are running, each with the
     /// sequence number of its registration and, once something waits on
     /// its cancellation, the token; CANCEL looks here. The peer picks these
@@ -37,10 +45,34 @@ pub(crate) struct Calls {
     next_seq: AtomicU64,
 }
 
+/// This side's requests waiting, by id and by deadline.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Each request's channel for its answer, and its deadline. This side
+    /// picks the ids, so a fast unkeyed hash is safe here.
+    waiting: HashMap<u64, (oneshot::Sender<Waited>, Instant), foldhash::fast::FixedState>,
+    /// The same requests by deadline: the sweeper's schedule.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// The deadline the sweeper sleeps until; `None` while it sleeps until
+    /// woken (or has not started).
+    armed: Option<Instant>,
+}
+
+impl Pending {
+    /// Takes request `id` off both tables.
+    fn remove(&mut self, id: u64) -> Option<oneshot::Sender<Waited>> {
+        let (tx, deadline) = self.waiting.remove(&id)?;
+        self.deadlines.remove(&(deadline, id));
+        Some(tx)
+    }
+}
+
 impl Default for Calls {
     fn default() -> Calls {
         Calls {
-            pending: Mutex::new(HashMap::default()),
+            pending: Mutex::new(Pending::default()),
+            rearm: Notify::new(),
+            sweeping: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             next_seq: AtomicU64::new(1),
@@ -49,36 +81,94 @@ impl Default for Calls {
 }
 
 impl Calls {
-    /// A fresh id for a request of this side, where its answer will arrive,
-    /// and whether request `follows` (the same caller's last) still waits.
-    pub(crate) fn start(&self, follows: Option<u64>) -> (u64, oneshot::Receiver<Answer>, bool) {
+    /// A fresh id for a request of this side that waits until `deadline`,
+    /// where its answer will arrive, and whether request `follows` (the same
+    /// caller's last) still waits. Wakes the sweeper if this deadline comes
+    /// before the one it sleeps until.
+    pub(crate) fn start(
+        &self,
+        follows: Option<u64>,
+        deadline: Instant,
+    ) -> (u64, oneshot::Receiver<Waited>, bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let mut pending = lock(&self.pending);
-        let waiting = follows.is_some_and(|last| pending.contains_key(&last));
-        pending.insert(id, tx);
+        let waiting = follows.is_some_and(|last| pending.waiting.contains_key(&last));
+        pending.waiting.insert(id, (tx, deadline));
+        pending.deadlines.insert((deadline, id));
+        let earlier = pending.armed.is_none_or(|armed| deadline < armed);
+        if earlier {
+            pending.armed = Some(deadline);
+        }
+        drop(pending);
+        if earlier {
+            self.rearm.notify_one();
+        }
         (id, rx, waiting)
+    }
+
+    /// Whether the sweeper must be started: true once, for the first request.
+    pub(crate) fn start_sweeping(&self) -> bool {
+        !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::AcqRel)
+    }
+
+    /// The earliest deadline of the requests waiting, which the sweeper now
+    /// sleeps until (`None`: until woken).
+    pub(crate) fn arm(&self) -> Option<Instant> {
+        let mut pending = lock(&self.pending);
+        pending.armed = pending.deadlines.first().map(|(deadline, _)| *deadline);
+        pending.armed
+    }
+
+    /// Waits until a request's deadline is earlier than the armed one.
+    pub(crate) async fn rearmed(&self) {
+        self.rearm.notified().await;
+    }
+
+    /// Ends the wait of every request whose deadline is `now` or earlier;
+    /// returns how many.
+    pub(crate) fn expire(&self, now: Instant) -> usize {
+        let mut expired = Vec::new();
+        let mut pending = lock(&self.pending);
+        while let Some(&(deadline, id)) = pending.deadlines.first()
+            && deadline <= now
+        {
+            pending.deadlines.pop_first();
+            if let Some((tx, _)) = pending.waiting.remove(&id) {
+                expired.push(tx);
+            }
+        }
+        drop(pending);
+        let count = expired.len();
+        for tx in expired {
+            let _ = tx.send(None);
+        }
+        count
     }
 
     /// Stops waiting for request `id`; false if it was no longer waiting.
     pub(crate) fn forget(&self, id: u64) -> bool {
-        lock(&self.pending).remove(&id).is_some()
+        lock(&self.pending).remove(id).is_some()
     }
 
     /// Hands an answer to the request waiting for it; false if none waits.
     pub(crate) fn answer(&self, id: u64, answer: Answer) -> bool {
-        let Some(waiter) = lock(&self.pending).remove(&id) else {
+        let Some(waiter) = lock(&self.pending).remove(id) else {
             return false;
         };
-        let _ = waiter.send(answer);
+        let _ = waiter.send(Some(answer));
         true
     }
 
     /// Fails every waiting request with a status made from `status`.
     pub(crate) fn fail_all(&self, status: impl Fn() -> Status) {
-        let waiters: Vec<_> = lock(&self.pending).drain().collect();
-        for (_, waiter) in waiters {
-            let _ = waiter.send(Err(status()));
+        let waiters: Vec<_> = {
+            let mut pending = lock(&self.pending);
+            pending.deadlines.clear();
+            pending.waiting.drain().collect()
+        };
+        for (_, (waiter, _)) in waiters {
+            let _ = waiter.send(Some(Err(status())));
         }
     }
 

@@ -75,6 +75,9 @@ struct Inner {
     data: Mutex<http::Extensions>,
     /// The session (key and content) this connection has, on a server.
     session: Mutex<Option<(String, SessionData)>>,
+    /// The runtime the connection was made on, where its deadline sweeper
+    /// runs (a request may come from another runtime).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Connection {
@@ -98,6 +101,7 @@ impl Connection {
             close: CloseState::default(),
             state,
             session: Mutex::new(None),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             data: Mutex::new(http::Extensions::new()),
         };
         Connection {
@@ -292,8 +296,11 @@ impl Connection {
         let follows = LAST_REQUEST.get().and_then(|(last_conn, last_task, last)| {
             (last_conn == conn && last_task == task).then_some(last)
         });
-        let (id, rx, burst) = self.inner.calls.start(follows);
+        let (id, rx, burst) = self.inner.calls.start(follows, deadline);
         LAST_REQUEST.set(Some((conn, task, id)));
+        if self.inner.calls.start_sweeping() {
+            self.start_sweeper();
+        }
         let mut guard = PendingGuard {
             conn: self,
             id,
@@ -328,15 +335,31 @@ impl Connection {
             Ok(Err(err)) => return Err(err.into()),
             Ok(Ok(())) => guard.sent = true,
         }
-        let result = tokio::time::timeout_at(deadline, rx).await;
-        guard.done = result.is_ok();
-        match result {
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "no reply to {} within {timeout:?}",
-                what()
-            ))),
-            Ok(Err(_)) => Err(self.closed_error().into()),
-            Ok(Ok(reply)) => reply,
+        // No timer of its own: the connection's sweeper ends the wait at the
+        // deadline (see `sweep`).
+        let waited = rx.await;
+        guard.done = true;
+        match waited {
+            Ok(Some(answer)) => answer,
+            Ok(None) => {
+                // The peer is told to stop working on it.
+                guard.cancel();
+                Err(Status::deadline_exceeded(format!(
+                    "no reply to {} within {timeout:?}",
+                    what()
+                )))
+            }
+            Err(_) => Err(self.closed_error().into()),
+        }
+    }
+
+    /// Starts the task that ends the wait of this connection's requests at
+    /// their deadlines, on the runtime the connection runs on.
+    fn start_sweeper(&self) {
+        let sweep = sweep(self.clone());
+        match &self.inner.runtime {
+            Some(runtime) => drop(runtime.spawn(sweep)),
+            None => drop(tokio::spawn(sweep)),
         }
     }
 
@@ -799,13 +822,10 @@ struct PendingGuard<'a> {
     done: bool,
 }
 
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let was_pending = self.conn.inner.calls.forget(self.id);
-        if was_pending && self.sent && !self.conn.is_closed() {
+impl PendingGuard<'_> {
+    /// Sends CANCEL for the request, if it went out and the connection is open.
+    fn cancel(&self) {
+        if self.sent && !self.conn.is_closed() {
             let cancel = frame::encode(&Frame {
                 kind: FrameKind::Cancel as i32,
                 id: self.id,
@@ -814,6 +834,40 @@ impl Drop for PendingGuard<'_> {
             // Outside the byte budget: bounded by this side's own requests, and it must not be lost.
             let _ = self.conn.outbox().try_push(cancel, 0);
         }
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done && self.conn.inner.calls.forget(self.id) {
+            self.cancel();
+        }
+    }
+}
+
+/// Ends the wait of `conn`'s requests at their deadlines, until the
+/// connection ends: one timer for all of them, asleep until the earliest (a
+/// request with an earlier one wakes it), instead of one per request.
+async fn sweep(conn: Connection) {
+    let calls = &conn.inner.calls;
+    loop {
+        let next = calls.arm();
+        tokio::select! {
+            biased;
+            () = conn.closed() => return,
+            () = calls.rearmed() => {}
+            () = sleep_until(next) => {
+                calls.expire(Instant::now());
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

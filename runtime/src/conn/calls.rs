@@ -2,8 +2,8 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
@@ -24,11 +24,6 @@ pub(crate) struct Calls {
     /// Requests this side sent, waiting for REPLY/ERROR or their deadline.
     /// Emptied (with an UNAVAILABLE status each) when the connection ends.
     pending: Mutex<Pending>,
-    /// Wakes the connection's deadline sweeper (see `Connection::sweep`)
-    /// when a request's deadline is earlier than the one it sleeps until.
-    rearm: Notify,
-    /// The sweeper runs: started by the connection's first request.
-    sweeping: AtomicBool,
     /// Requests the peer sent whose handlers are running, each with the
     /// sequence number of its registration and, once something waits on
     /// its cancellation, the token; CANCEL looks here. The peer picks these
@@ -51,18 +46,28 @@ struct Pending {
     /// Each request's channel for its answer, and its deadline. This side
     /// picks the ids, so a fast unkeyed hash is safe here.
     waiting: HashMap<u64, (oneshot::Sender<Waited>, Instant), foldhash::fast::FixedState>,
-    /// The same requests by deadline: the sweeper's schedule.
+    /// The deadline sweeper's (see `Connection::sweep`), made with it by the
+    /// connection's first request: a connection that makes none holds none.
+    schedule: Option<Box<Schedule>>,
+}
+
+/// The requests waiting by deadline, and what the sweeper sleeps until.
+#[derive(Debug)]
+struct Schedule {
     deadlines: BTreeSet<(Instant, u64)>,
-    /// The deadline the sweeper sleeps until; `None` while it sleeps until
-    /// woken (or has not started).
+    /// The deadline the sweeper sleeps until; `None` while it sleeps until woken.
     armed: Option<Instant>,
+    /// Wakes the sweeper when a request's deadline is earlier than `armed`.
+    rearm: Arc<Notify>,
 }
 
 impl Pending {
     /// Takes request `id` off both tables.
     fn remove(&mut self, id: u64) -> Option<oneshot::Sender<Waited>> {
         let (tx, deadline) = self.waiting.remove(&id)?;
-        self.deadlines.remove(&(deadline, id));
+        if let Some(schedule) = &mut self.schedule {
+            schedule.deadlines.remove(&(deadline, id));
+        }
         Some(tx)
     }
 }
@@ -71,8 +76,6 @@ impl Default for Calls {
     fn default() -> Calls {
         Calls {
             pending: Mutex::new(Pending::default()),
-            rearm: Notify::new(),
-            sweeping: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             next_seq: AtomicU64::new(1),
@@ -84,66 +87,71 @@ impl Calls {
     /// A fresh id for a request of this side that waits until `deadline`,
     /// where its answer will arrive, and whether request `follows` (the same
     /// caller's last) still waits. Wakes the sweeper if this deadline comes
-    /// before the one it sleeps until.
+    /// before the one it sleeps until. For the connection's first request,
+    /// also what the sweeper to start (see `Connection::sweep`) waits on.
     pub(crate) fn start(
         &self,
         follows: Option<u64>,
         deadline: Instant,
-    ) -> (u64, oneshot::Receiver<Waited>, bool) {
+    ) -> (u64, oneshot::Receiver<Waited>, bool, Option<Arc<Notify>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let mut pending = lock(&self.pending);
         let waiting = follows.is_some_and(|last| pending.waiting.contains_key(&last));
         pending.waiting.insert(id, (tx, deadline));
-        pending.deadlines.insert((deadline, id));
-        let earlier = pending.armed.is_none_or(|armed| deadline < armed);
-        if earlier {
-            pending.armed = Some(deadline);
-        }
+        let mut first = None;
+        let schedule = pending.schedule.get_or_insert_with(|| {
+            let rearm = Arc::new(Notify::new());
+            first = Some(Arc::clone(&rearm));
+            Box::new(Schedule {
+                deadlines: BTreeSet::new(),
+                armed: None,
+                rearm,
+            })
+        });
+        schedule.deadlines.insert((deadline, id));
+        let rearm = schedule
+            .armed
+            .is_none_or(|armed| deadline < armed)
+            .then(|| {
+                schedule.armed = Some(deadline);
+                Arc::clone(&schedule.rearm)
+            });
         drop(pending);
-        if earlier {
-            self.rearm.notify_one();
+        if let Some(rearm) = rearm {
+            rearm.notify_one();
         }
-        (id, rx, waiting)
-    }
-
-    /// Whether the sweeper must be started: true once, for the first request.
-    pub(crate) fn start_sweeping(&self) -> bool {
-        !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::AcqRel)
+        (id, rx, waiting, first)
     }
 
     /// The earliest deadline of the requests waiting, which the sweeper now
     /// sleeps until (`None`: until woken).
     pub(crate) fn arm(&self) -> Option<Instant> {
         let mut pending = lock(&self.pending);
-        pending.armed = pending.deadlines.first().map(|(deadline, _)| *deadline);
-        pending.armed
+        let schedule = pending.schedule.as_mut()?;
+        schedule.armed = schedule.deadlines.first().map(|(deadline, _)| *deadline);
+        schedule.armed
     }
 
-    /// Waits until a request's deadline is earlier than the armed one.
-    pub(crate) async fn rearmed(&self) {
-        self.rearm.notified().await;
-    }
-
-    /// Ends the wait of every request whose deadline is `now` or earlier;
-    /// returns how many.
-    pub(crate) fn expire(&self, now: Instant) -> usize {
+    /// Ends the wait of every request whose deadline is `now` or earlier.
+    pub(crate) fn expire(&self, now: Instant) {
         let mut expired = Vec::new();
         let mut pending = lock(&self.pending);
-        while let Some(&(deadline, id)) = pending.deadlines.first()
-            && deadline <= now
-        {
-            pending.deadlines.pop_first();
-            if let Some((tx, _)) = pending.waiting.remove(&id) {
-                expired.push(tx);
+        let Pending { waiting, schedule } = &mut *pending;
+        if let Some(schedule) = schedule {
+            while let Some(&(deadline, id)) = schedule.deadlines.first()
+                && deadline <= now
+            {
+                schedule.deadlines.pop_first();
+                if let Some((tx, _)) = waiting.remove(&id) {
+                    expired.push(tx);
+                }
             }
         }
         drop(pending);
-        let count = expired.len();
         for tx in expired {
             let _ = tx.send(None);
         }
-        count
     }
 
     /// Stops waiting for request `id`; false if it was no longer waiting.
@@ -164,7 +172,9 @@ impl Calls {
     pub(crate) fn fail_all(&self, status: impl Fn() -> Status) {
         let waiters: Vec<_> = {
             let mut pending = lock(&self.pending);
-            pending.deadlines.clear();
+            if let Some(schedule) = &mut pending.schedule {
+                schedule.deadlines.clear();
+            }
             pending.waiting.drain().collect()
         };
         for (_, (waiter, _)) in waiters {

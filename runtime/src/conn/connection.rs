@@ -296,10 +296,10 @@ impl Connection {
         let follows = LAST_REQUEST.get().and_then(|(last_conn, last_task, last)| {
             (last_conn == conn && last_task == task).then_some(last)
         });
-        let (id, rx, burst) = self.inner.calls.start(follows, deadline);
+        let (id, rx, burst, first) = self.inner.calls.start(follows, deadline);
         LAST_REQUEST.set(Some((conn, task, id)));
-        if self.inner.calls.start_sweeping() {
-            self.start_sweeper();
+        if let Some(rearm) = first {
+            self.start_sweeper(rearm);
         }
         let mut guard = PendingGuard {
             conn: self,
@@ -355,8 +355,8 @@ impl Connection {
 
     /// Starts the task that ends the wait of this connection's requests at
     /// their deadlines, on the runtime the connection runs on.
-    fn start_sweeper(&self) {
-        let sweep = sweep(self.clone());
+    fn start_sweeper(&self, rearm: Arc<tokio::sync::Notify>) {
+        let sweep = sweep(self.clone(), rearm);
         match &self.inner.runtime {
             Some(runtime) => drop(runtime.spawn(sweep)),
             None => drop(tokio::spawn(sweep)),
@@ -848,14 +848,14 @@ impl Drop for PendingGuard<'_> {
 /// Ends the wait of `conn`'s requests at their deadlines, until the
 /// connection ends: one timer for all of them, asleep until the earliest (a
 /// request with an earlier one wakes it), instead of one per request.
-async fn sweep(conn: Connection) {
+async fn sweep(conn: Connection, rearm: Arc<tokio::sync::Notify>) {
     let calls = &conn.inner.calls;
     loop {
         let next = calls.arm();
         tokio::select! {
             biased;
             () = conn.closed() => return,
-            () = calls.rearmed() => {}
+            () = rearm.notified() => {}
             () = sleep_until(next) => {
                 calls.expire(Instant::now());
             }

@@ -8,6 +8,14 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Sleeps until `deadline`; forever without one.
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What the handler caps (`conn::limit`) and the
 /// outbox budget are built on: std's primitives, or shuttle's when the crate
 /// is built with `--cfg goomerang_shuttle` so that the model-checking tests

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 use crate::incident::Incident;
-use crate::sync::lock;
+use crate::sync::{lock, sleep_until};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -860,14 +860,6 @@ async fn sweep(conn: Connection, rearm: Arc<tokio::sync::Notify>) {
                 calls.expire(Instant::now());
             }
         }
-    }
-}
-
-/// Sleeps until `deadline`; forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

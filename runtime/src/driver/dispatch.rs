@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::incident::Incident;
 use crate::route::context::{Cancel, Context, Spare};
 use crate::route::handler::{BoxFuture, Kind, Outcome, Route};
+use crate::sync::sleep_until;
 use crate::wire::frame::Incoming;
 use crate::wire::message::Metadata;
 use crate::wire::proto;
@@ -586,13 +587,6 @@ impl Drop for Run {
 /// A handler's future that raises `panic` (caught while calling the handler) when polled.
 async fn raise(panic: Panic) -> Outcome {
     std::panic::resume_unwind(panic)
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {

@@ -27,12 +27,12 @@ pub(crate) struct Calls {
     /// Requests the peer sent whose handlers are running, each with the
     /// sequence number of its registration and, once something waits on
     /// its cancellation, the token; CANCEL looks here. The peer picks these
-    /// ids, so each table hashes with its own random seed; and the table
-    /// holds only requests the connection's handler cap lets run or wait
-    /// (one per slot, the ordered queue's, and the frame the reader holds
-    /// while it waits for room), so even ids chosen to collide cost a lookup
-    /// no more than that many comparisons. (SipHash,
-    /// hashed four times a request, took 1.4% of a request's instructions.)
+    /// ids, so each table hashes with its own random seed (foldhash: SipHash
+    /// took 1.4% of a request's instructions); and the table holds only
+    /// requests the connection's handler cap lets run or wait (one per slot,
+    /// the ordered queue's, and the frame the reader holds while it waits for
+    /// room), so even ids chosen to collide cost a lookup no more than that
+    /// many comparisons.
     inflight: Mutex<HashMap<u64, (u64, Option<CancellationToken>), foldhash::fast::RandomState>>,
     next_id: AtomicU64,
     /// Numbers registrations in `inflight`, so a finishing handler removes

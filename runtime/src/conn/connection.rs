@@ -109,6 +109,11 @@ impl Connection {
         }
     }
 
+    /// Whether `other` is a handle on this same connection.
+    pub(crate) fn same(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// This connection's id, unique within its server (or client) for the process lifetime.
     pub fn id(&self) -> u64 {
         self.inner.id

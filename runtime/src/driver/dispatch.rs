@@ -35,20 +35,14 @@ pub(crate) struct Carry {
     /// on the reader's poll: the next frame's receipt when the reader did not
     /// wait in between.
     pub(crate) ended: Option<Instant>,
-    /// The allocation of the last handler's context, for the next one; kept
-    /// only while frames stream in (then parked on the thread for its next
-    /// context, by any connection), so a quiet connection holds none.
+    /// The context of the last handler run, if it ended on the reader's
+    /// poll, for the next one to reuse; kept only while frames stream in
+    /// (then parked on the thread for its next context, by any connection),
+    /// so a quiet connection holds none.
     spare: Option<Spare>,
 }
 
 impl Carry {
-    /// Lets go of the spare context: the last context went to a run that did
-    /// not end on the reader's poll (the spare only ever holds contexts of
-    /// runs that did).
-    pub(crate) fn drop_spare(&mut self) {
-        self.spare = None;
-    }
-
     /// The reader is about to wait for the socket: the spare context goes
     /// to this thread's next one (see [`Spare::park`]).
     pub(crate) fn park_spare(&mut self) {
@@ -131,7 +125,6 @@ impl Dispatcher {
     ) -> Option<Wait<'_>> {
         let shared = &self.shared;
         if let Some(queue) = &self.ordered {
-            carry.drop_spare();
             let Err(mpsc::error::TrySendError::Full(job)) = queue.try_send((job, route.clone()))
             else {
                 return None;
@@ -166,13 +159,10 @@ impl Dispatcher {
                             self.spawn_holding_slots(wait);
                         }
                     }
-                    // The run is over: what its context held goes now.
-                    if let Some(spare) = &mut carry.spare {
-                        spare.clear();
-                    }
+                    // The run is over: its context is the next one's.
+                    carry.spare = Some(run.into_spare());
                 }
                 Poll::Pending => {
-                    carry.drop_spare();
                     self.per_conn.take_seen();
                     let (shared, route) = (Arc::clone(shared), route.clone());
                     self.spawn_holding_slots(async move { run.complete(&shared, &route).await });
@@ -180,7 +170,6 @@ impl Dispatcher {
             }
             return None;
         }
-        carry.drop_spare();
         // What handlers queued goes out while the reader waits for room.
         self.conn.writer().reader_waits();
         let kill = self.conn.kill_token();
@@ -322,14 +311,7 @@ impl Dispatcher {
             position,
         };
         let job = Job {
-            ctx: Context::new_in(
-                spare,
-                conn.clone(),
-                metadata,
-                frame.headers,
-                cancel,
-                deadline,
-            ),
+            ctx: Context::new_in(spare, conn, metadata, frame.headers, cancel, deadline),
             payload: frame.payload,
             is_request,
             seq,
@@ -409,7 +391,7 @@ impl Job {
         let future = call.unwrap_or_else(|panic| Box::pin(raise(panic)));
         let handler = AssertUnwindSafe(future).catch_unwind().instrument(span);
         Run {
-            ctx: observed,
+            ctx: Some(observed),
             handler,
             started,
             is_request,
@@ -422,7 +404,8 @@ impl Job {
 /// handler. The owner's shared state and the route are passed in, not held:
 /// borrowed on the reader's poll, owned by the task of work that suspends.
 struct Run {
-    ctx: Context,
+    /// Taken only by [`into_spare`](Self::into_spare), which ends the run.
+    ctx: Option<Context>,
     handler: Handler,
     started: Instant,
     is_request: bool,
@@ -430,23 +413,43 @@ struct Run {
 }
 
 impl Run {
+    fn ctx(&self) -> &Context {
+        self.ctx
+            .as_ref()
+            .expect("a run holds its context until it ends")
+    }
+
+    /// Ends a run whose handler is done, handing back its context as the
+    /// spare for the next message (see [`Spare`]).
+    fn into_spare(mut self) -> Spare {
+        let ctx = self
+            .ctx
+            .take()
+            .expect("a run holds its context until it ends");
+        ctx.connection().metrics().handler_ended();
+        ctx.into_spare()
+    }
+
     /// Polls the handler to its end, unless its work is cancelled or its deadline passes first.
     async fn complete(mut self, shared: &Shared, route: &Route) {
         // A handler that finishes on its first poll never registers for cancellation.
         let result = match futures_util::poll!(&mut self.handler) {
             Poll::Ready(result) => Some(result),
             Poll::Pending => {
-                let cancel = self.ctx.cancel();
+                let ctx = self
+                    .ctx
+                    .as_ref()
+                    .expect("a run holds its context until it ends");
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled(self.ctx.connection()) => None,
-                    _ = sleep_until(self.ctx.deadline()) => None,
+                    _ = ctx.cancel().cancelled(ctx.connection()) => None,
+                    _ = sleep_until(ctx.deadline()) => None,
                     result = &mut self.handler => Some(result),
                 }
             }
         };
         if let Some((id, outcome)) = self.finish(shared, route, result, Instant::now()) {
-            self.ctx.connection().reply(id, outcome).await;
+            self.ctx().connection().reply(id, outcome).await;
         }
     }
 
@@ -456,7 +459,7 @@ impl Run {
     /// a task holding the handler's slots (see the backpressure guide for when
     /// the reader itself waits). The clock reading of its end goes to `ended`.
     fn finish_now(
-        mut self,
+        &mut self,
         shared: &Shared,
         route: &Route,
         result: Option<Result<Outcome, Panic>>,
@@ -465,7 +468,7 @@ impl Run {
         let now = Instant::now();
         *ended = Some(now);
         let (id, outcome) = self.finish(shared, route, result, now)?;
-        let conn = self.ctx.connection();
+        let conn = self.ctx().connection();
         let bytes = conn.try_reply(id, outcome)?;
         let conn = conn.clone();
         Some(async move {
@@ -485,17 +488,17 @@ impl Run {
         result: Option<Result<Outcome, Panic>>,
         now: Instant,
     ) -> Option<(u64, Outcome)> {
-        let conn = self.ctx.connection();
+        let conn = self.ctx().connection();
         let hooks = shared.hooks();
-        let id = self.ctx.metadata().correlation_id();
+        let id = self.ctx().metadata().correlation_id();
         // A request the peer cancelled (CANCEL took it off the in-flight
         // table) gets no answer, even if its handler finished meanwhile.
         let answer = self.is_request && conn.remove_inflight(id, self.seq);
         if answer {
             // Out of the table: nothing cancels it any more.
-            self.ctx.cancel().finished();
+            self.ctx().cancel().finished();
         }
-        let type_name = || self.ctx.metadata().type_name().to_owned();
+        let type_name = || self.ctx().metadata().type_name().to_owned();
         let outcome = match (result, answer || !self.is_request) {
             (_, false) => None,
             (result, true) => result,
@@ -503,7 +506,7 @@ impl Run {
         let outcome = match outcome {
             None => {
                 // Whatever stopped it, make sure everything watching the context learns of it.
-                self.ctx.cancel().cancel(conn);
+                self.ctx().cancel().cancel(conn);
                 tracing::debug!(conn = conn.id(), id, type_name = %type_name(), "handler cancelled");
                 return None;
             }
@@ -511,7 +514,12 @@ impl Run {
                 let message = panic_message(panic.as_ref());
                 let err = Incident::HandlerPanicked {
                     type_name: type_name(),
-                    method: self.ctx.metadata().method().unwrap_or_default().to_owned(),
+                    method: self
+                        .ctx()
+                        .metadata()
+                        .method()
+                        .unwrap_or_default()
+                        .to_owned(),
                     message: message.clone(),
                 };
                 hooks.error(&err, Some(conn));
@@ -522,7 +530,7 @@ impl Run {
             }
             Some(Ok(outcome)) => outcome,
         };
-        let decode_error = self.ctx.take_decode_error();
+        let decode_error = self.ctx().take_decode_error();
         let decode_failed = decode_error.is_some();
         if let Some(source) = decode_error {
             // Reported as a decode error, not as the handler's failure; the
@@ -535,14 +543,14 @@ impl Run {
             if !self.is_request
                 && let Err(status) = &outcome
             {
-                let metadata = self.ctx.metadata();
+                let metadata = self.ctx().metadata();
                 conn.queue_report(status, &metadata.type_name, &metadata.method);
             }
         }
         let took = now.saturating_duration_since(self.started);
         route.stats.handled(took);
         if hooks.has_handler_hooks() {
-            hooks.handler_end(&self.ctx, outcome.as_ref().map(drop), took);
+            hooks.handler_end(self.ctx(), outcome.as_ref().map(drop), took);
         }
         if self.is_request {
             let outcome = match outcome {
@@ -551,7 +559,7 @@ impl Run {
                     type_name()
                 ))),
                 Ok(Some(mut reply)) => {
-                    if let Some(headers) = self.ctx.take_reply_headers() {
+                    if let Some(headers) = self.ctx().take_reply_headers() {
                         // Headers middleware put on the reply win over the handler's.
                         for (key, value) in headers {
                             reply.headers.entry(key).or_insert(value);
@@ -568,7 +576,12 @@ impl Run {
         {
             let err = Incident::Handler {
                 type_name: type_name(),
-                method: self.ctx.metadata().method().unwrap_or_default().to_owned(),
+                method: self
+                    .ctx()
+                    .metadata()
+                    .method()
+                    .unwrap_or_default()
+                    .to_owned(),
                 status,
             };
             hooks.error(&err, Some(conn));
@@ -580,7 +593,9 @@ impl Run {
 impl Drop for Run {
     /// Counts the run out of `goomerang_handlers_in_flight`, however it ended.
     fn drop(&mut self) {
-        self.ctx.connection().metrics().handler_ended();
+        if let Some(ctx) = &self.ctx {
+            ctx.connection().metrics().handler_ended();
+        }
     }
 }
 

@@ -19,11 +19,13 @@ use crate::wire::message::{Headers, Metadata};
 /// Cheap to clone; clones share the extensions and reply headers.
 #[derive(Clone)]
 pub struct Context {
-    conn: Connection,
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    /// Always set while a context is in use; a spare parked on its thread
+    /// holds none, so it keeps no ended connection alive.
+    conn: Option<Connection>,
     metadata: Metadata,
     headers: Headers,
     cancel: Cancel,
@@ -44,6 +46,7 @@ struct Local {
 
 const TOUCHED_REPLY: u8 = 1;
 const TOUCHED_DECODE: u8 = 2;
+const TOUCHED_EXTENSIONS: u8 = 4;
 
 /// What cancels a handler.
 pub(crate) enum Cancel {
@@ -153,13 +156,15 @@ impl Cancel {
     }
 }
 
-/// A handle on the allocation of the last handler context of a connection,
-/// which the next context reuses once nothing else holds it: one allocation
-/// fewer per message. It never keeps a message's data alive past the
-/// message's handling: the reader keeps the handle only for a run that ended
-/// on its poll, and clears it then ([`Spare::clear`]); it lets go of it for
-/// a run that suspends or waits, and parks it on its thread before it waits
-/// itself ([`Spare::park`]).
+/// The allocation of a connection's last handler context, which the next
+/// context reuses once nothing else holds it: one allocation fewer per
+/// message, and no reference counts touched. The reader gets it back from a
+/// run that ended on its poll ([`Context::into_spare`]), which drops what
+/// handlers and middleware wrote (extensions, reply headers); the message's
+/// own data (its metadata and headers) stays until the next message replaces
+/// it, or until the reader waits for input and parks the spare on its
+/// thread, cleared of all of it and of its connection ([`Spare::park`]). A
+/// run that suspends keeps its context: a slow handler never shares one.
 pub(crate) struct Spare(Arc<Inner>);
 
 thread_local! {
@@ -174,36 +179,23 @@ impl Spare {
     /// Leaves this spare, cleared, for the next context made on this thread
     /// (in place of any left before), if nothing else holds it.
     pub(crate) fn park(mut self) {
-        if self.clear() {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.clear();
             PARKED.set(Some(self));
         }
-    }
-
-    /// Drops what the finished message left (its metadata, which borrows the
-    /// received frame's bytes, its headers, extensions and reply headers),
-    /// if nothing else holds the context any more; false if something does.
-    pub(crate) fn clear(&mut self) -> bool {
-        let Some(inner) = Arc::get_mut(&mut self.0) else {
-            return false;
-        };
-        inner.metadata = Metadata::default();
-        if inner.headers.capacity() != 0 {
-            inner.headers = Headers::new();
-        }
-        inner.cancel = Cancel::Owner;
-        inner.clear_local();
-        true
     }
 }
 
 impl Inner {
     fn new(
+        conn: Connection,
         metadata: Metadata,
         headers: Headers,
         cancel: Cancel,
         deadline: Option<Instant>,
     ) -> Inner {
         Inner {
+            conn: Some(conn),
             metadata,
             headers,
             cancel,
@@ -213,13 +205,23 @@ impl Inner {
         }
     }
 
+    /// Drops everything the last message left, its connection included.
+    fn clear(&mut self) {
+        self.conn = None;
+        self.metadata = Metadata::default();
+        if self.headers.capacity() != 0 {
+            self.headers = Headers::new();
+        }
+        self.cancel = Cancel::Owner;
+        self.clear_local();
+    }
+
     /// Drops what handlers and middleware wrote for the last message
     /// (extensions, reply headers, a decode error), if they wrote anything:
-    /// the common case writes nothing, and costs two checks.
+    /// the common case writes nothing, and costs one check.
     fn clear_local(&mut self) {
-        let local = self.local.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if *self.touched.get_mut() != 0 || !local.extensions.is_empty() {
-            *local = Local::default();
+        if *self.touched.get_mut() != 0 {
+            *self.local.get_mut().unwrap_or_else(PoisonError::into_inner) = Local::default();
             *self.touched.get_mut() = 0;
         }
         self.local.clear_poison();
@@ -228,43 +230,56 @@ impl Inner {
 
 impl Context {
     /// A context in `spare`'s allocation (or, with none, the one parked on
-    /// this thread) if nothing else holds it, else in a new one, which
-    /// `spare` then keeps a handle on for the next message.
+    /// this thread) if nothing else holds it, else in a new one. The spare
+    /// is taken either way: [`into_spare`](Self::into_spare) gives one back.
     pub(crate) fn new_in(
         spare: &mut Option<Spare>,
-        conn: Connection,
+        conn: &Connection,
         metadata: Metadata,
         headers: Headers,
         cancel: Cancel,
         deadline: Option<Instant>,
     ) -> Context {
-        if spare.is_none() {
-            *spare = PARKED.take();
-        }
-        if let Some(Spare(held)) = spare
-            && let Some(inner) = Arc::get_mut(held)
+        if let Some(Spare(mut held)) = spare.take().or_else(|| PARKED.take())
+            && let Some(inner) = Arc::get_mut(&mut held)
         {
             // Field by field, not a whole new `Inner` moved in: most of it
-            // is as the last message's run left it, cleared.
+            // is as the last message's run left it. A connection's spare
+            // holds the connection already.
+            if !inner.conn.as_ref().is_some_and(|held| held.same(conn)) {
+                inner.conn = Some(conn.clone());
+            }
             inner.metadata = metadata;
             inner.headers = headers;
             inner.cancel = cancel;
             inner.deadline = deadline;
             // Cleared when its run ended, unless a clone outlived the run.
             inner.clear_local();
-            return Context {
-                conn,
-                inner: Arc::clone(held),
-            };
+            return Context { inner: held };
         }
-        let inner = Arc::new(Inner::new(metadata, headers, cancel, deadline));
-        *spare = Some(Spare(Arc::clone(&inner)));
-        Context { conn, inner }
+        let inner = Inner::new(conn.clone(), metadata, headers, cancel, deadline);
+        Context {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The context of a run that ended, as the spare for the next message;
+    /// what handlers and middleware wrote on it goes now.
+    pub(crate) fn into_spare(mut self) -> Spare {
+        if self.inner.touched.load(Ordering::Relaxed) != 0
+            && let Some(inner) = Arc::get_mut(&mut self.inner)
+        {
+            inner.clear_local();
+        }
+        Spare(self.inner)
     }
 
     /// The connection the message arrived on; use it to send or request back.
     pub fn connection(&self) -> &Connection {
-        &self.conn
+        self.inner
+            .conn
+            .as_ref()
+            .expect("a context in use holds its connection (only a parked spare holds none)")
     }
 
     /// Type name, size, correlation id and creation time of the message.
@@ -291,14 +306,14 @@ impl Context {
     /// Whether the work was cancelled: the requester sent CANCEL, the deadline
     /// passed, or the connection ended.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled(&self.conn)
+        self.inner.cancel.is_cancelled(self.connection())
     }
 
     /// Resolves when the work is cancelled (see [`is_cancelled`](Self::is_cancelled)).
     /// After that the handler's result is discarded; the runtime drops the
     /// handler future at its next await point.
     pub async fn cancelled(&self) {
-        self.inner.cancel.cancelled(&self.conn).await;
+        self.inner.cancel.cancelled(self.connection()).await;
     }
 
     /// Sets a header on the reply to this request (like tonic's
@@ -334,7 +349,11 @@ impl Context {
     /// # let _ = auth;
     /// ```
     pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
-        lock(&self.inner.local).extensions.insert(value)
+        let earlier = lock(&self.inner.local).extensions.insert(value);
+        self.inner
+            .touched
+            .fetch_or(TOUCHED_EXTENSIONS, Ordering::Release);
+        earlier
     }
 
     /// A copy of the value of type `T` stored with
@@ -378,7 +397,7 @@ impl Context {
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
-            .field("connection", &self.conn.id())
+            .field("connection", &self.connection().id())
             .field("metadata", &self.inner.metadata)
             .field("headers", &self.inner.headers)
             .field("deadline", &self.inner.deadline)
@@ -406,7 +425,7 @@ mod tests {
     fn fresh(spare: &mut Option<Spare>, conn: &Connection) -> Context {
         Context::new_in(
             spare,
-            conn.clone(),
+            conn,
             Metadata::default(),
             Headers::new(),
             Cancel::Owner,
@@ -434,19 +453,19 @@ mod tests {
         let first = fresh(&mut spare, &conn);
         let allocation = Arc::as_ptr(&first.inner);
         written_on(&first);
-        drop(first);
-        // Cleared when its run ends, then reused.
-        spare.as_mut().expect("kept").clear();
+        // Its run ended: what the run wrote goes, the allocation stays.
+        spare = Some(first.into_spare());
         let second = fresh(&mut spare, &conn);
+        assert!(spare.is_none(), "taken");
         assert_eq!(Arc::as_ptr(&second.inner), allocation, "reused");
+        assert!(second.connection().same(&conn));
         assert_blank(&second);
-        // A clone outlived the run, so the clearing found it held; once the
-        // clone is gone, the next message reuses the memory, and still sees
-        // nothing of the last one.
+        // A clone outlived the run, so its end left the clone's data; once
+        // the clone is gone, the next message reuses the memory, and still
+        // sees nothing of the last one.
         written_on(&second);
         let outlived = second.clone();
-        drop(second);
-        spare.as_mut().expect("kept").clear();
+        spare = Some(second.into_spare());
         assert_eq!(
             outlived.extension::<u32>(),
             Some(7),
@@ -457,33 +476,47 @@ mod tests {
         assert_eq!(Arc::as_ptr(&third.inner), allocation, "reused");
         assert_blank(&third);
         // A context something still holds is never written over.
+        let held = third.clone();
+        held.insert_extension(9u32);
+        spare = Some(third.into_spare());
         let fourth = fresh(&mut spare, &conn);
         assert_ne!(Arc::as_ptr(&fourth.inner), allocation);
+        assert_eq!(held.extension::<u32>(), Some(9));
+        assert_blank(&fourth);
+        // Another connection's message in the same allocation holds that connection.
+        let other = connection();
+        spare = Some(fourth.into_spare());
+        let fifth = fresh(&mut spare, &other);
+        assert!(fifth.connection().same(&other));
     }
 
     #[test]
     fn a_parked_spare_goes_to_the_next_context_made_on_the_thread() {
         drop(PARKED.take());
         let (conn, other) = (connection(), connection());
-        let mut spare = None;
-        let first = fresh(&mut spare, &conn);
+        let first = fresh(&mut None, &conn);
         let allocation = Arc::as_ptr(&first.inner);
         written_on(&first);
-        drop(first);
-        // The reader waits: its spare is parked, cleared, on the thread.
-        spare.take().expect("kept").park();
+        // The reader waits: its spare is parked, cleared, on the thread,
+        // holding no connection.
+        first.into_spare().park();
+        PARKED.with(|parked| {
+            let spare = parked.take().expect("parked");
+            assert!(spare.0.conn.is_none(), "the connection is let go");
+            parked.set(Some(spare));
+        });
         // Another connection's reader, with no spare of its own, takes it.
-        let mut theirs = None;
-        let second = fresh(&mut theirs, &other);
+        let second = fresh(&mut None, &other);
         assert_eq!(Arc::as_ptr(&second.inner), allocation, "reused");
+        assert!(second.connection().same(&other));
         assert_blank(&second);
         assert!(PARKED.take().is_none(), "taken, not shared");
         // A spare whose context something still holds is not parked.
-        let held = theirs.take().expect("kept");
-        held.park();
+        let held = second.clone();
+        second.into_spare().park();
         assert!(PARKED.take().is_none());
         let third = fresh(&mut None, &conn);
         assert_ne!(Arc::as_ptr(&third.inner), allocation);
-        drop(second);
+        drop(held);
     }
 }

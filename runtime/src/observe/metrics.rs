@@ -21,10 +21,9 @@ pub(crate) struct Histogram {
     /// below a bound exactly when its nanoseconds are at or below this), so
     /// that placing an observation compares integers.
     limits: Box<[u64]>,
-    /// Observations per bucket (not cumulative); those above the last bound
-    /// are only in `count`.
+    /// Observations per bucket (not cumulative), then those above the last
+    /// bound: the count is their sum, with no counter of its own to update.
     buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
@@ -34,8 +33,7 @@ impl Histogram {
             bounds: Arc::clone(bounds),
             // `as` saturates: a bound past u64::MAX nanoseconds (585 years) holds everything.
             limits: bounds.iter().map(|&b| (b * 1e9).floor() as u64).collect(),
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_nanos: AtomicU64::new(0),
         }
     }
@@ -43,27 +41,25 @@ impl Histogram {
     pub(crate) fn observe(&self, took: Duration) {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         // The bounds are strictly increasing (checked when built): the first
-        // one at or above `took`, by bisection.
+        // one at or above `took`, by bisection; past the last, the overflow bucket.
         let i = self.limits.partition_point(|&limit| limit < nanos);
         if let Some(bucket) = self.buckets.get(i) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// The values now.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn snapshot(&self) -> HistogramSnapshot {
-        let count = self.count.load(Ordering::Relaxed);
-        let mut buckets: Vec<(f64, u64)> = self
+        let buckets: Vec<(f64, u64)> = self
             .bounds
             .iter()
+            .chain([&f64::MAX])
             .zip(self.buckets.iter())
             .map(|(&bound, n)| (bound, n.load(Ordering::Relaxed)))
             .collect();
-        let finite: u64 = buckets.iter().map(|&(_, n)| n).sum();
-        buckets.push((f64::MAX, count.saturating_sub(finite)));
+        let count = buckets.iter().map(|&(_, n)| n).sum();
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         HistogramSnapshot {
             sum,

@@ -92,7 +92,7 @@ impl Dispatcher {
     /// context's allocation, for the next handler's.
     pub(crate) fn dispatch(
         &self,
-        frame: Incoming,
+        frame: &mut Incoming,
         is_request: bool,
         received: Instant,
         carry: &mut Carry,
@@ -208,7 +208,7 @@ impl Dispatcher {
     /// handler run (the caller answers a refusal).
     fn job(
         &self,
-        frame: Incoming,
+        frame: &mut Incoming,
         is_request: bool,
         received: Instant,
         spare: &mut Option<Spare>,
@@ -216,7 +216,7 @@ impl Dispatcher {
         let conn = &self.conn;
         let shared = &self.shared;
         let id = frame.id;
-        let refuse = |status: Status, frame: Incoming| NoJob::Refused {
+        let refuse = |status: Status, frame: &Incoming| NoJob::Refused {
             status,
             type_name: frame.type_name.to_string(),
             method: frame.method.to_string(),
@@ -229,7 +229,7 @@ impl Dispatcher {
         {
             // The server gives (or takes back) this client's session key:
             // the runtime's own business, never an application handler's.
-            if let Ok(session) = <proto::Session as prost::Message>::decode(frame.payload) {
+            if let Ok(session) = <proto::Session as prost::Message>::decode(&frame.payload[..]) {
                 held.set((!session.key.is_empty()).then_some(session.key));
             }
             return Err(NoJob::Handled);
@@ -294,7 +294,8 @@ impl Dispatcher {
         };
         let deadline = (is_request && frame.timeout_ms > 0)
             .then(|| received + Duration::from_millis(u64::from(frame.timeout_ms)));
-        let position = (frame.offset != 0).then(|| Position::new(frame.epoch, frame.offset));
+        let position = (frame.offset != 0)
+            .then(|| Position::new(std::mem::take(&mut frame.epoch), frame.offset));
         if let (Some(position), Some(positions)) = (&position, shared.positions())
             && !frame.topic.is_empty()
         {
@@ -303,16 +304,23 @@ impl Dispatcher {
         }
         let metadata = Metadata {
             size: frame.payload.len(),
-            type_name: frame.type_name,
+            type_name: std::mem::take(&mut frame.type_name),
             id,
             created_unix_us: frame.created_unix_us,
-            topic: (!frame.topic.is_empty()).then_some(frame.topic),
-            method: frame.method,
+            topic: (!frame.topic.is_empty()).then_some(std::mem::take(&mut frame.topic)),
+            method: std::mem::take(&mut frame.method),
             position,
         };
         let job = Job {
-            ctx: Context::new_in(spare, conn, metadata, frame.headers, cancel, deadline),
-            payload: frame.payload,
+            ctx: Context::new_in(
+                spare,
+                conn,
+                metadata,
+                std::mem::take(&mut frame.headers),
+                cancel,
+                deadline,
+            ),
+            payload: std::mem::take(&mut frame.payload),
             is_request,
             seq,
         };

@@ -19,7 +19,7 @@ use crate::conn::writer::WriteHalf;
 use crate::hooks::Hooks;
 use crate::incident::Incident;
 use crate::pubsub::control;
-use crate::wire::frame;
+use crate::wire::frame::{self, Incoming};
 use crate::wire::proto::FrameKind;
 use crate::wire::reply::Encoded;
 use crate::wire::status::Status;
@@ -377,7 +377,9 @@ fn handle_binary<'a>(
     cx: &mut Context<'_>,
 ) -> Result<Option<Wait<'a>>, (u16, String)> {
     shared.metrics().frame_received(bytes.len());
-    let frame = frame::decode(bytes).map_err(|err| (1007, format!("undecodable frame: {err}")))?;
+    let mut frame = Incoming::default();
+    frame::decode_into(bytes, &mut frame)
+        .map_err(|err| (1007, format!("undecodable frame: {err}")))?;
     let kind = FrameKind::try_from(frame.kind)
         .ok()
         .filter(|k| *k != FrameKind::Unspecified)
@@ -394,13 +396,13 @@ fn handle_binary<'a>(
                     ),
                 ));
             }
-            dispatcher.dispatch(frame, false, received, carry, cx)
+            dispatcher.dispatch(&mut frame, false, received, carry, cx)
         }
         FrameKind::Request => {
             if frame.id == 0 {
                 return Err((1002, "REQUEST frame with id 0".into()));
             }
-            dispatcher.dispatch(frame, true, received, carry, cx)
+            dispatcher.dispatch(&mut frame, true, received, carry, cx)
         }
         FrameKind::Reply | FrameKind::Error => {
             if let Err(err) = conn.complete(frame) {

@@ -279,17 +279,27 @@ pub(crate) struct Incoming {
 /// Decodes a `goomerang.v1.Frame` as prost would (unknown fields skipped,
 /// the last value of a repeated scalar wins), field numbers as in frame.proto.
 /// The error says what is wrong with the bytes.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
     let mut frame = Incoming::default();
+    decode_into(buf, &mut frame)?;
+    Ok(frame)
+}
+
+/// [`decode`] into `frame`, which must be as [`Incoming::default`] makes
+/// it: filled in place, since a frame is some 300 bytes and each move
+/// copies them (the reader decodes into a local it lends to the dispatcher).
+pub(crate) fn decode_into(buf: Bytes, frame: &mut Incoming) -> Result<(), String> {
     let (mut type_name, mut method) = (Bytes::new(), Bytes::new());
-    // Filled in place: a frame is some 300 bytes, and each move copies it.
-    decode_fields(buf, &mut frame, &mut type_name, &mut method).map_err(|err| err.to_string())?;
+    decode_fields(buf, frame, &mut type_name, &mut method).map_err(|err| err.to_string())?;
     // The last occurrence of each is checked here, once (see `decode_fields`).
     frame.type_name =
         Utf8Bytes::try_from(type_name).map_err(|_| Undecodable::Utf8("type name").to_string())?;
-    frame.method =
-        Utf8Bytes::try_from(method).map_err(|_| Undecodable::Utf8("method").to_string())?;
-    Ok(frame)
+    if !method.is_empty() {
+        frame.method =
+            Utf8Bytes::try_from(method).map_err(|_| Undecodable::Utf8("method").to_string())?;
+    }
+    Ok(())
 }
 
 fn decode_fields(

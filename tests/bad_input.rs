@@ -96,6 +96,53 @@ async fn undecodable_frames_close_with_1007() {
     .await;
 }
 
+/// A frame of `kind` and `id` whose type name (and method, if any) are
+/// these bytes, encoded by hand: prost's own types hold only valid UTF-8.
+fn frame_with_names(kind: FrameKind, id: u64, type_name: &[u8], method: &[u8]) -> WsMessage {
+    let mut bytes = vec![0x08, kind as u8, 0x10];
+    prost::encoding::encode_varint(id, &mut bytes);
+    for (tag, name) in [(0x1a, type_name), (0x5a, method)] {
+        if !name.is_empty() {
+            bytes.push(tag);
+            prost::encoding::encode_varint(name.len() as u64, &mut bytes);
+            bytes.extend_from_slice(name);
+        }
+    }
+    WsMessage::Binary(Bytes::from(bytes))
+}
+
+#[tokio::test]
+async fn a_type_name_that_is_not_utf8_closes_with_1007_whatever_the_frame() {
+    bounded(async {
+        let bad = b"test.v1.\xffPing";
+        let cases = [
+            // Routed by type and by method (neither finds a route).
+            (FrameKind::Message, 0, &b""[..]),
+            (FrameKind::Request, 5, &b""[..]),
+            (FrameKind::Request, 6, &b"test.v1.Echo/Ping"[..]),
+            // Broken in another way too: the undecodable frame is what is reported.
+            (FrameKind::Message, 7, &b""[..]),
+            (FrameKind::Request, 0, &b""[..]),
+            (FrameKind::Reply, 9, &b""[..]),
+            (FrameKind::Subscribe, 10, &b""[..]),
+        ];
+        for (kind, id, method) in cases {
+            let (server, ..) = observed_server(Config::default()).await;
+            let message = frame_with_names(kind, id, bad, method);
+            expect_close(server, message, 1007, "the type name is not UTF-8").await;
+        }
+        // Both names broken: the type name is reported, as for prost.
+        let (server, ..) = observed_server(Config::default()).await;
+        let message = frame_with_names(FrameKind::Request, 3, bad, b"test.v1.\xffEcho/Ping");
+        expect_close(server, message, 1007, "the type name is not UTF-8").await;
+        // A broken method alone.
+        let (server, ..) = observed_server(Config::default()).await;
+        let message = frame_with_names(FrameKind::Request, 4, b"test.v1.Ping", b"\xff/x");
+        expect_close(server, message, 1007, "the method is not UTF-8").await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn unknown_frame_kinds_close_with_1002() {
     bounded(async {

@@ -225,7 +225,7 @@ impl Dispatcher {
         if let Some(held) = shared.session_key()
             && !is_request
             && frame.method.is_empty()
-            && frame.type_name.as_str() == "goomerang.v1.Session"
+            && frame.type_raw == b"goomerang.v1.Session"[..]
         {
             // The server gives (or takes back) this client's session key:
             // the runtime's own business, never an application handler's.
@@ -234,15 +234,29 @@ impl Dispatcher {
             }
             return Err(NoJob::Handled);
         }
+        // Found by the names as received. When the route's type is the
+        // frame's (always, for a route found by type), that comparison
+        // checked it, and the route's copy of the name is static: no UTF-8
+        // check, no reference count. Any other name is checked now, before
+        // anything reports it.
+        let by_type = frame.method.is_empty();
+        let found = if by_type {
+            shared.routes().by_type(&frame.type_raw)
+        } else {
+            shared.routes().by_method(frame.method.as_bytes())
+        };
+        match found {
+            Some(route) if by_type || route.input_name.as_bytes() == &frame.type_raw[..] => {
+                frame.type_name = route.input_name.clone();
+            }
+            _ => frame
+                .check_type()
+                .map_err(|err| NoJob::Violation(1007, format!("undecodable frame: {err}")))?,
+        }
         if shared.is_shutting_down() {
             // New work is refused so the drain ends; the peer is told either way.
             return Err(refuse(Error::ShuttingDown.into(), frame));
         }
-        let found = if frame.method.is_empty() {
-            shared.routes().by_type(&frame.type_name)
-        } else {
-            shared.routes().by_method(&frame.method)
-        };
         let Some(route) = found else {
             let unknown = shared.metrics().unknown_route();
             unknown.received();

@@ -377,13 +377,22 @@ fn handle_binary<'a>(
     cx: &mut Context<'_>,
 ) -> Result<Option<Wait<'a>>, (u16, String)> {
     shared.metrics().frame_received(bytes.len());
+    let undecodable = |err| (1007, format!("undecodable frame: {err}"));
     let mut frame = Incoming::default();
-    frame::decode_into(bytes, &mut frame)
-        .map_err(|err| (1007, format!("undecodable frame: {err}")))?;
+    frame::decode_into(bytes, &mut frame).map_err(undecodable)?;
     let kind = FrameKind::try_from(frame.kind)
         .ok()
-        .filter(|k| *k != FrameKind::Unspecified)
-        .ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
+        .filter(|k| *k != FrameKind::Unspecified);
+    // The dispatcher checks the type name of what it routes (a name equal
+    // to a route's needs no check); every other frame's is checked here,
+    // as is any frame's that breaks a rule (an undecodable frame is
+    // reported first, whatever else is wrong with it).
+    let dispatched = matches!(kind, Some(FrameKind::Message | FrameKind::Request))
+        && (frame.id != 0) == (kind == Some(FrameKind::Request));
+    if !dispatched {
+        frame.check_type().map_err(undecodable)?;
+    }
+    let kind = kind.ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
     let hooks = shared.hooks();
     match kind {
         FrameKind::Message => {

@@ -31,6 +31,8 @@ pub(crate) struct Route {
     pub(crate) kind: Kind,
     /// The payload type it takes; a method call carrying another type is refused.
     pub(crate) input: TypeName,
+    /// `input`'s full name, static: what a received message's metadata holds.
+    pub(crate) input_name: tokio_tungstenite::tungstenite::Utf8Bytes,
     pub(crate) handler: BoxHandler,
     /// This type's counters, looked up once at start-up.
     pub(crate) stats: std::sync::Arc<crate::observe::metrics::RouteStats>,

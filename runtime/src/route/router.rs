@@ -11,6 +11,7 @@ use crate::route::handler::{self, BoxHandler, IntoOneWay, Kind, Route};
 use crate::route::middleware::{self, Middleware};
 use crate::wire::message::{Payload, TypeName};
 use crate::wire::status::Status;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Handlers and middleware for one server or client.
 ///
@@ -250,13 +251,14 @@ impl Router {
             let route = Route {
                 kind: pending.kind,
                 input: pending.input,
+                input_name: Utf8Bytes::from_static(pending.input.full()),
                 handler: middleware::compose(&stack, pending.handler),
                 stats,
             };
             let name = match pending.key {
                 Key::Type(name) | Key::Method(name) => name,
             };
-            table.insert(name.into_boxed_str(), route);
+            table.insert(name.into_bytes().into_boxed_slice(), route);
         }
         routes.add_type_fallbacks();
         Ok(routes)
@@ -318,7 +320,8 @@ impl fmt::Debug for Router {
 }
 
 /// The finished, read-only routing tables. Lookups borrow the name from the
-/// received frame: no allocation per message.
+/// received frame, as received: no allocation per message, and a name found
+/// is valid UTF-8 without a check (it equals one registered as a `str`).
 #[derive(Default)]
 pub(crate) struct Routes {
     /// The global middleware, which also sees clients' pub/sub frames.
@@ -335,14 +338,14 @@ pub(crate) struct Routes {
 /// Hashed with foldhash, not SipHash, which took 2.8% of the CPU of a
 /// one-way message: its keys are fixed when the server is built, so a
 /// peer's names can make a lookup miss but never lengthen a probe.
-type Table<V> = HashMap<Box<str>, V, foldhash::fast::FixedState>;
+type Table<V> = HashMap<Box<[u8]>, V, foldhash::fast::FixedState>;
 
 impl fmt::Debug for Routes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Routes")
             .field("middleware", &self.middleware.len())
-            .field("by_type", &self.by_type.keys().collect::<Vec<_>>())
-            .field("by_method", &self.by_method.keys().collect::<Vec<_>>())
+            .field("by_type", &names(&self.by_type))
+            .field("by_method", &names(&self.by_method))
             .finish()
     }
 }
@@ -355,21 +358,22 @@ impl Routes {
 
     /// The route for a frame without a method: the type's own handler, else
     /// the one method taking that type.
-    pub(crate) fn by_type(&self, type_name: &str) -> Option<&Route> {
+    #[inline]
+    pub(crate) fn by_type(&self, type_name: &[u8]) -> Option<&Route> {
         self.by_type.get(type_name)
     }
 
     /// The methods taking `type_name` when more than one does (and no
     /// handler is registered for the type itself).
     pub(crate) fn ambiguous(&self, type_name: &str) -> Option<&[Box<str>]> {
-        self.ambiguous.get(type_name).map(Vec::as_slice)
+        self.ambiguous.get(type_name.as_bytes()).map(Vec::as_slice)
     }
 
     /// Lets frames without a method reach a method's handler when exactly
     /// one method takes their type (a broadcast to a generated one-way
     /// method, an untyped request to the only RPC taking its input).
     fn add_type_fallbacks(&mut self) {
-        let mut taking: HashMap<String, Vec<&str>> = HashMap::new();
+        let mut taking: HashMap<String, Vec<&[u8]>> = HashMap::new();
         for (method, route) in &self.by_method {
             taking
                 .entry(route.input.to_string())
@@ -377,23 +381,33 @@ impl Routes {
                 .push(method);
         }
         for (type_name, mut methods) in taking {
-            if self.by_type.contains_key(type_name.as_str()) {
+            let key = type_name.into_bytes().into_boxed_slice();
+            if self.by_type.contains_key(&key) {
                 continue;
             }
             if let [method] = methods[..] {
                 let route = self.by_method[method].clone();
-                self.by_type.insert(type_name.into_boxed_str(), route);
+                self.by_type.insert(key, route);
             } else {
                 methods.sort_unstable();
-                let methods = methods.into_iter().map(Box::from).collect();
-                self.ambiguous.insert(type_name.into_boxed_str(), methods);
+                let methods = methods
+                    .into_iter()
+                    .map(|m| String::from_utf8_lossy(m).into())
+                    .collect();
+                self.ambiguous.insert(key, methods);
             }
         }
     }
 
-    pub(crate) fn by_method(&self, method: &str) -> Option<&Route> {
+    #[inline]
+    pub(crate) fn by_method(&self, method: &[u8]) -> Option<&Route> {
         self.by_method.get(method)
     }
+}
+
+/// A table's names, for `Debug`.
+fn names<V>(table: &Table<V>) -> Vec<std::borrow::Cow<'_, str>> {
+    table.keys().map(|k| String::from_utf8_lossy(k)).collect()
 }
 
 /// Adds the routing methods to a builder with a `router: Router` field.

@@ -263,7 +263,12 @@ pub(crate) fn encode(frame: &Frame) -> Bytes {
 pub(crate) struct Incoming {
     pub(crate) kind: i32,
     pub(crate) id: u64,
+    /// Empty until [`check_type`](Self::check_type) checks `type_raw`, or
+    /// the dispatcher finds a route by it (a name equal to a registered one
+    /// needs no UTF-8 check, and the route's own copy is static).
     pub(crate) type_name: Utf8Bytes,
+    /// The type name as received, not yet checked for UTF-8.
+    pub(crate) type_raw: Bytes,
     pub(crate) payload: Bytes,
     pub(crate) headers: Headers,
     pub(crate) timeout_ms: u32,
@@ -283,29 +288,48 @@ pub(crate) struct Incoming {
 pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
     let mut frame = Incoming::default();
     decode_into(buf, &mut frame)?;
+    frame.check_type()?;
     Ok(frame)
 }
 
 /// [`decode`] into `frame`, which must be as [`Incoming::default`] makes
 /// it: filled in place, since a frame is some 300 bytes and each move
-/// copies them (the reader decodes into a local it lends to the dispatcher).
+/// copies them (the reader decodes into a local it lends to the
+/// dispatcher). The type name is left unchecked, in `type_raw`: the caller
+/// checks it with [`Incoming::check_type`] unless a route's name matches it.
 pub(crate) fn decode_into(buf: Bytes, frame: &mut Incoming) -> Result<(), String> {
-    let (mut type_name, mut method) = (Bytes::new(), Bytes::new());
-    decode_fields(buf, frame, &mut type_name, &mut method).map_err(|err| err.to_string())?;
-    // The last occurrence of each is checked here, once (see `decode_fields`).
-    frame.type_name =
-        Utf8Bytes::try_from(type_name).map_err(|_| Undecodable::Utf8("type name").to_string())?;
+    let mut method = Bytes::new();
+    decode_fields(buf, frame, &mut method).map_err(|err| err.to_string())?;
+    // The last occurrence is checked here, once (see `decode_fields`).
     if !method.is_empty() {
-        frame.method =
-            Utf8Bytes::try_from(method).map_err(|_| Undecodable::Utf8("method").to_string())?;
+        match Utf8Bytes::try_from(method) {
+            Ok(method) => frame.method = method,
+            // Both wrong: the type name is reported, as prost's field order does.
+            Err(_) => {
+                return Err(frame
+                    .check_type()
+                    .err()
+                    .unwrap_or_else(|| Undecodable::Utf8("method").to_string()));
+            }
+        }
     }
     Ok(())
+}
+
+impl Incoming {
+    /// Checks the received type name (`type_raw`) for UTF-8 and keeps it
+    /// as `type_name`; the error is [`decode`]'s.
+    pub(crate) fn check_type(&mut self) -> Result<(), String> {
+        let raw = std::mem::take(&mut self.type_raw);
+        self.type_name =
+            Utf8Bytes::try_from(raw).map_err(|_| Undecodable::Utf8("type name").to_string())?;
+        Ok(())
+    }
 }
 
 fn decode_fields(
     mut buf: Bytes,
     frame: &mut Incoming,
-    type_name: &mut Bytes,
     method: &mut Bytes,
 ) -> Result<(), Undecodable> {
     use prost::encoding::{hash_map, int32, int64, message, string, uint32, uint64};
@@ -319,10 +343,10 @@ fn decode_fields(
                 // Every occurrence must be UTF-8, as with prost's string
                 // fields: an earlier one is checked as a later one replaces
                 // it, the last by `decode`.
-                if !type_name.is_empty() {
-                    utf8(type_name, "type name")?;
+                if !frame.type_raw.is_empty() {
+                    utf8(&frame.type_raw, "type name")?;
                 }
-                merge_bytes(wire, type_name, &mut buf, ctx)?;
+                merge_bytes(wire, &mut frame.type_raw, &mut buf, ctx)?;
             }
             4 => merge_bytes(wire, &mut frame.payload, &mut buf, ctx)?,
             5 => {

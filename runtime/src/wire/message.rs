@@ -1,6 +1,6 @@
 //! Messages: the typed payload plus headers a caller sends, and the metadata and headers a receiver sees.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -65,6 +65,26 @@ impl TypeName {
             && full.starts_with(self.package)
             && full.ends_with(self.name)
             && full.as_bytes()[self.package.len()] == b'.'
+    }
+
+    /// The full name in one static string: made once per type per process
+    /// (kept for the process's life, like the `PACKAGE` and `NAME` constants
+    /// it joins: a program has as many as it has message types), so that a
+    /// received message's metadata names its type without a copy or a
+    /// reference count.
+    pub(crate) fn full(&self) -> &'static str {
+        static JOINED: std::sync::Mutex<BTreeMap<TypeName, &'static str>> =
+            std::sync::Mutex::new(BTreeMap::new());
+        if self.package.is_empty() {
+            return self.name;
+        }
+        let mut joined = crate::sync::lock(&JOINED);
+        if let Some(&full) = joined.get(self) {
+            return full;
+        }
+        let full: &'static str = Box::leak(self.to_string().into_boxed_str());
+        joined.insert(*self, full);
+        full
     }
 }
 
@@ -279,6 +299,9 @@ mod tests {
             name.put(&mut written);
             assert_eq!(written, full.as_bytes());
             assert!(name.is(full));
+            // Joined once: every later call returns the same string.
+            assert_eq!(name.full(), full);
+            assert!(std::ptr::eq(name.full(), name.full()));
         }
         let packaged = TypeName::of::<Packaged>();
         for other in [

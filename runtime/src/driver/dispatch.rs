@@ -225,7 +225,7 @@ impl Dispatcher {
         if let Some(held) = shared.session_key()
             && !is_request
             && frame.method.is_empty()
-            && frame.type_raw == b"goomerang.v1.Session"[..]
+            && frame.type_bytes() == b"goomerang.v1.Session"
         {
             // The server gives (or takes back) this client's session key:
             // the runtime's own business, never an application handler's.
@@ -241,12 +241,12 @@ impl Dispatcher {
         // anything reports it.
         let by_type = frame.method.is_empty();
         let found = if by_type {
-            shared.routes().by_type(&frame.type_raw)
+            shared.routes().by_type(frame.type_bytes())
         } else {
             shared.routes().by_method(frame.method.as_bytes())
         };
         match found {
-            Some(route) if by_type || route.input_name.as_bytes() == &frame.type_raw[..] => {
+            Some(route) if by_type || route.input_name.as_bytes() == frame.type_bytes() => {
                 frame.type_name = route.input_name.clone();
             }
             _ => frame

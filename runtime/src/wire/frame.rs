@@ -1,9 +1,10 @@
 //! Frame encoding and decoding: one buffer per frame out, no copy and no type-name allocation in.
 
 use std::cell::RefCell;
+use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use bytes::{BufMut as _, Bytes, BytesMut};
 use prost::Message as _;
 use prost::encoding::{
     DecodeContext, WireType, decode_key, encode_key, encode_varint, encoded_len_varint, key_len,
@@ -263,12 +264,15 @@ pub(crate) fn encode(frame: &Frame) -> Bytes {
 pub(crate) struct Incoming {
     pub(crate) kind: i32,
     pub(crate) id: u64,
-    /// Empty until [`check_type`](Self::check_type) checks `type_raw`, or
-    /// the dispatcher finds a route by it (a name equal to a registered one
-    /// needs no UTF-8 check, and the route's own copy is static).
+    /// Empty until [`check_type`](Self::check_type) checks the received
+    /// one ([`type_bytes`](Self::type_bytes)), or the dispatcher finds a
+    /// route by it (a name equal to a registered one needs no UTF-8 check,
+    /// and the route's own copy is static).
     pub(crate) type_name: Utf8Bytes,
-    /// The type name as received, not yet checked for UTF-8.
-    pub(crate) type_raw: Bytes,
+    /// The whole frame as received, which the received type name lies in (at
+    /// `type_at`): looked at in place, with no reference count of its own.
+    raw: Bytes,
+    type_at: Range<usize>,
     pub(crate) payload: Bytes,
     pub(crate) headers: Headers,
     pub(crate) timeout_ms: u32,
@@ -298,11 +302,13 @@ pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
 /// dispatcher). The type name is left unchecked, in `type_raw`: the caller
 /// checks it with [`Incoming::check_type`] unless a route's name matches it.
 pub(crate) fn decode_into(buf: Bytes, frame: &mut Incoming) -> Result<(), String> {
-    let mut method = Bytes::new();
-    decode_fields(buf, frame, &mut method).map_err(|err| err.to_string())?;
+    let mut method = 0..0;
+    let decoded = decode_fields(&buf, frame, &mut method);
+    frame.raw = buf;
+    decoded.map_err(|err| err.to_string())?;
     // The last occurrence is checked here, once (see `decode_fields`).
     if !method.is_empty() {
-        match Utf8Bytes::try_from(method) {
+        match Utf8Bytes::try_from(frame.raw.slice(method)) {
             Ok(method) => frame.method = method,
             // Both wrong: the type name is reported, as prost's field order does.
             Err(_) => {
@@ -320,35 +326,42 @@ impl Incoming {
     /// Checks the received type name (`type_raw`) for UTF-8 and keeps it
     /// as `type_name`; the error is [`decode`]'s.
     pub(crate) fn check_type(&mut self) -> Result<(), String> {
-        let raw = std::mem::take(&mut self.type_raw);
+        let raw = self.raw.slice(self.type_at.clone());
         self.type_name =
             Utf8Bytes::try_from(raw).map_err(|_| Undecodable::Utf8("type name").to_string())?;
         Ok(())
     }
+
+    /// The type name as received, not checked for UTF-8.
+    pub(crate) fn type_bytes(&self) -> &[u8] {
+        &self.raw[self.type_at.clone()]
+    }
 }
 
 fn decode_fields(
-    mut buf: Bytes,
+    buf: &Bytes,
     frame: &mut Incoming,
-    method: &mut Bytes,
+    method: &mut Range<usize>,
 ) -> Result<(), Undecodable> {
     use prost::encoding::{hash_map, int32, int64, message, string, uint32, uint64};
-    while buf.has_remaining() {
-        let (tag, wire) = decode_key(&mut buf)?;
+    let mut rest: &[u8] = buf;
+    let mut payload = 0..0;
+    while !rest.is_empty() {
+        let (tag, wire) = decode_key(&mut rest)?;
         let ctx = DecodeContext::default();
         match tag {
-            1 => int32::merge(wire, &mut frame.kind, &mut buf, ctx)?,
-            2 => uint64::merge(wire, &mut frame.id, &mut buf, ctx)?,
+            1 => int32::merge(wire, &mut frame.kind, &mut rest, ctx)?,
+            2 => uint64::merge(wire, &mut frame.id, &mut rest, ctx)?,
             3 => {
                 // Every occurrence must be UTF-8, as with prost's string
                 // fields: an earlier one is checked as a later one replaces
-                // it, the last by `decode`.
-                if !frame.type_raw.is_empty() {
-                    utf8(&frame.type_raw, "type name")?;
+                // it, the last by `check_type` (or a route's name).
+                if !frame.type_at.is_empty() {
+                    utf8(&buf[frame.type_at.clone()], "type name")?;
                 }
-                merge_bytes(wire, &mut frame.type_raw, &mut buf, ctx)?;
+                frame.type_at = bytes_at(wire, buf.len(), &mut rest, ctx)?;
             }
-            4 => merge_bytes(wire, &mut frame.payload, &mut buf, ctx)?,
+            4 => payload = bytes_at(wire, buf.len(), &mut rest, ctx)?,
             5 => {
                 // As prost's generated code does: a map entry must be length-delimited.
                 prost::encoding::check_wire_type(WireType::LengthDelimited, wire)?;
@@ -356,56 +369,61 @@ fn decode_fields(
                     string::merge,
                     string::merge,
                     &mut frame.headers,
-                    &mut buf,
+                    &mut rest,
                     ctx,
                 )?
             }
-            6 => uint32::merge(wire, &mut frame.timeout_ms, &mut buf, ctx)?,
+            6 => uint32::merge(wire, &mut frame.timeout_ms, &mut rest, ctx)?,
             7 => message::merge(
                 wire,
                 frame.status.get_or_insert_with(proto::Status::default),
-                &mut buf,
+                &mut rest,
                 ctx,
             )?,
-            8 => string::merge(wire, &mut frame.topic, &mut buf, ctx)?,
-            9 => string::merge(wire, &mut frame.queue_group, &mut buf, ctx)?,
-            10 => int64::merge(wire, &mut frame.created_unix_us, &mut buf, ctx)?,
+            8 => string::merge(wire, &mut frame.topic, &mut rest, ctx)?,
+            9 => string::merge(wire, &mut frame.queue_group, &mut rest, ctx)?,
+            10 => int64::merge(wire, &mut frame.created_unix_us, &mut rest, ctx)?,
             11 => {
-                if !method.is_empty() {
-                    utf8(method, "method")?;
+                if !Range::is_empty(method) {
+                    utf8(&buf[method.clone()], "method")?;
                 }
-                merge_bytes(wire, method, &mut buf, ctx)?;
+                *method = bytes_at(wire, buf.len(), &mut rest, ctx)?;
             }
-            12 => uint64::merge(wire, &mut frame.offset, &mut buf, ctx)?,
-            13 => string::merge(wire, &mut frame.epoch, &mut buf, ctx)?,
-            _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
+            12 => uint64::merge(wire, &mut frame.offset, &mut rest, ctx)?,
+            13 => string::merge(wire, &mut frame.epoch, &mut rest, ctx)?,
+            _ => prost::encoding::skip_field(wire, tag, &mut rest, ctx)?,
         }
     }
+    // A reference count, no copy (none at all for an empty payload).
+    frame.payload = buf.slice(payload);
     Ok(())
 }
 
 /// Reads a `bytes` field as prost's `bytes::merge` does (the last
-/// occurrence wins), split off `buf`: a reference count, no copy. prost's
-/// own path, through `copy_to_bytes`, costs several times as much per field.
-/// Anything malformed goes to prost, for its exact error.
-fn merge_bytes(
+/// occurrence wins), as where it lies in the frame (of `len` bytes, of
+/// which `rest` is what is left): the caller slices what it keeps, and
+/// only looks at the rest. Anything malformed goes to prost, for its exact error.
+fn bytes_at(
     wire: WireType,
-    value: &mut Bytes,
-    buf: &mut Bytes,
+    len: usize,
+    rest: &mut &[u8],
     ctx: DecodeContext,
-) -> Result<(), prost::DecodeError> {
+) -> Result<Range<usize>, prost::DecodeError> {
     if wire == WireType::LengthDelimited {
-        let mut rest: &[u8] = buf;
-        if let Ok(len) = prost::encoding::decode_varint(&mut rest)
-            && let Ok(len) = usize::try_from(len)
-            && len <= rest.len()
+        let mut after: &[u8] = rest;
+        if let Ok(n) = prost::encoding::decode_varint(&mut after)
+            && let Ok(n) = usize::try_from(n)
+            && n <= after.len()
         {
-            buf.advance(buf.len() - rest.len());
-            *value = buf.split_to(len);
-            return Ok(());
+            let start = len - after.len();
+            *rest = &after[n..];
+            return Ok(start..start + n);
         }
     }
-    prost::encoding::bytes::merge(wire, value, buf, ctx)
+    let mut value = Vec::new();
+    prost::encoding::bytes::merge(wire, &mut value, rest, ctx)?;
+    let end = len - rest.len();
+    Ok(end - value.len()..end)
 }
 
 /// Why the bytes are not a frame.

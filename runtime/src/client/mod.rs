@@ -346,6 +346,16 @@ impl Client {
         }
     }
 
+    /// The current connection, else the wait for the next one, boxed (see
+    /// [`connection_by`](Self::connection_by)): a send's future, moved
+    /// (copied) at each `.await` on its way down, stays small.
+    async fn connection_or_wait(&self) -> Result<Connection, Error> {
+        match self.connection() {
+            Ok(conn) => Ok(conn),
+            Err(_) => Box::pin(self.connection_by(self.default_timeout())).await,
+        }
+    }
+
     fn default_timeout(&self) -> Duration {
         self.inner.shared.config().request_timeout
     }
@@ -369,7 +379,7 @@ impl Client {
         method: &str,
         message: impl IntoMessage<T>,
     ) -> Result<(), Error> {
-        self.connection_by(self.default_timeout())
+        self.connection_or_wait()
             .await?
             .send_method(method, message)
             .await
@@ -440,10 +450,7 @@ impl Client {
     /// As [`send`](Self::send).
     pub async fn broadcast<T: Payload>(&self, message: impl IntoMessage<T>) -> Result<(), Error> {
         let bytes = frame::encode_message(FrameKind::Broadcast, "", "", message.into_message());
-        self.connection_by(self.default_timeout())
-            .await?
-            .enqueue(bytes)
-            .await
+        self.connection_or_wait().await?.enqueue(bytes).await
     }
 
     /// Publishes a one-way message on `topic` (no wildcards) through the
@@ -458,10 +465,7 @@ impl Client {
     ) -> Result<(), Error> {
         topic::validate(topic, false).map_err(Error::InvalidTopic)?;
         let bytes = frame::encode_message(FrameKind::Publish, topic, "", message.into_message());
-        self.connection_by(self.default_timeout())
-            .await?
-            .enqueue(bytes)
-            .await
+        self.connection_or_wait().await?.enqueue(bytes).await
     }
 
     /// Subscribes to `pattern` (`chat.room1`, `chat.*`, `chat.>`); messages
@@ -570,7 +574,7 @@ impl Client {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
         };
-        let conn = self.connection_by(self.default_timeout()).await?;
+        let conn = self.connection_or_wait().await?;
         let reply = conn.control(kind, &sub, from).await?;
         let exact = sub.group.is_none();
         let mut subs = lock(&self.inner.subscriptions);

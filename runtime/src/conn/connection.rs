@@ -531,14 +531,20 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues an encoded frame, waiting for room in the byte budget.
+    /// Queues an encoded frame, waiting for room in the byte budget. The
+    /// wait is boxed: room at once is the common case, and a send's future,
+    /// moved (copied) at each `.await` on its way down, stays small.
     pub(crate) async fn enqueue(&self, bytes: Bytes) -> Result<(), Error> {
         self.check_sendable(&bytes)?;
         let permits = self.outbox().permits_for(bytes.len());
-        match self.outbox().push(bytes, permits).await {
+        let queued = match self.outbox().try_push(bytes, permits) {
             Ok(()) => Ok(()),
-            Err(_) => Err(self.closed_error()),
-        }
+            Err(Refused::Closed(_)) => Err(()),
+            Err(Refused::Full(bytes)) => Box::pin(self.outbox().push(bytes, permits))
+                .await
+                .map_err(drop),
+        };
+        queued.map_err(|()| self.closed_error())
     }
 
     /// Queues a frame whose sender waits for the answer anyway (a request),

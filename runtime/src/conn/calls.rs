@@ -10,11 +10,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::sync::lock;
-use crate::wire::frame::Incoming;
+use crate::wire::frame::Reply;
 use crate::wire::status::Status;
 
 /// What a waiting request receives: the REPLY frame, or the status of its ERROR.
-pub(crate) type Answer = Result<Incoming, Status>;
+pub(crate) type Answer = Result<Reply, Status>;
 
 /// How a request's wait ends: its answer, or `None` when its deadline passed first.
 pub(crate) type Waited = Option<Answer>;

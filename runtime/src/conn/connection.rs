@@ -26,7 +26,7 @@ use crate::conn::outbox::{Outbound, Outbox, Refused};
 use crate::conn::session::{SessionData, SessionStoreError, new_key};
 use crate::conn::writer::Writer;
 use crate::error::Error;
-use crate::wire::frame::{self, Head, Incoming};
+use crate::wire::frame::{self, Head, Incoming, Reply};
 use crate::wire::message::{Headers, IntoMessage, Metadata, Payload, Response, TypeName};
 use crate::wire::proto::{self, Frame, FrameKind};
 use crate::wire::reply::Outcome;
@@ -292,7 +292,7 @@ impl Connection {
         payload: &P,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Incoming, Status> {
+    ) -> Result<Reply, Status> {
         if self.inner.core.is_shutting_down() {
             return Err(Error::ShuttingDown.into());
         }
@@ -700,20 +700,20 @@ impl Connection {
     }
 
     /// Routes a REPLY or ERROR frame to the request waiting for it.
-    pub(crate) fn complete(&self, frame: Incoming) -> Result<(), Incident> {
+    pub(crate) fn complete(&self, frame: &mut Incoming) -> Result<(), Incident> {
         let is_error = frame.kind == FrameKind::Error as i32;
         if is_error && frame.id == 0 {
             return Err(Incident::Remote {
                 type_name: frame.type_name.to_string(),
                 method: frame.method.to_string(),
-                status: Status::from_wire(frame.status),
+                status: Status::from_wire(frame.status.take()),
             });
         }
         let id = frame.id;
         let answer = if is_error {
-            Err(Status::from_wire(frame.status))
+            Err(Status::from_wire(frame.status.take()))
         } else {
-            Ok(frame)
+            Ok(Reply::take(frame))
         };
         if self.inner.calls.answer(id, answer) {
             Ok(())
@@ -899,7 +899,7 @@ fn error_frame(id: u64, status: &Status) -> Bytes {
     })
 }
 
-fn decode_reply<Resp: Payload>(reply: Incoming) -> Result<Response<Resp>, Status> {
+fn decode_reply<Resp: Payload>(reply: Reply) -> Result<Response<Resp>, Status> {
     let expected = TypeName::of::<Resp>();
     if !expected.is(&reply.type_name) {
         return Err(Status::internal(format!(

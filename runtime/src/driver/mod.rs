@@ -414,7 +414,7 @@ fn handle_binary<'a>(
             dispatcher.dispatch(&mut frame, true, received, carry, cx)
         }
         FrameKind::Reply | FrameKind::Error => {
-            if let Err(err) = conn.complete(frame) {
+            if let Err(err) = conn.complete(&mut frame) {
                 hooks.error(&err, Some(conn));
             }
             Ok(None)

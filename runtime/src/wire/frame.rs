@@ -285,6 +285,31 @@ pub(crate) struct Incoming {
     pub(crate) epoch: String,
 }
 
+/// What a request's caller gets of its REPLY frame: the parts it reads,
+/// taken out of the frame. A third of an [`Incoming`]'s size, which matters:
+/// the answer is moved (copied) several times on its way to the caller.
+#[derive(Debug, Default)]
+pub(crate) struct Reply {
+    pub(crate) id: u64,
+    pub(crate) type_name: Utf8Bytes,
+    pub(crate) payload: Bytes,
+    pub(crate) headers: Headers,
+    pub(crate) created_unix_us: i64,
+}
+
+impl Reply {
+    /// Takes the reply's parts out of `frame` (whose type name is checked).
+    pub(crate) fn take(frame: &mut Incoming) -> Reply {
+        Reply {
+            id: frame.id,
+            type_name: std::mem::take(&mut frame.type_name),
+            payload: std::mem::take(&mut frame.payload),
+            headers: std::mem::take(&mut frame.headers),
+            created_unix_us: frame.created_unix_us,
+        }
+    }
+}
+
 /// Decodes a `goomerang.v1.Frame` as prost would (unknown fields skipped,
 /// the last value of a repeated scalar wins), field numbers as in frame.proto.
 /// The error says what is wrong with the bytes.

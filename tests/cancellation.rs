@@ -289,6 +289,47 @@ async fn is_cancelled_follows_cancel_and_completion_without_a_watcher() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_deadline_ends_its_request_on_time_whatever_the_order_they_start_in() {
+    bounded(async {
+        let (tx, _events) = mpsc::unbounded_channel();
+        let server = work_server(tx).await;
+        let client = server.client().await;
+        let started = tokio::time::Instant::now();
+        // Answered in time, so the earliest deadline the connection knew of
+        // goes with it; the others' handlers would take a minute.
+        let quick = client.request::<_, Done>(
+            Message::new(Work { ms: 10, id: 100 }).timeout(Duration::from_millis(50)),
+        );
+        let slow = [500u64, 100, 300, 200, 400].map(|ms| {
+            let client = client.clone();
+            async move {
+                let err = client
+                    .request::<_, Done>(
+                        Message::new(Work { ms: 60_000, id: ms })
+                            .timeout(Duration::from_millis(ms)),
+                    )
+                    .await
+                    .expect_err("times out");
+                (ms, started.elapsed(), err)
+            }
+        });
+        let (quick, slow) = tokio::join!(quick, futures_util::future::join_all(slow));
+        assert_eq!(quick.expect("answered in time").into_inner().id, 100);
+        for (ms, waited, err) in slow {
+            assert_eq!(err.code(), Code::DeadlineExceeded, "{ms}");
+            let deadline = Duration::from_millis(ms);
+            assert!(
+                waited >= deadline && waited < deadline + Duration::from_millis(50),
+                "{ms} ms deadline ended after {waited:?}"
+            );
+        }
+        client.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_shorter_deadline_started_later_still_ends_first() {
     bounded(async {
         let (tx, mut events) = mpsc::unbounded_channel();

@@ -1,7 +1,7 @@
 //! `Calls`: the requests in flight on one connection, both ways: this side's, waiting for an answer, and the peer's, whose handlers run.
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +40,7 @@ pub(crate) struct Calls {
     next_seq: AtomicU64,
 }
 
-/// This side's requests waiting, by id and by deadline.
+/// This side's requests waiting, and what the deadline sweeper sleeps until.
 #[derive(Debug, Default)]
 struct Pending {
     /// Each request's channel for its answer, and its deadline. This side
@@ -51,25 +51,21 @@ struct Pending {
     schedule: Option<Box<Schedule>>,
 }
 
-/// The requests waiting by deadline, and what the sweeper sleeps until.
+/// When the sweeper wakes. No table of deadlines is kept up to date as
+/// requests come and go (a `BTreeSet` of them took 3.5% of a request's
+/// instructions with 32 in flight): `armed` is never later than the
+/// earliest deadline waiting, and the sweeper, woken at it, looks through
+/// the requests waiting for those past their deadlines and for the next
+/// one. Requests answered in time only move it forward; with equal
+/// timeouts it wakes about once per timeout, and at most once per timer
+/// tick (a millisecond) while requests are timing out, each look costing
+/// one step per request waiting.
 #[derive(Debug)]
 struct Schedule {
-    deadlines: BTreeSet<(Instant, u64)>,
     /// The deadline the sweeper sleeps until; `None` while it sleeps until woken.
     armed: Option<Instant>,
     /// Wakes the sweeper when a request's deadline is earlier than `armed`.
     rearm: Arc<Notify>,
-}
-
-impl Pending {
-    /// Takes request `id` off both tables.
-    fn remove(&mut self, id: u64) -> Option<oneshot::Sender<Waited>> {
-        let (tx, deadline) = self.waiting.remove(&id)?;
-        if let Some(schedule) = &mut self.schedule {
-            schedule.deadlines.remove(&(deadline, id));
-        }
-        Some(tx)
-    }
 }
 
 impl Default for Calls {
@@ -103,13 +99,8 @@ impl Calls {
         let schedule = pending.schedule.get_or_insert_with(|| {
             let rearm = Arc::new(Notify::new());
             first = Some(Arc::clone(&rearm));
-            Box::new(Schedule {
-                deadlines: BTreeSet::new(),
-                armed: None,
-                rearm,
-            })
+            Box::new(Schedule { armed: None, rearm })
         });
-        schedule.deadlines.insert((deadline, id));
         let rearm = schedule
             .armed
             .is_none_or(|armed| deadline < armed)
@@ -124,29 +115,23 @@ impl Calls {
         (id, rx, waiting, first)
     }
 
-    /// The earliest deadline of the requests waiting, which the sweeper now
-    /// sleeps until (`None`: until woken).
+    /// What the sweeper now sleeps until (`None`: until woken): never later
+    /// than the earliest deadline of the requests waiting.
     pub(crate) fn arm(&self) -> Option<Instant> {
-        let mut pending = lock(&self.pending);
-        let schedule = pending.schedule.as_mut()?;
-        schedule.armed = schedule.deadlines.first().map(|(deadline, _)| *deadline);
-        schedule.armed
+        lock(&self.pending).schedule.as_ref()?.armed
     }
 
-    /// Ends the wait of every request whose deadline is `now` or earlier.
+    /// Ends the wait of every request whose deadline is `now` or earlier,
+    /// and arms the sweeper for the earliest deadline of the rest.
     pub(crate) fn expire(&self, now: Instant) {
-        let mut expired = Vec::new();
         let mut pending = lock(&self.pending);
         let Pending { waiting, schedule } = &mut *pending;
+        let expired: Vec<_> = waiting
+            .extract_if(|_, (_, deadline)| *deadline <= now)
+            .map(|(_, (tx, _))| tx)
+            .collect();
         if let Some(schedule) = schedule {
-            while let Some(&(deadline, id)) = schedule.deadlines.first()
-                && deadline <= now
-            {
-                schedule.deadlines.pop_first();
-                if let Some((tx, _)) = waiting.remove(&id) {
-                    expired.push(tx);
-                }
-            }
+            schedule.armed = waiting.values().map(|(_, deadline)| *deadline).min();
         }
         drop(pending);
         for tx in expired {
@@ -156,12 +141,12 @@ impl Calls {
 
     /// Stops waiting for request `id`; false if it was no longer waiting.
     pub(crate) fn forget(&self, id: u64) -> bool {
-        lock(&self.pending).remove(id).is_some()
+        lock(&self.pending).waiting.remove(&id).is_some()
     }
 
     /// Hands an answer to the request waiting for it; false if none waits.
     pub(crate) fn answer(&self, id: u64, answer: Answer) -> bool {
-        let Some(waiter) = lock(&self.pending).remove(id) else {
+        let Some((waiter, _)) = lock(&self.pending).waiting.remove(&id) else {
             return false;
         };
         let _ = waiter.send(Some(answer));
@@ -170,13 +155,7 @@ impl Calls {
 
     /// Fails every waiting request with a status made from `status`.
     pub(crate) fn fail_all(&self, status: impl Fn() -> Status) {
-        let waiters: Vec<_> = {
-            let mut pending = lock(&self.pending);
-            if let Some(schedule) = &mut pending.schedule {
-                schedule.deadlines.clear();
-            }
-            pending.waiting.drain().collect()
-        };
+        let waiters: Vec<_> = lock(&self.pending).waiting.drain().collect();
         for (_, (waiter, _)) in waiters {
             let _ = waiter.send(Some(Err(status())));
         }

@@ -234,10 +234,12 @@ async fn the_same_type_may_be_routed_by_type_and_by_method() {
     bounded(async {
         let server = start(echo(Server::builder()).method(
             "test.v1.Echo/Twice",
-            |_ctx, p: Ping| async move {
+            |ctx, p: Ping| async move {
+                // What the handler is told of the message routed by method.
+                let metadata = ctx.metadata();
                 Ok::<_, Status>(Pong {
                     n: p.n * 2,
-                    text: p.text,
+                    text: format!("{:?} {}", metadata.method(), metadata.type_name()),
                 })
             },
         ))
@@ -263,6 +265,7 @@ async fn the_same_type_may_be_routed_by_type_and_by_method() {
             .expect("by method")
             .into_inner();
         assert_eq!((by_type.n, by_method.n), (4, 8));
+        assert_eq!(by_method.text, r#"Some("test.v1.Echo/Twice") test.v1.Ping"#);
         let missing = client
             .request_method::<_, Pong>("test.v1.Echo/Thrice", Ping::default())
             .await

@@ -224,7 +224,7 @@ impl Dispatcher {
         };
         if let Some(held) = shared.session_key()
             && !is_request
-            && frame.method.is_empty()
+            && !frame.has_method()
             && frame.type_bytes() == b"goomerang.v1.Session"
         {
             // The server gives (or takes back) this client's session key:
@@ -234,23 +234,26 @@ impl Dispatcher {
             }
             return Err(NoJob::Handled);
         }
-        // Found by the names as received. When the route's type is the
-        // frame's (always, for a route found by type), that comparison
-        // checked it, and the route's copy of the name is static: no UTF-8
-        // check, no reference count. Any other name is checked now, before
-        // anything reports it.
-        let by_type = frame.method.is_empty();
+        // Found by the names as received. A name equal to a registered one
+        // (the type, for a route found by type; the method, and the type if
+        // it is the method's input, for a route found by method) needs no
+        // UTF-8 check, and the route's copy of it holds no part of the
+        // frame (the type's is static). Any other name is checked now,
+        // before anything reports it.
+        let by_type = !frame.has_method();
         let found = if by_type {
             shared.routes().by_type(frame.type_bytes())
         } else {
-            shared.routes().by_method(frame.method.as_bytes())
+            shared.routes().by_method(frame.method_bytes())
         };
         match found {
-            Some(route) if by_type || route.input_name.as_bytes() == frame.type_bytes() => {
+            Some(route) if by_type => frame.type_name = route.input_name.clone(),
+            Some(route) if route.input_name.as_bytes() == frame.type_bytes() => {
                 frame.type_name = route.input_name.clone();
+                frame.method = route.method_name.clone();
             }
             _ => frame
-                .check_type()
+                .check_names()
                 .map_err(|err| NoJob::Violation(1007, format!("undecodable frame: {err}")))?,
         }
         if shared.is_shutting_down() {
@@ -279,7 +282,7 @@ impl Dispatcher {
             };
             return Err(refuse(status, frame));
         };
-        if !frame.method.is_empty() && !route.input.is(&frame.type_name) {
+        if !by_type && !route.input.is(&frame.type_name) {
             let status = Status::invalid_argument(format!(
                 "method {:?} takes {}, not {:?}",
                 frame.method.as_str(),
@@ -521,6 +524,10 @@ impl Run {
             self.ctx().cancel().finished();
         }
         let type_name = || self.ctx().metadata().type_name().to_owned();
+        let method = || {
+            let metadata = self.ctx().metadata();
+            metadata.method().unwrap_or_default().to_owned()
+        };
         let outcome = match (result, answer || !self.is_request) {
             (_, false) => None,
             (result, true) => result,
@@ -536,12 +543,7 @@ impl Run {
                 let message = panic_message(panic.as_ref());
                 let err = Incident::HandlerPanicked {
                     type_name: type_name(),
-                    method: self
-                        .ctx()
-                        .metadata()
-                        .method()
-                        .unwrap_or_default()
-                        .to_owned(),
+                    method: method(),
                     message: message.clone(),
                 };
                 hooks.error(&err, Some(conn));
@@ -598,12 +600,7 @@ impl Run {
         {
             let err = Incident::Handler {
                 type_name: type_name(),
-                method: self
-                    .ctx()
-                    .metadata()
-                    .method()
-                    .unwrap_or_default()
-                    .to_owned(),
+                method: method(),
                 status,
             };
             hooks.error(&err, Some(conn));

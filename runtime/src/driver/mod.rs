@@ -390,7 +390,7 @@ fn handle_binary<'a>(
     let dispatched = matches!(kind, Some(FrameKind::Message | FrameKind::Request))
         && (frame.id != 0) == (kind == Some(FrameKind::Request));
     if !dispatched {
-        frame.check_type().map_err(undecodable)?;
+        frame.check_names().map_err(undecodable)?;
     }
     let kind = kind.ok_or_else(|| (1002, format!("unknown frame kind {}", frame.kind)))?;
     let hooks = shared.hooks();

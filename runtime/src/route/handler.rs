@@ -33,6 +33,9 @@ pub(crate) struct Route {
     pub(crate) input: TypeName,
     /// `input`'s full name, static: what a received message's metadata holds.
     pub(crate) input_name: tokio_tungstenite::tungstenite::Utf8Bytes,
+    /// The method it is found by (empty for a type route): shared by the
+    /// metadata of every message routed by it, instead of its bytes in the frame.
+    pub(crate) method_name: tokio_tungstenite::tungstenite::Utf8Bytes,
     pub(crate) handler: BoxHandler,
     /// This type's counters, looked up once at start-up.
     pub(crate) stats: std::sync::Arc<crate::observe::metrics::RouteStats>,

@@ -252,6 +252,10 @@ impl Router {
                 kind: pending.kind,
                 input: pending.input,
                 input_name: Utf8Bytes::from_static(pending.input.full()),
+                method_name: match &pending.key {
+                    Key::Method(name) => Utf8Bytes::from(name.clone()),
+                    Key::Type(_) => Utf8Bytes::default(),
+                },
                 handler: middleware::compose(&stack, pending.handler),
                 stats,
             };

@@ -264,15 +264,17 @@ pub(crate) fn encode(frame: &Frame) -> Bytes {
 pub(crate) struct Incoming {
     pub(crate) kind: i32,
     pub(crate) id: u64,
-    /// Empty until [`check_type`](Self::check_type) checks the received
+    /// Empty until [`check_names`](Self::check_names) checks the received
     /// one ([`type_bytes`](Self::type_bytes)), or the dispatcher finds a
     /// route by it (a name equal to a registered one needs no UTF-8 check,
     /// and the route's own copy is static).
     pub(crate) type_name: Utf8Bytes,
-    /// The whole frame as received, which the received type name lies in (at
-    /// `type_at`): looked at in place, with no reference count of its own.
+    /// The whole frame as received, which the received type name and method
+    /// lie in (at `type_at`, `method_at`): looked at in place, with no
+    /// reference count of their own.
     raw: Bytes,
     type_at: Range<usize>,
+    method_at: Range<usize>,
     pub(crate) payload: Bytes,
     pub(crate) headers: Headers,
     pub(crate) timeout_ms: u32,
@@ -280,6 +282,7 @@ pub(crate) struct Incoming {
     pub(crate) topic: String,
     pub(crate) queue_group: String,
     pub(crate) created_unix_us: i64,
+    /// Empty until checked or found, as `type_name`.
     pub(crate) method: Utf8Bytes,
     pub(crate) offset: u64,
     pub(crate) epoch: String,
@@ -317,44 +320,46 @@ impl Reply {
 pub(crate) fn decode(buf: Bytes) -> Result<Incoming, String> {
     let mut frame = Incoming::default();
     decode_into(buf, &mut frame)?;
-    frame.check_type()?;
+    frame.check_names()?;
     Ok(frame)
 }
 
 /// [`decode`] into `frame`, which must be as [`Incoming::default`] makes
 /// it: filled in place, since a frame is some 300 bytes and each move
 /// copies them (the reader decodes into a local it lends to the
-/// dispatcher). The type name is left unchecked, in `type_raw`: the caller
-/// checks it with [`Incoming::check_type`] unless a route's name matches it.
+/// dispatcher). The type name and method are left unchecked: the caller
+/// checks them with [`Incoming::check_names`] unless routes' names match them.
 pub(crate) fn decode_into(buf: Bytes, frame: &mut Incoming) -> Result<(), String> {
-    let mut method = 0..0;
-    let decoded = decode_fields(&buf, frame, &mut method);
+    let decoded = decode_fields(&buf, frame);
     frame.raw = buf;
-    decoded.map_err(|err| err.to_string())?;
-    // The last occurrence is checked here, once (see `decode_fields`).
-    if !method.is_empty() {
-        match Utf8Bytes::try_from(frame.raw.slice(method)) {
-            Ok(method) => frame.method = method,
-            // Both wrong: the type name is reported, as prost's field order does.
-            Err(_) => {
-                return Err(frame
-                    .check_type()
-                    .err()
-                    .unwrap_or_else(|| Undecodable::Utf8("method").to_string()));
-            }
-        }
-    }
-    Ok(())
+    decoded.map_err(|err| err.to_string())
 }
 
 impl Incoming {
-    /// Checks the received type name (`type_raw`) for UTF-8 and keeps it
-    /// as `type_name`; the error is [`decode`]'s.
-    pub(crate) fn check_type(&mut self) -> Result<(), String> {
+    /// Checks the received type name and method for UTF-8 (the last
+    /// occurrence of each; see `decode_fields`) and keeps them as
+    /// `type_name` and `method`; the error is [`decode`]'s, the type name's
+    /// first when both are wrong, as prost's field order has it.
+    pub(crate) fn check_names(&mut self) -> Result<(), String> {
         let raw = self.raw.slice(self.type_at.clone());
         self.type_name =
             Utf8Bytes::try_from(raw).map_err(|_| Undecodable::Utf8("type name").to_string())?;
+        if self.has_method() {
+            let raw = self.raw.slice(self.method_at.clone());
+            self.method =
+                Utf8Bytes::try_from(raw).map_err(|_| Undecodable::Utf8("method").to_string())?;
+        }
         Ok(())
+    }
+
+    /// Whether the frame names a method.
+    pub(crate) fn has_method(&self) -> bool {
+        !self.method_at.is_empty()
+    }
+
+    /// The method as received, not checked for UTF-8.
+    pub(crate) fn method_bytes(&self) -> &[u8] {
+        &self.raw[self.method_at.clone()]
     }
 
     /// The type name as received, not checked for UTF-8.
@@ -363,11 +368,7 @@ impl Incoming {
     }
 }
 
-fn decode_fields(
-    buf: &Bytes,
-    frame: &mut Incoming,
-    method: &mut Range<usize>,
-) -> Result<(), Undecodable> {
+fn decode_fields(buf: &Bytes, frame: &mut Incoming) -> Result<(), Undecodable> {
     use prost::encoding::{hash_map, int32, int64, message, string, uint32, uint64};
     let mut rest: &[u8] = buf;
     let mut payload = 0..0;
@@ -380,7 +381,7 @@ fn decode_fields(
             3 => {
                 // Every occurrence must be UTF-8, as with prost's string
                 // fields: an earlier one is checked as a later one replaces
-                // it, the last by `check_type` (or a route's name).
+                // it, the last by `check_names` (or a route's name).
                 if !frame.type_at.is_empty() {
                     utf8(&buf[frame.type_at.clone()], "type name")?;
                 }
@@ -409,10 +410,10 @@ fn decode_fields(
             9 => string::merge(wire, &mut frame.queue_group, &mut rest, ctx)?,
             10 => int64::merge(wire, &mut frame.created_unix_us, &mut rest, ctx)?,
             11 => {
-                if !Range::is_empty(method) {
-                    utf8(&buf[method.clone()], "method")?;
+                if frame.has_method() {
+                    utf8(&buf[frame.method_at.clone()], "method")?;
                 }
-                *method = bytes_at(wire, buf.len(), &mut rest, ctx)?;
+                frame.method_at = bytes_at(wire, buf.len(), &mut rest, ctx)?;
             }
             12 => uint64::merge(wire, &mut frame.offset, &mut rest, ctx)?,
             13 => string::merge(wire, &mut frame.epoch, &mut rest, ctx)?,

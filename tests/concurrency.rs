@@ -90,6 +90,50 @@ async fn global_cap_bounds_handlers_across_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_cap_of_one_is_shared_by_connections_streaming_quick_handlers() {
+    bounded(async {
+        // Handlers that end without waiting run on each connection's reader,
+        // which keeps its slot of the server's cap while frames stream in:
+        // with one slot for the server, the two readers must still take
+        // turns, never both run one at once, and each must get through.
+        const EACH: u64 = 5_000;
+        let gauge = Arc::new(Gauge::default());
+        let handled = Arc::new(AtomicUsize::new(0));
+        let all_in = Arc::new(Notify::new());
+        let server = start({
+            let (gauge, handled, all_in) = (gauge.clone(), handled.clone(), all_in.clone());
+            Server::builder()
+                .config(Config::default().max_concurrent_handlers(1))
+                .message(move |_ctx, _seq: Seq| {
+                    gauge.enter();
+                    // Long enough that the other reader overlaps it, if it may.
+                    std::thread::yield_now();
+                    gauge.exit();
+                    if handled.fetch_add(1, Ordering::SeqCst) + 1 == 2 * EACH as usize {
+                        all_in.notify_one();
+                    }
+                    std::future::ready(())
+                })
+        })
+        .await;
+        let done = all_in.notified();
+        let (a, b) = (server.client().await, server.client().await);
+        let stream = |client: Client| async move {
+            for n in 0..EACH {
+                client.send(Seq { n }).await.expect("send");
+            }
+        };
+        tokio::join!(stream(a.clone()), stream(b.clone()), done);
+        assert_eq!(handled.load(Ordering::SeqCst), 2 * EACH as usize);
+        assert_eq!(gauge.peak.load(Ordering::SeqCst), 1);
+        a.close().await.expect("close");
+        b.close().await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_mode_preserves_arrival_order_under_load() {
     bounded(async {
         const COUNT: u64 = 20_000;

@@ -89,6 +89,11 @@ impl Limit {
         }
     }
 
+    /// Whether a task waits for a slot.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+
     /// Gives a slot back, waking one waiter if there is any.
     pub(crate) fn release(&self) {
         self.used.fetch_sub(1, Ordering::SeqCst);

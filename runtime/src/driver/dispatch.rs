@@ -29,7 +29,6 @@ use crate::wire::status::Status;
 use crate::wire::topic::Position;
 
 /// What the reader carries from one frame's dispatch to the next.
-#[derive(Default)]
 pub(crate) struct Carry {
     /// The clock reading of the end of the last frame's handler, if it ended
     /// on the reader's poll: the next frame's receipt when the reader did not
@@ -40,15 +39,62 @@ pub(crate) struct Carry {
     /// (then parked on the thread for its next context, by any connection),
     /// so a quiet connection holds none.
     spare: Option<Spare>,
+    /// The server-wide handler cap, and whether the reader holds a slot of
+    /// it: held while frames stream in and no other task waits for one, the
+    /// runs that end on the reader's poll use it in turn, so it is taken and
+    /// given back once per burst, not twice per message (a locked
+    /// instruction each, on a counter every connection shares: 4% of the
+    /// one-way rate). A run that suspends takes it along, and the reader
+    /// lets go of it before it waits for anything.
+    global: Arc<Limit>,
+    holds: bool,
 }
 
 impl Carry {
+    pub(crate) fn new(global: &Arc<Limit>) -> Carry {
+        Carry {
+            ended: None,
+            spare: None,
+            global: Arc::clone(global),
+            holds: false,
+        }
+    }
+
     /// The reader is about to wait for the socket: the spare context goes
-    /// to this thread's next one (see [`Spare::park`]).
-    pub(crate) fn park_spare(&mut self) {
+    /// to this thread's next one (see [`Spare::park`]), the slot back to the cap.
+    pub(crate) fn idle(&mut self) {
         if let Some(spare) = self.spare.take() {
             spare.park();
         }
+        self.release_slot();
+    }
+
+    /// The reader is about to wait for something else: the slot goes back.
+    pub(crate) fn release_slot(&mut self) {
+        if std::mem::take(&mut self.holds) {
+            self.global.release();
+        }
+    }
+
+    /// Holds a slot of the server's cap, taking one if it holds none and one is free.
+    fn hold(&mut self) -> bool {
+        if !self.holds {
+            self.holds = self.global.try_acquire();
+        }
+        self.holds
+    }
+
+    /// The slot held, for a run that outlasts the reader's poll.
+    fn hand_over(&mut self) -> Slot {
+        debug_assert!(self.holds, "the fast path holds a slot");
+        self.holds = false;
+        Slot::taken(&self.global)
+    }
+}
+
+impl Drop for Carry {
+    fn drop(&mut self) {
+        self.release_slot();
     }
 }
 
@@ -142,8 +188,9 @@ impl Dispatcher {
         // Fast path: with room under both caps, run the handler here until its
         // first await; only work that suspends becomes a task of its own. The
         // reader alone takes this connection's slots, so it takes one only
-        // for work that outlasts its poll.
-        if self.per_conn.has_room() && shared.global().try_acquire() {
+        // for work that outlasts its poll; of the server's, it holds one
+        // while frames stream in (see `Carry::global`).
+        if self.per_conn.has_room() && carry.hold() {
             // Shared and the route are borrowed here; only work that
             // suspends takes them along, as clones.
             let mut run = job.start(shared, route, received);
@@ -151,21 +198,23 @@ impl Dispatcher {
                 Poll::Ready(result) => {
                     let ended = &mut carry.ended;
                     match run.finish_now(shared, route, Some(result), ended) {
-                        None => shared.global().release(),
+                        // Kept for the next frame, unless another task waits for it.
+                        None => {
+                            if shared.global().has_waiters() {
+                                carry.release_slot();
+                            }
+                        }
                         // The reply waits for room in a task that keeps the
                         // handler's slots, so a stalled peer still meets the caps.
-                        Some(wait) => {
-                            self.per_conn.take_seen();
-                            self.spawn_holding_slots(wait);
-                        }
+                        Some(wait) => self.spawn_holding_slots(wait, carry),
                     }
                     // The run is over: its context is the next one's.
                     carry.spare = Some(run.into_spare());
                 }
                 Poll::Pending => {
-                    self.per_conn.take_seen();
                     let (shared, route) = (Arc::clone(shared), route.clone());
-                    self.spawn_holding_slots(async move { run.complete(&shared, &route).await });
+                    let work = async move { run.complete(&shared, &route).await };
+                    self.spawn_holding_slots(work, carry);
                 }
             }
             return None;
@@ -193,10 +242,16 @@ impl Dispatcher {
         }))
     }
 
-    /// Runs `work` as a task that holds the slots of both caps the caller took.
-    fn spawn_holding_slots(&self, work: impl Future<Output = ()> + Send + 'static) {
+    /// Runs `work` as a task that holds a slot of this connection's cap
+    /// (taken now: the reader saw it free) and the server's slot the reader held.
+    fn spawn_holding_slots(
+        &self,
+        work: impl Future<Output = ()> + Send + 'static,
+        carry: &mut Carry,
+    ) {
         let shared = &self.shared;
-        let slots = (Slot::taken(&self.per_conn), Slot::taken(shared.global()));
+        self.per_conn.take_seen();
+        let slots = (Slot::taken(&self.per_conn), carry.hand_over());
         shared.handlers().spawn(async move {
             let _slots = slots;
             work.await;

@@ -95,7 +95,7 @@ async fn read_loop(
     let mut closing = false;
     let mut busy = 0;
     // What one frame's dispatch leaves for the next.
-    let mut carry = Carry::default();
+    let mut carry = Carry::new(shared.global());
     let mut remote_close: Option<(u16, String, bool)> = None;
     loop {
         // Atomic checks on every frame: the control futures below are polled
@@ -178,6 +178,7 @@ async fn read_loop(
                 match handled {
                     Ok(None) => {}
                     Ok(Some(wait)) => {
+                        carry.release_slot();
                         wait.await;
                         carry.ended = None;
                     }
@@ -263,7 +264,7 @@ async fn next_frame(
             }
             Poll::Pending => {
                 *waited = true;
-                carry.park_spare();
+                carry.idle();
                 if *busy > 0 {
                     *busy = 0;
                     if let Err(err) = writer.reader_idle(cx) {

@@ -271,6 +271,16 @@ async fn the_same_type_may_be_routed_by_type_and_by_method() {
             .await
             .expect_err("no such method");
         assert_eq!(missing.code(), goomerang::Code::Unimplemented);
+        // A method called with another type than its input is refused.
+        let mistyped = client
+            .request_method::<_, Pong>("test.v1.Echo/Twice", Work::default())
+            .await
+            .expect_err("wrong input type");
+        assert_eq!(mistyped.code(), goomerang::Code::InvalidArgument);
+        assert_eq!(
+            mistyped.message(),
+            r#"method "test.v1.Echo/Twice" takes test.v1.Ping, not "test.v1.Work""#
+        );
         client.close().await.expect("close");
         server.stop().await;
     })

@@ -537,14 +537,14 @@ impl Connection {
     pub(crate) async fn enqueue(&self, bytes: Bytes) -> Result<(), Error> {
         self.check_sendable(&bytes)?;
         let permits = self.outbox().permits_for(bytes.len());
-        let queued = match self.outbox().try_push(bytes, permits) {
-            Ok(()) => Ok(()),
-            Err(Refused::Closed(_)) => Err(()),
-            Err(Refused::Full(bytes)) => Box::pin(self.outbox().push(bytes, permits))
-                .await
-                .map_err(drop),
+        let bytes = match self.outbox().try_push(bytes, permits) {
+            Ok(()) => return Ok(()),
+            Err(Refused::Closed(_)) => return Err(self.closed_error()),
+            Err(Refused::Full(bytes)) => bytes,
         };
-        queued.map_err(|()| self.closed_error())
+        Box::pin(self.outbox().push(bytes, permits))
+            .await
+            .map_err(|_| self.closed_error())
     }
 
     /// Queues a frame whose sender waits for the answer anyway (a request),

@@ -301,16 +301,25 @@ impl Dispatcher {
         } else {
             shared.routes().by_method(frame.method_bytes())
         };
-        match found {
-            Some(route) if by_type => frame.type_name = route.input_name.clone(),
+        // Whether the frame carries the route's input type (always, for a
+        // route found by type).
+        let typed = match found {
+            Some(route) if by_type => {
+                frame.type_name = route.input_name.clone();
+                true
+            }
             Some(route) if route.input_name.as_bytes() == frame.type_bytes() => {
                 frame.type_name = route.input_name.clone();
                 frame.method = route.method_name.clone();
+                true
             }
-            _ => frame
-                .check_names()
-                .map_err(|err| NoJob::Violation(1007, format!("undecodable frame: {err}")))?,
-        }
+            _ => {
+                frame
+                    .check_names()
+                    .map_err(|err| NoJob::Violation(1007, format!("undecodable frame: {err}")))?;
+                false
+            }
+        };
         if shared.is_shutting_down() {
             // New work is refused so the drain ends; the peer is told either way.
             return Err(refuse(Error::ShuttingDown.into(), frame));
@@ -337,7 +346,7 @@ impl Dispatcher {
             };
             return Err(refuse(status, frame));
         };
-        if !by_type && !route.input.is(&frame.type_name) {
+        if !typed {
             let status = Status::invalid_argument(format!(
                 "method {:?} takes {}, not {:?}",
                 frame.method.as_str(),

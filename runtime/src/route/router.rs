@@ -377,12 +377,12 @@ impl Routes {
     /// one method takes their type (a broadcast to a generated one-way
     /// method, an untyped request to the only RPC taking its input).
     fn add_type_fallbacks(&mut self) {
-        let mut taking: HashMap<String, Vec<&[u8]>> = HashMap::new();
-        for (method, route) in &self.by_method {
+        let mut taking: HashMap<String, Vec<&str>> = HashMap::new();
+        for route in self.by_method.values() {
             taking
                 .entry(route.input.to_string())
                 .or_default()
-                .push(method);
+                .push(route.method_name.as_str());
         }
         for (type_name, mut methods) in taking {
             let key = type_name.into_bytes().into_boxed_slice();
@@ -390,14 +390,11 @@ impl Routes {
                 continue;
             }
             if let [method] = methods[..] {
-                let route = self.by_method[method].clone();
+                let route = self.by_method[method.as_bytes()].clone();
                 self.by_type.insert(key, route);
             } else {
                 methods.sort_unstable();
-                let methods = methods
-                    .into_iter()
-                    .map(|m| String::from_utf8_lossy(m).into())
-                    .collect();
+                let methods = methods.into_iter().map(Box::from).collect();
                 self.ambiguous.insert(key, methods);
             }
         }

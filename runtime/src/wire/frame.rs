@@ -341,15 +341,17 @@ impl Incoming {
     /// `type_name` and `method`; the error is [`decode`]'s, the type name's
     /// first when both are wrong, as prost's field order has it.
     pub(crate) fn check_names(&mut self) -> Result<(), String> {
-        let raw = self.raw.slice(self.type_at.clone());
-        self.type_name =
-            Utf8Bytes::try_from(raw).map_err(|_| Undecodable::Utf8("type name").to_string())?;
+        self.type_name = self.checked(&self.type_at, "type name")?;
         if self.has_method() {
-            let raw = self.raw.slice(self.method_at.clone());
-            self.method =
-                Utf8Bytes::try_from(raw).map_err(|_| Undecodable::Utf8("method").to_string())?;
+            self.method = self.checked(&self.method_at, "method")?;
         }
         Ok(())
+    }
+
+    /// The received name at `at`, if it is UTF-8.
+    fn checked(&self, at: &Range<usize>, field: &'static str) -> Result<Utf8Bytes, String> {
+        Utf8Bytes::try_from(self.raw.slice(at.clone()))
+            .map_err(|_| Undecodable::Utf8(field).to_string())
     }
 
     /// Whether the frame names a method.

@@ -193,7 +193,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     >,
             >,
         >;
-        let scenarios: [(&'static str, &'static str, bool, Run); 8] = [
+        let scenarios: [(&'static str, &'static str, bool, Run); 9] = [
             ("sync_1", "req/s", true, |p| {
                 Box::pin(async move {
                     Ok((
@@ -216,6 +216,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Ok((
                         side("goomerang", gm::sync_task(p.sync_32, 32)).await?,
                         side("raw", raw::sync(p.sync_32, 32)).await?,
+                    ))
+                })
+            }),
+            // goomerang's 32 caller tasks against a raw client of 32 tasks
+            // sharing its connection through a channel (one writer, one reader).
+            ("sync_32_tasks", "req/s", true, |p| {
+                Box::pin(async move {
+                    Ok((
+                        side("goomerang", gm::sync(p.sync_32, 32)).await?,
+                        side("raw", raw::sync_tasks(p.sync_32, 32)).await?,
                     ))
                 })
             }),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -143,6 +143,88 @@ async fn sync_client(mut ws: ClientWs, n: usize, window: usize) -> Result<Sample
     let (p50_us, p99_us) = percentiles(latencies);
     Ok(Sample {
         value: n as f64 / elapsed.as_secs_f64(),
+        p50_us,
+        p99_us,
+    })
+}
+
+/// `n` round trips from `tasks` caller tasks sharing one connection, as
+/// goomerang's callers do: the least a multiplexing client does. Each caller
+/// hands its request to the connection's writer task through a channel and
+/// waits on a oneshot; the writer feeds what is queued and flushes once; the
+/// reader task answers the callers in order (the echo server answers in order,
+/// so no ids are needed).
+pub(crate) async fn sync_tasks(n: usize, tasks: usize) -> Result<Sample, Error> {
+    let url = listen(echo).await?;
+    let ws = connect(&url).await?;
+    let (mut sink, mut stream) = ws.split();
+    let payload = Bytes::from(vec![7u8; 32]);
+    for _ in 0..1_000 {
+        sink.send(Message::Binary(payload.clone())).await?;
+        stream.next().await.ok_or("closed")??;
+    }
+    let waiting = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<
+        oneshot::Sender<()>,
+    >::new()));
+    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let writer = tokio::spawn({
+        let (waiting, payload) = (Arc::clone(&waiting), payload.clone());
+        async move {
+            while let Some(first) = rx.recv().await {
+                let mut count = 1;
+                waiting.lock().expect("not poisoned").push_back(first);
+                while let Ok(next) = rx.try_recv() {
+                    waiting.lock().expect("not poisoned").push_back(next);
+                    count += 1;
+                }
+                for _ in 0..count {
+                    sink.feed(Message::Binary(payload.clone())).await?;
+                }
+                sink.flush().await?;
+            }
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+        }
+    });
+    let reader = tokio::spawn({
+        let waiting = Arc::clone(&waiting);
+        async move {
+            while let Some(Ok(_)) = stream.next().await {
+                let caller = waiting.lock().expect("not poisoned").pop_front();
+                if let Some(caller) = caller {
+                    let _ = caller.send(());
+                }
+            }
+        }
+    });
+    let per_caller = n / tasks;
+    let started = Instant::now();
+    let callers: Vec<_> = (0..tasks)
+        .map(|_| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_caller);
+                for _ in 0..per_caller {
+                    let t = Instant::now();
+                    let (answer, answered) = oneshot::channel();
+                    tx.send(answer).map_err(|_| "writer stopped")?;
+                    answered.await.map_err(|_| "connection ended")?;
+                    latencies.push(t.elapsed());
+                }
+                Ok::<_, &'static str>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for caller in callers {
+        latencies.extend(caller.await??);
+    }
+    let elapsed = started.elapsed();
+    drop(tx);
+    writer.await??;
+    reader.abort();
+    let (p50_us, p99_us) = percentiles(latencies);
+    Ok(Sample {
+        value: (per_caller * tasks) as f64 / elapsed.as_secs_f64(),
         p50_us,
         p99_us,
     })

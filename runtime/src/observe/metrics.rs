@@ -135,7 +135,7 @@ pub(crate) struct Counters {
     unknown: Arc<RouteStats>,
     routes: RwLock<BTreeMap<RouteKey, Arc<RouteStats>>>,
     /// Requests this side made, by payload type and method ("" by type).
-    requests: RwLock<BTreeMap<(TypeName, &'static str), Arc<Histogram>>>,
+    requests: RwLock<BTreeMap<RequestLabels, Histogram>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     slow_consumers: Mutex<BTreeMap<&'static str, u64>>,
     rejected_handshakes: Mutex<BTreeMap<u16, u64>>,
@@ -279,25 +279,25 @@ impl Counters {
 
     /// A request this side made was answered (or gave up) after `took`.
     pub(crate) fn request_took(&self, type_name: TypeName, method: &'static str, took: Duration) {
-        let key = (type_name, method);
-        let found = self
+        let key = RequestLabels { type_name, method };
+        // Observed under the read lock: callers on every thread share the
+        // histogram, and a clone of a reference to it would be two more
+        // locked instructions on a line they all write.
+        if let Some(histogram) = self
             .requests
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
-            .cloned();
-        let histogram = found.unwrap_or_else(|| {
-            let mut requests = self
-                .requests
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(
-                requests
-                    .entry(key)
-                    .or_insert_with(|| Arc::new(Histogram::new(&self.bounds))),
-            )
-        });
-        histogram.observe(took);
+        {
+            histogram.observe(took);
+            return;
+        }
+        self.requests
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_insert_with(|| Histogram::new(&self.bounds))
+            .observe(took);
     }
 
     pub(crate) fn error(&self, kind: &'static str) {
@@ -340,9 +340,9 @@ impl Counters {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|((name, method), h)| {
-                let method = (!method.is_empty()).then(|| (*method).to_owned());
-                ((name.to_string(), method), h.snapshot())
+            .map(|(labels, h)| {
+                let method = (!labels.method.is_empty()).then(|| labels.method.to_owned());
+                ((labels.type_name.to_string(), method), h.snapshot())
             })
             .collect();
         Snapshot {
@@ -433,6 +433,44 @@ impl Counters {
     }
 }
 
+/// The labels of the requests a side makes: a type, and a method or `""`.
+/// Compared by the strings' addresses first: a side's requests of one kind
+/// name the same static strings, so finding their histogram compares no text.
+#[derive(Clone, Copy, Debug)]
+struct RequestLabels {
+    type_name: TypeName,
+    method: &'static str,
+}
+
+impl RequestLabels {
+    fn same_statics(&self, other: &RequestLabels) -> bool {
+        self.type_name.same_halves(&other.type_name) && std::ptr::eq(self.method, other.method)
+    }
+}
+
+impl PartialEq for RequestLabels {
+    fn eq(&self, other: &RequestLabels) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for RequestLabels {}
+
+impl PartialOrd for RequestLabels {
+    fn partial_cmp(&self, other: &RequestLabels) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RequestLabels {
+    fn cmp(&self, other: &RequestLabels) -> std::cmp::Ordering {
+        if self.same_statics(other) {
+            return std::cmp::Ordering::Equal;
+        }
+        (self.type_name, self.method).cmp(&(other.type_name, other.method))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,5 +500,36 @@ mod tests {
         }
         let counts: Vec<u64> = h.snapshot().buckets.iter().map(|&(_, n)| n).collect();
         assert_eq!(counts, [[1].as_slice(), &[2; 11], &[1]].concat());
+    }
+
+    #[test]
+    fn requests_of_one_route_share_a_histogram_whatever_copy_of_its_names_they_hold() {
+        let counters = Counters::new("client", &DEFAULT_BUCKETS);
+        let position = TypeName::of::<crate::wire::proto::Position>();
+        let method = "test.v1.Echo/Twice";
+        // The same text at another address, as a name built at run time is.
+        let copy: &'static str = Box::leak(method.to_owned().into_boxed_str());
+        assert!(!std::ptr::eq(method, copy));
+        counters.request_took(position, method, Duration::from_micros(5));
+        counters.request_took(position, copy, Duration::from_micros(5));
+        counters.request_took(position, method, Duration::from_micros(5));
+        counters.request_took(position, "", Duration::from_micros(5));
+        counters.request_took(TypeName::NONE, method, Duration::from_micros(5));
+        let mut counts: Vec<_> = counters
+            .snapshot()
+            .requests
+            .into_iter()
+            .map(|((name, method), h)| (name, method, h.count))
+            .collect();
+        counts.sort();
+        let method = Some(method.to_owned());
+        assert_eq!(
+            counts,
+            [
+                (String::new(), method.clone(), 1),
+                ("goomerang.v1.Position".to_owned(), None, 1),
+                ("goomerang.v1.Position".to_owned(), method, 3),
+            ]
+        );
     }
 }

@@ -56,6 +56,12 @@ impl TypeName {
         buf.put_slice(self.name.as_bytes());
     }
 
+    /// Whether `other` is made of the very same static halves: a quick
+    /// check for equality that needs no comparison of the strings.
+    pub(crate) fn same_halves(&self, other: &TypeName) -> bool {
+        std::ptr::eq(self.package, other.package) && std::ptr::eq(self.name, other.name)
+    }
+
     /// Whether `full` is this name.
     pub(crate) fn is(&self, full: &str) -> bool {
         if self.package.is_empty() {

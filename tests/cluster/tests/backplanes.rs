@@ -270,6 +270,7 @@ async fn a_broker_restart_never_stops_local_delivery_and_the_cluster_heals(kind:
         return;
     };
     bounded(async {
+        step("the cluster to start");
         let (mut broker, replicas) = cluster(kind, binary, "restart", 3).await;
         let mut members = Vec::new();
         for replica in &replicas {
@@ -277,6 +278,7 @@ async fn a_broker_restart_never_stops_local_delivery_and_the_cluster_heals(kind:
             member.client.subscribe("news.*").await.expect("subscribe");
             members.push(member);
         }
+        step("the healthy publish to reach all three");
         // Healthy: one publish reaches all three.
         members[0]
             .client
@@ -287,12 +289,14 @@ async fn a_broker_restart_never_stops_local_delivery_and_the_cluster_heals(kind:
             assert_eq!(member.next().await.0, "before");
         }
 
+        step("the broker to die and every replica to see it");
         broker.kill().await;
         for member in &members {
             while member.counts().await.disconnects == 0 {
                 tokio::task::yield_now().await;
             }
         }
+        step("the publishes during the outage");
         // The broker is gone: publishing still returns at once and reaches
         // the local subscriber, 200 times over.
         for i in 0..200 {
@@ -305,18 +309,22 @@ async fn a_broker_restart_never_stops_local_delivery_and_the_cluster_heals(kind:
         for i in 0..200 {
             assert_eq!(members[0].next().await.0, format!("during-{i}"));
         }
+        step("the replicas' incident counts");
         // Each replica told its on_error hooks.
         for member in &members {
             assert!(member.counts().await.incidents >= 1);
         }
 
+        step("the broker to restart");
         broker.restart().await;
+        step("every replica to reconnect");
         for member in &members {
             member.wait_stats(|s| s.reconnects >= 1).await;
         }
         // The first replica has dealt with all 201 of its events (handed
         // over, or refused while the broker was away), and the broker has
         // processed what it took: the next stats call is a barrier.
+        step("the first replica to settle its 201 events");
         let settled = members[0]
             .wait_stats(|s| s.forwarded + s.failed + s.dropped == 201)
             .await;
@@ -325,6 +333,7 @@ async fn a_broker_restart_never_stops_local_delivery_and_the_cluster_heals(kind:
         // "after" comes from the same replica as the outage's events, so
         // every replica gets it after them (a replica delivers its own
         // publishes locally at once, ahead of other replicas' in transit).
+        step("the publish after the restart");
         members[0]
             .command("publish", "news.x", "after")
             .await
@@ -333,6 +342,7 @@ async fn a_broker_restart_never_stops_local_delivery_and_the_cluster_heals(kind:
         // is at most once, and they may have come back later), but never
         // twice and never after what was published once it was all handed
         // over; the publisher's own subscriber never gets its own events back.
+        step("every member to get \"after\"");
         for (i, member) in members.iter_mut().enumerate() {
             let mut outage = HashSet::new();
             loop {
@@ -544,12 +554,14 @@ async fn history_kept_on_the_broker_follows_clients_to_any_replica(kind: Kind) {
         return;
     };
     bounded(async {
+        step("the broker and replicas to start");
         let broker = Broker::start(kind, binary).await;
         let history = ["--history", "chat.*"];
         let mut replicas = Vec::new();
         for _ in 0..3 {
             replicas.push(Replica::start(&broker, "history", &history).await);
         }
+        step("the mover to connect and subscribe");
         let mut mover =
             Member::connect_with_fallbacks(&replicas[0].url, &[replicas[1].url.as_str()]).await;
         mover
@@ -565,11 +577,13 @@ async fn history_kept_on_the_broker_follows_clients_to_any_replica(kind: Kind) {
             .await
             .expect("subscribe_group");
         let publisher = Member::connect(&replicas[2].url).await;
+        step("the queue group to register");
         worker.wait_stats(|s| s.groups == 1).await;
         if matches!(kind, Kind::Redis) {
             // (NATS finds the group's members itself.)
             publisher.wait_stats(|s| s.known_groups == 1).await;
         }
+        step("1 and 2 to reach the mover");
         for text in ["1", "2"] {
             publisher
                 .client
@@ -586,6 +600,7 @@ async fn history_kept_on_the_broker_follows_clients_to_any_replica(kind: Kind) {
         // Its replica dies while 3 and 4 are published; on the second
         // replica (which numbered history kept in step) it gets them, once
         // and in order, whether replayed or live, then 5.
+        step("the mover's replica to die and 3 and 4 to reach it elsewhere");
         replicas[0].kill().await;
         for text in ["3", "4"] {
             publisher
@@ -597,6 +612,7 @@ async fn history_kept_on_the_broker_follows_clients_to_any_replica(kind: Kind) {
         assert_eq!(mover.next().await.0, "3");
         assert_eq!(mover.next().await.0, "4");
         // Renewed on the second replica: a publish now reaches it there.
+        step("the mover's subscription to be renewed on the second replica");
         let on_second = Member::connect(&replicas[1].url).await;
         while on_second.presence("chat.room", 10).await.0 == 0 {
             tokio::task::yield_now().await;

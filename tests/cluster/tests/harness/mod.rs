@@ -14,11 +14,29 @@ use goomerang_cluster_tests::{Ack, Command};
 /// Every cluster test body runs under this bound.
 pub(crate) const BOUND: Duration = Duration::from_secs(60);
 
-/// Runs `f` under [`BOUND`].
+tokio::task_local! {
+    /// What the test body under [`bounded`] last said it was waiting for.
+    static STEP: std::cell::Cell<&'static str>;
+}
+
+/// Runs `f` under [`BOUND`]; past it, fails naming the last [`step`].
 pub(crate) async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("cluster test exceeded its time bound")
+    STEP.scope(std::cell::Cell::new("start"), async {
+        match tokio::time::timeout(BOUND, f).await {
+            Ok(output) => output,
+            Err(_) => panic!(
+                "cluster test exceeded its time bound while waiting for: {}",
+                STEP.with(std::cell::Cell::get)
+            ),
+        }
+    })
+    .await
+}
+
+/// Records what the body of a [`bounded`] test waits for next, so that a
+/// test that exceeds its bound says where it stood.
+pub(crate) fn step(what: &'static str) {
+    let _ = STEP.try_with(|step| step.set(what));
 }
 
 /// The brokers a backplane runs on.

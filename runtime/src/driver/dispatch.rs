@@ -314,9 +314,10 @@ impl Dispatcher {
                 true
             }
             _ => {
-                frame
-                    .check_names()
-                    .map_err(|err| NoJob::Violation(1007, format!("undecodable frame: {err}")))?;
+                frame.check_names().map_err(|err| {
+                    let (code, detail) = undecodable(err);
+                    NoJob::Violation(code, detail)
+                })?;
                 false
             }
         };
@@ -407,6 +408,11 @@ impl Dispatcher {
         };
         Ok((job, route))
     }
+}
+
+/// The close code and reason for a frame that does not decode, wherever it is found out.
+pub(crate) fn undecodable(err: String) -> (u16, String) {
+    (1007, format!("undecodable frame: {err}"))
 }
 
 /// Why a frame does not become a handler run.

@@ -25,7 +25,7 @@ use crate::wire::reply::Encoded;
 use crate::wire::status::Status;
 use crate::ws::io::ReadSide;
 use crate::ws::{Upgraded, WsRead};
-use dispatch::{Carry, Dispatcher};
+use dispatch::{Carry, Dispatcher, undecodable};
 use shared::Shared;
 
 /// Runs one connection to its end: spawns the writer, reads until the peer
@@ -378,7 +378,6 @@ fn handle_binary<'a>(
     cx: &mut Context<'_>,
 ) -> Result<Option<Wait<'a>>, (u16, String)> {
     shared.metrics().frame_received(bytes.len());
-    let undecodable = |err| (1007, format!("undecodable frame: {err}"));
     let mut frame = Incoming::default();
     frame::decode_into(bytes, &mut frame).map_err(undecodable)?;
     let kind = FrameKind::try_from(frame.kind)
